@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh Debian machine: `make demo` and `make test`.
+# Each bootstraps what it needs: Debian's chromium + chromium-driver, then a .venv with
+# coupad installed editable plus its test extras. Re-running is fast: every step checks first.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: test sim browser venv lint typecheck
+
+test: browser $(STAMP)
+	$(BIN)/ruff check coupad tests
+	$(BIN)/mypy coupad
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+sim: $(STAMP)
+	$(BIN)/coupad sim
+
+# Chromium and its driver come from Debian, never from a download at run time.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium and chromium-driver"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else \
+		echo "Chromium is missing. Run as root:"; \
+		echo "    apt-get update && apt-get install -y chromium chromium-driver"; \
+		exit 1; \
+	fi
+
+venv: $(STAMP)
+
+# Reinstall only when the package metadata changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)

@@ -1,0 +1,3 @@
+from coupad.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,277 @@
+"""Headless Chromium under Selenium: launch, isolated profiles, process groups, clean-up.
+
+Every browser coupad starts runs from a profile directory under one profile root (by default
+``<state>/profiles``), with chromedriver started in a new session so that chromedriver and
+all of its Chromium children form one process group that coupad can kill as a whole. The
+start-up sweep (:func:`sweep_leftovers`) kills only process groups whose command line names
+a ``--user-data-dir`` below that root: other people's browsers are never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import psutil
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+
+from coupad.errors import BrowserError
+
+log = logging.getLogger("coupad.browser")
+
+# Flags measured in shared/browser-facts.md. Headless and no-sandbox are mandatory here (no
+# display, running as root); the background-networking family keeps Chromium from dialling
+# hosts this machine cannot reach; the backgrounding family keeps timers in background tabs
+# at full speed, since several POs render at once in tabs that are not in front.
+CHROMIUM_FLAGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+    "--disable-features=Translate,MediaRouter,OptimizationHints,DownloadBubble,DownloadBubbleV2",
+    # A fixed cookie-encryption key, so that a profile copied to a worker keeps its sign-in.
+    "--password-store=basic",
+    "--window-size=1366,900",
+)
+
+# Files and folders of a profile that a worker copy must not inherit: locks held by a running
+# browser, tabs to restore, and caches that only cost disk.
+PROFILE_SKIP = {
+    "SingletonLock",
+    "SingletonSocket",
+    "SingletonCookie",
+    "lockfile",
+    "Sessions",
+    "Current Session",
+    "Current Tabs",
+    "Last Session",
+    "Last Tabs",
+    "Cache",
+    "Code Cache",
+    "GPUCache",
+    "GrShaderCache",
+    "ShaderCache",
+    "GraphiteDawnCache",
+    "Crashpad",
+    "BrowserMetrics",
+    "Service Worker",
+    "DawnCache",
+    "DawnGraphiteCache",
+}
+
+
+def chromium_prefs(download_dir: Path) -> dict[str, Any]:
+    """Profile preferences that make downloads silent and the first page load fast."""
+    return {
+        "download.default_directory": str(download_dir),
+        "download.prompt_for_download": False,
+        "download.directory_upgrade": True,
+        "safebrowsing.enabled": False,
+        "profile.default_content_setting_values.automatic_downloads": 1,
+        "plugins.always_open_pdf_externally": True,
+        "session.restore_on_startup": 4,
+        "session.startup_urls": ["about:blank"],
+        "credentials_enable_service": False,
+        "profile.password_manager_enabled": False,
+    }
+
+
+@dataclass(frozen=True)
+class BrowserSpec:
+    """What a worker needs to start its browser; plain data, so it crosses process boundaries."""
+
+    profile_dir: Path
+    download_dir: Path
+    chromium: Path = Path("/usr/bin/chromium")
+    chromedriver: Path = Path("/usr/bin/chromedriver")
+    headless: bool = True
+    extra_args: tuple[str, ...] = ()
+    page_load_strategy: str = "none"
+    page_load_timeout: float = 60.0
+    script_timeout: float = 30.0
+
+
+class BrowserLike(Protocol):
+    """The part of a browser the PO engine uses; a Grid-backed browser can provide it too."""
+
+    driver: Any
+
+    def quit(self) -> None: ...
+
+    def pids(self) -> list[int]: ...
+
+
+@dataclass
+class Browser:
+    """One Chromium with its chromedriver, in a process group of its own."""
+
+    spec: BrowserSpec
+    driver: Any = None
+    pgid: int | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def start(cls, spec: BrowserSpec) -> "Browser":
+        for binary in (spec.chromium, spec.chromedriver):
+            if not os.access(binary, os.X_OK):
+                raise BrowserError(
+                    f"{binary} is missing or not executable: install Debian's packages with "
+                    "`apt-get install chromium chromium-driver`"
+                )
+        spec.profile_dir.mkdir(parents=True, exist_ok=True)
+        spec.download_dir.mkdir(parents=True, exist_ok=True)
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(spec.chromium)
+        if spec.headless:
+            options.add_argument("--headless=new")
+        for flag in CHROMIUM_FLAGS + spec.extra_args:
+            options.add_argument(flag)
+        options.add_argument(f"--user-data-dir={spec.profile_dir}")
+        options.add_experimental_option("prefs", chromium_prefs(spec.download_dir))
+        options.add_experimental_option("excludeSwitches", ["enable-automation", "enable-logging"])
+        options.page_load_strategy = spec.page_load_strategy
+        service = Service(
+            executable_path=str(spec.chromedriver),
+            log_output=os.devnull,
+            # Own session => own process group, which holds chromedriver and every Chromium
+            # process it starts, so one killpg() reaches them all (browser-facts.md).
+            popen_kw={"start_new_session": True},
+            # Selenium Manager must never reach for the internet.
+            env={**os.environ, "SE_OFFLINE": "true"},
+        )
+        os.environ.setdefault("SE_OFFLINE", "true")
+        browser = cls(spec=spec)
+        try:
+            browser.driver = webdriver.Chrome(service=service, options=options)
+        except WebDriverException as exc:
+            pid = service.process.pid if getattr(service, "process", None) else None
+            if pid:
+                _kill_group(pid)
+            raise BrowserError(f"Chromium did not start: {_first_line(exc.msg or str(exc))}") from None
+        browser.pgid = service.process.pid
+        browser.driver.set_page_load_timeout(spec.page_load_timeout)
+        browser.driver.set_script_timeout(spec.script_timeout)
+        log.debug("browser started pgid=%s profile=%s", browser.pgid, spec.profile_dir)
+        return browser
+
+    def pids(self) -> list[int]:
+        """Every live process of this browser's group (chromedriver and Chromium)."""
+        if self.pgid is None:
+            return []
+        return [p.pid for p in _group_members(self.pgid)]
+
+    def quit(self, grace: float = 5.0) -> None:
+        """Quit through WebDriver, then make sure nothing of the group survives."""
+        if self.driver is not None:
+            try:
+                self.driver.quit()
+            except Exception as exc:  # a dead browser cannot answer; the kill below still runs
+                log.debug("driver.quit failed: %s", exc)
+            self.driver = None
+        if self.pgid is not None:
+            _kill_group(self.pgid, grace=grace)
+            self.pgid = None
+
+
+def copy_profile(base: Path, dest: Path) -> Path:
+    """Copy a signed-in base profile into a fresh worker profile, without locks and caches."""
+    if dest.exists():
+        shutil.rmtree(dest, ignore_errors=True)
+    if base.is_dir():
+        shutil.copytree(
+            base,
+            dest,
+            ignore=lambda _dir, names: [n for n in names if n in PROFILE_SKIP],
+            symlinks=True,
+            ignore_dangling_symlinks=True,
+        )
+    else:
+        dest.mkdir(parents=True)
+    return dest
+
+
+def new_profile_dir(profile_root: Path, label: str) -> Path:
+    """A fresh, unique profile path below the profile root."""
+    return profile_root / f"{label}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def sweep_leftovers(profile_root: Path, *, exclude_pgids: frozenset[int] = frozenset()) -> int:
+    """Kill process groups of browsers left behind below ``profile_root``; return how many.
+
+    Only processes whose command line contains ``--user-data-dir=<profile_root>/`` are
+    considered, so browsers of other programs and users are never touched.
+    """
+    marker = f"--user-data-dir={Path(profile_root).resolve()}/"
+    groups: set[int] = set()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            cmdline = proc.info["cmdline"] or []
+            if any(arg.startswith(marker) for arg in cmdline):
+                groups.add(os.getpgid(proc.info["pid"]))
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    groups.discard(os.getpgrp())
+    groups -= exclude_pgids
+    for pgid in groups:
+        log.warning("killing leftover browser process group %s", pgid)
+        _kill_group(pgid, grace=2.0)
+    return len(groups)
+
+
+def _group_members(pgid: int) -> list[psutil.Process]:
+    members = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return members
+
+
+def _kill_group(pgid: int, grace: float = 5.0) -> None:
+    """SIGTERM a process group, wait up to ``grace`` seconds, then SIGKILL what is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            log.warning("not allowed to signal process group %s", pgid)
+            return
+        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5.0)
+        while time.monotonic() < deadline:
+            _reap(pgid)
+            if not _group_members(pgid):
+                return
+            time.sleep(0.05)
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status of the group leader if it is our own child (no zombie left)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "unknown error"

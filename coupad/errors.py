@@ -1,0 +1,50 @@
+"""The one exception tree of coupad, and the process exit codes."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes shared by every coupad command (LSB-style where one exists)."""
+
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    NOT_RUNNING = 3  # LSB: `coupactl status` when the daemon is not running
+    CONFIG = 78  # EX_CONFIG
+    FORCED_STOP = 75  # a second signal or the drain deadline cut shutdown short (EX_TEMPFAIL)
+
+
+class CoupadError(Exception):
+    """Base of every error coupad raises on purpose."""
+
+    exit_code = ExitCode.FAILURE
+
+
+class ConfigError(CoupadError):
+    """The configuration is invalid; the message names the key."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class BrowserError(CoupadError):
+    """Chromium or chromedriver could not be started or stopped working."""
+
+
+class SignInRequired(CoupadError):
+    """Coupa redirected to its sign-in page or an identity provider."""
+
+
+class InputError(CoupadError):
+    """An input file cannot become a batch; the message says why in plain words."""
+
+
+class ControlError(CoupadError):
+    """The control socket refused a request or could not be reached."""
+
+
+class DaemonNotRunning(ControlError):
+    """No daemon answers on the control socket."""
+
+    exit_code = ExitCode.NOT_RUNNING
