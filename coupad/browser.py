@@ -129,7 +129,7 @@ class Browser:
     started_at: float = field(default_factory=time.monotonic)
 
     @classmethod
-    def start(cls, spec: BrowserSpec) -> "Browser":
+    def start(cls, spec: BrowserSpec) -> Browser:
         for binary in (spec.chromium, spec.chromedriver):
             if not os.access(binary, os.X_OK):
                 raise BrowserError(

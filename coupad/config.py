@@ -14,7 +14,8 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from coupad.errors import ConfigError
 
@@ -203,12 +204,12 @@ class Config:
     def socket_path(self) -> Path:
         return self.control.socket or self.paths.state / "coupad.sock"
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         for section in SECTIONS:
             getattr(self, section).validate()
         return self
 
-    def replace(self, section: str, **values: Any) -> "Config":
+    def replace(self, section: str, **values: Any) -> Config:
         """A copy with some keys of one section changed (values are not re-validated)."""
         new_section = dataclasses.replace(getattr(self, section), **values)
         return dataclasses.replace(self, **{section: new_section})
@@ -330,6 +331,8 @@ def _coerce(key: str, kind: Any, value: Any, base_dir: Path) -> Any:
             if isinstance(value, bool):
                 raise ValueError("expected a whole number")
             if from_env:
+                if not value.strip().lstrip("-").isdigit():
+                    raise ValueError("expected a whole number")
                 return int(value.strip())
             if not isinstance(value, int):
                 raise ValueError("expected a whole number")
@@ -338,7 +341,10 @@ def _coerce(key: str, kind: Any, value: Any, base_dir: Path) -> Any:
             if isinstance(value, bool):
                 raise ValueError("expected a number")
             if from_env:
-                return float(value.strip())
+                try:
+                    return float(value.strip())
+                except ValueError:
+                    raise ValueError("expected a number") from None
             if not isinstance(value, (int, float)):
                 raise ValueError("expected a number")
             return float(value)
