@@ -4,7 +4,9 @@ Precedence: command line > ``COUPAD_<SECTION>_<KEY>`` environment variables > th
 defaults. Search order for the file when ``-c`` is absent: ``$COUPAD_CONFIG``,
 ``/etc/coupad/coupad.toml``, ``./etc/coupad.toml``; with none found, defaults are used and
 relative paths are relative to the working directory. Relative paths in a file are relative
-to that file's folder. Every error message names the offending key.
+to that file's folder — except under systemd, where ``$STATE_DIRECTORY`` (StateDirectory=)
+is their base and the control socket defaults to ``$RUNTIME_DIRECTORY/coupad.sock``. Every
+error message names the offending key.
 """
 
 from __future__ import annotations
@@ -199,10 +201,15 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: Path | None = None  # the file it was read from, if any
+    runtime_dir: Path | None = None  # systemd's RuntimeDirectory=, when set
 
     @property
     def socket_path(self) -> Path:
-        return self.control.socket or self.paths.state / "coupad.sock"
+        if self.control.socket:
+            return self.control.socket
+        if self.runtime_dir:
+            return self.runtime_dir / "coupad.sock"
+        return self.paths.state / "coupad.sock"
 
     def validate(self) -> Config:
         for section in SECTIONS:
@@ -218,7 +225,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     f.name: f.type if isinstance(f.type, type) else globals()[str(f.type)]
     for f in fields(Config)
-    if f.name != "source"
+    if f.name not in ("source", "runtime_dir")
 }
 
 
@@ -285,6 +292,11 @@ def load(
         if value is not None:
             sections.setdefault(section, {})[key] = (value, f"--{key.replace('_', '-')}")
 
+    # Under systemd, StateDirectory= and RuntimeDirectory= hold coupad's files: relative paths
+    # resolve against the state directory instead of the config file's folder.
+    if env.get("STATE_DIRECTORY"):
+        base_dir = Path(env["STATE_DIRECTORY"].split(":")[0])
+    runtime = Path(env["RUNTIME_DIRECTORY"].split(":")[0]) if env.get("RUNTIME_DIRECTORY") else None
     built: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         known = {f.name: f for f in fields(cls)}
@@ -294,7 +306,7 @@ def load(
                 raise ConfigError(f"unknown key {name}.{key} (from {origin})")
             values[key] = _coerce(f"{name}.{key}", known[key].type, value, base_dir)
         built[name] = cls(**values)
-    config = _absolute_paths(Config(**built, source=source), base_dir)
+    config = _absolute_paths(Config(**built, source=source, runtime_dir=runtime), base_dir)
     return config.validate()
 
 

@@ -120,3 +120,14 @@ def test_sample_config_documents_every_key_with_its_default():
                 assert documented.startswith("https://")  # an example, there is no default
             else:
                 assert documented == default, f"{section}.{field.name}"
+
+
+def test_systemd_directories_hold_relative_paths_and_the_socket(tmp_path):
+    path = write(tmp_path, "[paths]\ninbox = \"/srv/coupad/inbox\"\noutbox = \"out\"\n")
+    env = {"STATE_DIRECTORY": "/var/lib/coupad", "RUNTIME_DIRECTORY": "/run/coupad"}
+    config = cfg.load(path, env=env)
+    assert config.paths.state == Path("/var/lib/coupad/state")
+    assert config.paths.inbox == Path("/srv/coupad/inbox")
+    assert config.paths.outbox == Path("/var/lib/coupad/out")
+    assert config.socket_path == Path("/run/coupad/coupad.sock")
+    assert cfg.load(path, env={}).socket_path == tmp_path / "state" / "coupad.sock"
