@@ -196,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "submit":
         return _submit(args)
+    text: Callable[[Any], str]
     with ControlClient(_socket_path(args)) as client:
         if args.command == "status":
             result = client.call("status")
