@@ -1,0 +1,1 @@
+"""A simulated Coupa tenant (with an identity provider) for the demo, tests and benchmarks."""

@@ -1,0 +1,495 @@
+"""Scenario files (TOML or JSON): POs, requisitions, latency and trouble that override defaults.
+
+Example::
+
+    seed = 7                      # seeds the RNG of the trouble rates
+    [po.15262984]
+    supplier = "ACME Corp"
+    requisition = "4711"          # optional
+    error = "not_found"           # optional: not_found | access_denied | ..._de | ...
+    page_delay = 0.5              # optional, seconds of server time for this PO's page
+    render_delay = 0.2            # optional, seconds before its attachment list appears
+    trouble = {throttle_first = 2, server_error_first = 1, bandwidth = 100000}
+    [[po.15262984.attachments]]
+    name = "quote.pdf"
+    size = 2048
+    shape = "link"                # link | button
+    disposition = "rfc5987"       # plain | rfc5987 | inline
+    [requisition.4711]
+    [[requisition.4711.attachments]]
+    name = "approval.msg"
+    size = 5000
+    [latency]                     # overrides the preset
+    page_delay = 1.0
+    render_delay = 0.5
+    bandwidth = 4000000
+    [trouble]                     # global, like POST /_sim/trouble
+    rate_429 = 0.05
+
+A PO in the file is exactly what the file says, except that a missing ``supplier`` comes
+from the default catalogue. POs not in the file keep their default scenario. Any mistake
+raises :class:`ScenarioError` naming the key path and the line of the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from coupad.errors import CoupadError, ExitCode
+from coupad.ponumber import InvalidPoNumber, normalize
+from coupad.sim.catalogue import (
+    Attachment,
+    Catalogue,
+    Disposition,
+    ErrorPage,
+    Latency,
+    PoTrouble,
+    PurchaseOrder,
+    Requisition,
+    Shape,
+    default_po,
+)
+from coupad.sim.trouble import Trouble
+
+MAX_SIZE = 200_000_000
+Path_ = tuple[str | int, ...]
+E = TypeVar("E")
+
+
+class ScenarioError(CoupadError):
+    """A scenario file or trouble setting is invalid; the message names the key and line."""
+
+    exit_code = ExitCode.CONFIG
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A parsed scenario: overrides for the catalogue, the latency preset and trouble."""
+
+    pos: dict[str, PurchaseOrder] = field(default_factory=dict)
+    requisitions: dict[str, Requisition] = field(default_factory=dict)
+    latency: dict[str, float] = field(default_factory=dict)
+    trouble: Trouble = field(default_factory=Trouble)
+    seed: int = 0
+
+    def catalogue(self) -> Catalogue:
+        return Catalogue(self.pos, self.requisitions)
+
+    def latency_over(self, preset: Latency) -> Latency:
+        """The preset with this scenario's ``[latency]`` keys laid over it."""
+        return replace(preset, **self.latency)  # type: ignore[arg-type]
+
+
+class _Where:
+    """Turns a key path into an error message with the line it came from."""
+
+    def __init__(self, source: str, lines: dict[Path_, int]) -> None:
+        self.source = source
+        self.lines = lines
+
+    def fail(self, path: Path_, message: str) -> ScenarioError:
+        line = None
+        for end in range(len(path), 0, -1):
+            line = self.lines.get(path[:end])
+            if line is not None:
+                break
+        where = f"{self.source}, line {line}" if line else self.source
+        return ScenarioError(f"{where}: {dotted(path)}: {message}")
+
+
+def dotted(path: Path_) -> str:
+    """``po.15262984.attachments[0].size`` for a key path."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            shown = part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else json.dumps(part, ensure_ascii=False)
+            text += f".{shown}" if text else shown
+    return text or "(top level)"
+
+
+# ---- loading -----------------------------------------------------------------------------
+
+
+def load(path: Path) -> Scenario:
+    """Read and validate a scenario file; TOML unless it ends in .json."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"cannot read scenario file {path}: {exc}") from None
+    source = str(path)
+    if str(path).lower().endswith(".json"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScenarioError(f"{source}, line {exc.lineno}: invalid JSON: {exc.msg}") from None
+        lines = _json_lines(text)
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ScenarioError(f"{source}: invalid TOML: {exc}") from None
+        lines = _toml_lines(text)
+    return _scenario(data, _Where(source, lines))
+
+
+def from_mapping(data: Mapping[str, Any], source: str = "scenario") -> Scenario:
+    """Validate an already-parsed scenario (no line numbers to report)."""
+    return _scenario(data, _Where(source, {}))
+
+
+def parse_trouble(data: object, key: str = "trouble", where: _Where | None = None) -> Trouble:
+    """Validate global trouble settings (the ``[trouble]`` table or POST /_sim/trouble)."""
+    where = where or _Where("trouble", {})
+    path: Path_ = (key,)
+    table = _table(data, path, where)
+    _known(table, {f.name for f in fields(Trouble)}, path, where)
+    rates = {}
+    for name in ("rate_429", "rate_throttle_page", "rate_5xx"):
+        if name in table:
+            rates[name] = _number(table[name], path + (name,), where, low=0.0, high=1.0)
+    if sum(rates.values()) > 1.0:
+        raise where.fail(path, "the rates add up to more than 1")
+    hang_paths = _list(table.get("hang_paths", []), path + ("hang_paths",), where)
+    for n, pattern in enumerate(hang_paths):
+        if not isinstance(pattern, str) or not pattern.startswith("/"):
+            raise where.fail(path + ("hang_paths", n), "expected a path starting with /")
+    until = table.get("until")
+    return Trouble(
+        **rates,
+        page_delay=_number(table.get("page_delay", 0.0), path + ("page_delay",), where, low=0.0),
+        hang_paths=tuple(hang_paths),
+        until=None if until is None else _number(until, path + ("until",), where, low=0.0),
+    )
+
+
+# ---- validation --------------------------------------------------------------------------
+
+
+def _scenario(data: object, where: _Where) -> Scenario:
+    top = _table(data, (), where)
+    _known(top, {"po", "requisition", "latency", "trouble", "seed"}, (), where)
+    requisitions: dict[str, Requisition] = {}
+    for req_id, value in _table(top.get("requisition", {}), ("requisition",), where).items():
+        path: Path_ = ("requisition", req_id)
+        if not req_id.isascii() or not req_id.isdigit():
+            raise where.fail(path, "a requisition id must be digits")
+        table = _table(value, path, where)
+        _known(table, {"attachments"}, path, where)
+        requisitions[req_id] = Requisition(
+            id=req_id, attachments=_attachments(table, path, f"R{req_id}", where)
+        )
+    pos: dict[str, PurchaseOrder] = {}
+    for key, value in _table(top.get("po", {}), ("po",), where).items():
+        po = _po(key, value, where)
+        if po.digits in pos:
+            raise where.fail(("po", key), f"PO{po.digits} is defined twice")
+        pos[po.digits] = po
+    latency_table = _table(top.get("latency", {}), ("latency",), where)
+    _known(latency_table, {"page_delay", "render_delay", "bandwidth"}, ("latency",), where)
+    latency: dict[str, float] = {}
+    for name in ("page_delay", "render_delay"):
+        if name in latency_table:
+            latency[name] = _number(latency_table[name], ("latency", name), where, low=0.0)
+    if "bandwidth" in latency_table:
+        latency["bandwidth"] = _integer(latency_table["bandwidth"], ("latency", "bandwidth"), where, low=0)
+    trouble = parse_trouble(top["trouble"], "trouble", where) if "trouble" in top else Trouble()
+    seed = _integer(top.get("seed", 0), ("seed",), where)
+    return Scenario(pos=pos, requisitions=requisitions, latency=latency, trouble=trouble, seed=seed)
+
+
+_PO_KEYS = {
+    "supplier", "requisition", "error", "banner", "page_delay", "render_delay", "attachments", "trouble"
+}
+
+
+def _po(key: str, value: object, where: _Where) -> PurchaseOrder:
+    path: Path_ = ("po", key)
+    try:
+        digits = normalize(key).digits
+    except InvalidPoNumber as exc:
+        raise where.fail(path, str(exc)) from None
+    table = _table(value, path, where)
+    _known(table, _PO_KEYS, path, where)
+    error = _choice(table["error"], ErrorPage, path + ("error",), where) if "error" in table else None
+    if error is not None and table.get("attachments"):
+        raise where.fail(path + ("attachments",), f'a PO with error = "{error}" shows no attachments')
+    requisition = table.get("requisition")
+    if requisition is not None:
+        if isinstance(requisition, int) and not isinstance(requisition, bool):
+            requisition = str(requisition)
+        if not isinstance(requisition, str) or not requisition.isascii() or not requisition.isdigit():
+            raise where.fail(path + ("requisition",), "expected a requisition id made of digits")
+    supplier = table.get("supplier", None if error else default_po(digits).supplier)
+    if supplier is not None:
+        supplier = _string(supplier, path + ("supplier",), where)
+    banner = _string(table["banner"], path + ("banner",), where) if "banner" in table else None
+    trouble = _po_trouble(table.get("trouble", {}), path + ("trouble",), where)
+    if "page_delay" in table:
+        delay = _number(table["page_delay"], path + ("page_delay",), where, low=0.0)
+        trouble = replace(trouble, page_delay=trouble.page_delay if trouble.page_delay is not None else delay)
+    render_delay = None
+    if "render_delay" in table:
+        render_delay = _number(table["render_delay"], path + ("render_delay",), where, low=0.0)
+    return PurchaseOrder(
+        digits=digits,
+        case="scenario",
+        supplier=supplier,
+        requisition=requisition,
+        error=error,
+        banner=banner,
+        attachments=_attachments(table, path, digits, where),
+        render_delay=render_delay,
+        trouble=trouble,
+    )
+
+
+def _po_trouble(value: object, path: Path_, where: _Where) -> PoTrouble:
+    table = _table(value, path, where)
+    _known(table, {f.name for f in fields(PoTrouble)}, path, where)
+    counts = {
+        name: _integer(table[name], path + (name,), where, low=0)
+        for name in ("throttle_first", "throttle_page_first", "server_error_first")
+        if name in table
+    }
+    return PoTrouble(
+        **counts,
+        hang=_boolean(table.get("hang", False), path + ("hang",), where),
+        page_delay=_number(table["page_delay"], path + ("page_delay",), where, low=0.0)
+        if "page_delay" in table
+        else None,
+        bandwidth=_integer(table["bandwidth"], path + ("bandwidth",), where, low=1)
+        if "bandwidth" in table
+        else None,
+    )
+
+
+_ATTACHMENT_KEYS = {"name", "size", "shape", "disposition", "ascii_fallback"}
+
+
+def _attachments(table: Mapping[str, Any], path: Path_, prefix: str, where: _Where) -> tuple[Attachment, ...]:
+    items = _list(table.get("attachments", []), path + ("attachments",), where)
+    result = []
+    for n, item in enumerate(items):
+        item_path = path + ("attachments", n)
+        entry = _table(item, item_path, where)
+        _known(entry, _ATTACHMENT_KEYS, item_path, where)
+        if "name" not in entry:
+            raise where.fail(item_path + ("name",), "every attachment needs a name")
+        name = _string(entry["name"], item_path + ("name",), where)
+        if not name or len(name) > 1000:
+            raise where.fail(item_path + ("name",), "expected 1 to 1000 characters")
+        size = _integer(entry.get("size", 1024), item_path + ("size",), where, low=0, high=MAX_SIZE)
+        shape = _choice(entry.get("shape", "link"), Shape, item_path + ("shape",), where)
+        disposition = _choice(entry.get("disposition", "plain"), Disposition, item_path + ("disposition",), where)
+        if disposition is not Disposition.RFC5987 and not name.isprintable():
+            # A header cannot carry control characters in a quoted string.
+            raise where.fail(item_path + ("disposition",), 'a name with control characters needs "rfc5987"')
+        result.append(
+            Attachment(
+                id=f"{prefix}-{n + 1}",
+                name=name,
+                size=size,
+                shape=shape,
+                disposition=disposition,
+                ascii_fallback=_boolean(entry.get("ascii_fallback", False), item_path + ("ascii_fallback",), where),
+            )
+        )
+    return tuple(result)
+
+
+# ---- typed values ------------------------------------------------------------------------
+
+
+def _kind(value: object) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _table(value: object, path: Path_, where: _Where) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise where.fail(path, f"expected a table, got {_kind(value)}")
+    return value
+
+
+def _list(value: object, path: Path_, where: _Where) -> list[Any]:
+    if not isinstance(value, list):
+        raise where.fail(path, f"expected a list, got {_kind(value)}")
+    return value
+
+
+def _known(table: Mapping[str, Any], allowed: set[str], path: Path_, where: _Where) -> None:
+    for key in table:
+        if key not in allowed:
+            raise where.fail(path + (key,), f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+
+
+def _string(value: object, path: Path_, where: _Where) -> str:
+    if not isinstance(value, str):
+        raise where.fail(path, f"expected a string, got {_kind(value)}")
+    return value
+
+
+def _boolean(value: object, path: Path_, where: _Where) -> bool:
+    if not isinstance(value, bool):
+        raise where.fail(path, f"expected true or false, got {_kind(value)}")
+    return value
+
+
+def _integer(value: object, path: Path_, where: _Where, low: int | None = None, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise where.fail(path, f"expected an integer, got {_kind(value)}")
+    _bounds(value, path, where, low, high)
+    return value
+
+
+def _number(
+    value: object, path: Path_, where: _Where, low: float | None = None, high: float | None = None
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise where.fail(path, f"expected a number, got {_kind(value)}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise where.fail(path, "expected a finite number")
+    _bounds(value, path, where, low, high)
+    return float(value)
+
+
+def _bounds(value: float, path: Path_, where: _Where, low: float | None, high: float | None) -> None:
+    if low is not None and value < low:
+        raise where.fail(path, f"must be at least {low}, got {value}")
+    if high is not None and value > high:
+        raise where.fail(path, f"must be at most {high}, got {value}")
+
+
+def _choice(value: object, kind: Callable[[str], E], path: Path_, where: _Where) -> E:
+    allowed = [m.value for m in kind]  # type: ignore[attr-defined]
+    if not isinstance(value, str) or value not in allowed:
+        raise where.fail(path, f"expected one of {', '.join(allowed)}, got {value!r}")
+    return kind(value)
+
+
+# ---- line numbers ------------------------------------------------------------------------
+
+_BARE = r"[A-Za-z0-9_-]+"
+_QUOTED = r'"(?:[^"\\]|\\.)*"|\'[^\']*\''
+_KEY_PART = rf"(?:{_BARE}|{_QUOTED})"
+_DOTTED = rf"{_KEY_PART}(?:\s*\.\s*{_KEY_PART})*"
+_TABLE_LINE = re.compile(rf"^\s*(\[\[?)\s*({_DOTTED})\s*\]\]?")
+_KEY_LINE = re.compile(rf"^\s*({_DOTTED})\s*=")
+
+
+def _split_dotted(text: str) -> tuple[str, ...]:
+    parts = []
+    for match in re.finditer(_KEY_PART, text):
+        part = match.group(0)
+        if part.startswith('"'):
+            part = json.loads(part)
+        elif part.startswith("'"):
+            part = part[1:-1]
+        parts.append(part)
+    return tuple(parts)
+
+
+def _toml_lines(text: str) -> dict[Path_, int]:
+    """Map each key path of a TOML document to the line that defines it (best effort)."""
+    lines: dict[Path_, int] = {}
+    table: Path_ = ()
+    arrays: dict[Path_, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _TABLE_LINE.match(line)
+        if header:
+            keys: Path_ = _split_dotted(header.group(2))
+            if header.group(1) == "[[":
+                arrays[keys] = arrays.get(keys, -1) + 1
+                keys = keys + (arrays[keys],)
+            table = keys
+            for end in range(1, len(keys) + 1):
+                lines.setdefault(keys[:end], number)
+            continue
+        key = _KEY_LINE.match(line)
+        if key:
+            lines.setdefault(table + _split_dotted(key.group(1)), number)
+    return lines
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+class _JsonLines:
+    """Walks a valid JSON document and records the line of every key path."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+        self.lines: dict[Path_, int] = {}
+
+    def _line(self) -> int:
+        return self.text.count("\n", 0, self.pos) + 1
+
+    def _skip(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
+            self.pos += 1
+
+    def _string(self) -> str:
+        match = _JSON_STRING.match(self.text, self.pos)
+        assert match is not None  # the document parsed, so a string starts here
+        self.pos = match.end()
+        return str(json.loads(match.group(0)))
+
+    def value(self, path: Path_) -> None:
+        self._skip()
+        self.lines.setdefault(path, self._line())
+        char = self.text[self.pos]
+        if char == "{":
+            self.pos += 1
+            self._members(path)
+        elif char == "[":
+            self.pos += 1
+            self._items(path)
+        elif char == '"':
+            self._string()
+        else:
+            while self.pos < len(self.text) and self.text[self.pos] not in ",]} \t\r\n":
+                self.pos += 1
+
+    def _members(self, path: Path_) -> None:
+        while True:
+            self._skip()
+            if self.text[self.pos] == "}":
+                self.pos += 1
+                return
+            if self.text[self.pos] == ",":
+                self.pos += 1
+                continue
+            line = self._line()
+            key = self._string()
+            self.lines.setdefault(path + (key,), line)
+            self._skip()
+            self.pos += 1  # the colon
+            self.value(path + (key,))
+
+    def _items(self, path: Path_) -> None:
+        index = 0
+        while True:
+            self._skip()
+            if self.text[self.pos] == "]":
+                self.pos += 1
+                return
+            if self.text[self.pos] == ",":
+                self.pos += 1
+                continue
+            self.value(path + (index,))
+            index += 1
+
+
+def _json_lines(text: str) -> dict[Path_, int]:
+    walker = _JsonLines(text)
+    walker.value(())
+    return walker.lines
