@@ -24,7 +24,9 @@ EXAMPLES = examples()
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     root = tmp_path_factory.mktemp("sim-browser")
-    started = Browser.start(BrowserSpec(profile_dir=root / "profile", download_dir=root / "downloads"))
+    started = Browser.start(
+        BrowserSpec(profile_dir=root / "profile", download_dir=root / "downloads")
+    )
     try:
         yield started
     finally:
@@ -61,7 +63,9 @@ def _sign_in_by_cookie(browser: Browser, sim: SimHandle) -> None:
 
 def _open(browser: Browser, url: str, css: str = "h1") -> None:
     browser.driver.get(url)
-    wait_until(lambda: browser.driver.find_elements(By.CSS_SELECTOR, css), 15, what=f"{css} on {url}")
+    wait_until(
+        lambda: browser.driver.find_elements(By.CSS_SELECTOR, css), 15, what=f"{css} on {url}"
+    )
 
 
 def _heading(browser: Browser) -> str:
@@ -96,7 +100,9 @@ def test_sso_sign_in_crosses_origins_and_lands_on_home(browser: Browser) -> None
         _fresh(browser, sso)
         driver = browser.driver
         driver.get(sso.base_url + "/user/home")
-        wait_until(lambda: driver.find_elements(By.ID, "idp-username"), 15, what="identity provider form")
+        wait_until(
+            lambda: driver.find_elements(By.ID, "idp-username"), 15, what="identity provider form"
+        )
         assert driver.current_url.startswith(sso.idp_url + "/sso/authorize")
         assert not driver.find_elements(By.ID, "user_email")
         driver.find_element(By.ID, "idp-username").send_keys(sso.username)
@@ -110,7 +116,9 @@ def test_sso_sign_in_crosses_origins_and_lands_on_home(browser: Browser) -> None
         assert "Welcome back" in _heading(browser)
 
 
-def test_signed_out_and_expired_sessions_redirect_to_sign_in(browser: Browser, sim: SimHandle) -> None:
+def test_signed_out_and_expired_sessions_redirect_to_sign_in(
+    browser: Browser, sim: SimHandle
+) -> None:
     po = EXAMPLES["link_only"][0]
     _fresh(browser, sim)
     _open(browser, f"{sim.base_url}/order_headers/{po}", "#user_email")
@@ -133,11 +141,19 @@ def test_attachment_list_appears_only_after_the_render_delay(browser: Browser) -
         skeleton = time.monotonic()
         assert skeleton - started < delay
         assert driver.find_element(By.ID, "attachment-list").get_attribute("aria-busy") == "true"
-        assert not driver.find_elements(By.CSS_SELECTOR, "a[href*='attachment_file'], span[role=button]")
+        assert not driver.find_elements(
+            By.CSS_SELECTOR, "a[href*='attachment_file'], span[role=button]"
+        )
         expected = len(slow.truth(po)["attachments"])
         wait_until(
-            lambda: len(driver.find_elements(By.CSS_SELECTOR, "a[href*='attachment_file'], span[role=button]"))
-            == expected,
+            lambda: (
+                len(
+                    driver.find_elements(
+                        By.CSS_SELECTOR, "a[href*='attachment_file'], span[role=button]"
+                    )
+                )
+                == expected
+            ),
             15,
             what="attachments rendered",
         )
@@ -154,7 +170,9 @@ def test_span_attachment_clicked_under_the_toolbar_downloads_the_true_bytes(
     _sign_in_by_cookie(browser, sim)
     driver = browser.driver
     _open(browser, f"{sim.base_url}/order_headers/{po}", "span[role=button]")
-    button = driver.find_element(By.CSS_SELECTOR, f"span[aria-label='{first['name']} file attachment']")
+    button = driver.find_element(
+        By.CSS_SELECTOR, f"span[aria-label='{first['name']} file attachment']"
+    )
     assert button.get_attribute("title") == first["name"]
     assert "/attachments/" not in driver.page_source  # the URL lives only in JavaScript
     driver.execute_script("arguments[0].scrollIntoView(true);", button)
@@ -163,7 +181,9 @@ def test_span_attachment_clicked_under_the_toolbar_downloads_the_true_bytes(
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
     button.click()
     target = downloads / first["name"]
-    wait_until(lambda: target.exists() and target.stat().st_size == first["size"], 30, what=str(target))
+    wait_until(
+        lambda: target.exists() and target.stat().st_size == first["size"], 30, what=str(target)
+    )
     assert hashlib.sha256(target.read_bytes()).hexdigest() == first["sha256"]
     assert sim.counters()["attachments"][first["id"]] == 1
 
@@ -172,14 +192,24 @@ def test_rfc5987_names_round_trip_through_chromium(
     browser: Browser, sim: SimHandle, downloads: Path
 ) -> None:
     po = EXAMPLES["rfc5987_names"][0]
-    link = next(a for a in sim.truth(po)["attachments"] if a["shape"] == "link" and a["disposition"] == "rfc5987")
+    link = next(
+        a
+        for a in sim.truth(po)["attachments"]
+        if a["shape"] == "link" and a["disposition"] == "rfc5987"
+    )
     _sign_in_by_cookie(browser, sim)
     _open(browser, f"{sim.base_url}/order_headers/{po}", "a[href*='attachment_file']")
-    anchor = browser.driver.find_element(By.XPATH, f"//a[@href='{link['url'].removeprefix(sim.base_url)}']")
+    anchor = browser.driver.find_element(
+        By.XPATH, f"//a[@href='{link['url'].removeprefix(sim.base_url)}']"
+    )
     assert anchor.text == link["name"]
-    browser.driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", anchor)
+    browser.driver.execute_script(
+        "arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", anchor
+    )
     target = downloads / link["name"]
-    wait_until(lambda: target.exists() and target.stat().st_size == link["size"], 30, what=str(target))
+    wait_until(
+        lambda: target.exists() and target.stat().st_size == link["size"], 30, what=str(target)
+    )
     assert hashlib.sha256(target.read_bytes()).hexdigest() == link["sha256"]
 
 
@@ -187,12 +217,17 @@ def test_rfc5987_names_round_trip_through_chromium(
     ("case", "texts"),
     [
         ("not_found", ["Oops! We couldn't find what you wanted"]),
-        ("not_found_variant", ["The page you were looking for doesn't exist", "Hoppla! Wir konnten nicht finden"]),
+        (
+            "not_found_variant",
+            ["The page you were looking for doesn't exist", "Hoppla! Wir konnten nicht finden"],
+        ),
         ("access_denied", ["You are not authorized to view this page"]),
         ("access_denied_variant", ["Access denied", "Sie sind nicht berechtigt", "Accès refusé"]),
     ],
 )
-def test_error_pages_show_their_text(browser: Browser, sim: SimHandle, case: str, texts: list[str]) -> None:
+def test_error_pages_show_their_text(
+    browser: Browser, sim: SimHandle, case: str, texts: list[str]
+) -> None:
     _sign_in_by_cookie(browser, sim)
     seen = set()
     for po in EXAMPLES[case]:

@@ -38,7 +38,9 @@ def signed_in(sim: SimHandle) -> requests.Session:
     return session
 
 
-def form_sign_in(sim: SimHandle, password: str | None = None, return_to: str = "") -> requests.Response:
+def form_sign_in(
+    sim: SimHandle, password: str | None = None, return_to: str = ""
+) -> requests.Response:
     session = requests.Session()
     return session.post(
         sim.base_url + "/sessions",
@@ -53,8 +55,14 @@ def form_sign_in(sim: SimHandle, password: str | None = None, return_to: str = "
 
 @pytest.mark.parametrize(
     "path",
-    ["/order_headers/15262980", "/requisition_headers/4711", "/attachment_file/15262980-1/download",
-     "/attachments/15262981-1/download", "/user/home", "/order_headers/15262980/attachments.json"],
+    [
+        "/order_headers/15262980",
+        "/requisition_headers/4711",
+        "/attachment_file/15262980-1/download",
+        "/attachments/15262981-1/download",
+        "/user/home",
+        "/order_headers/15262980/attachments.json",
+    ],
 )
 def test_protected_paths_redirect_to_sign_in_when_signed_out(sim: SimHandle, path: str) -> None:
     response = requests.get(sim.base_url + path + "?x=1", allow_redirects=False, timeout=10)
@@ -68,7 +76,11 @@ def test_form_sign_in_sets_an_httponly_cookie_and_returns_to_the_page(sim: SimHa
     assert response.status_code == 302
     assert response.headers["Location"] == "/order_headers/15262980"
     set_cookie = response.headers["Set-Cookie"]
-    assert set_cookie.startswith("_coupa_session=") and "HttpOnly" in set_cookie and "Path=/" in set_cookie
+    assert (
+        set_cookie.startswith("_coupa_session=")
+        and "HttpOnly" in set_cookie
+        and "Path=/" in set_cookie
+    )
     page = requests.get(
         sim.base_url + "/order_headers/15262980",
         cookies={"_coupa_session": response.cookies["_coupa_session"]},
@@ -82,7 +94,9 @@ def test_form_sign_in_without_target_lands_on_home(sim: SimHandle) -> None:
     assert form_sign_in(sim).headers["Location"] == "/user/home"
 
 
-@pytest.mark.parametrize("target", ["http://evil.example/", "//evil.example/x", "/\\evil", "/sessions/new"])
+@pytest.mark.parametrize(
+    "target", ["http://evil.example/", "//evil.example/x", "/\\evil", "/sessions/new"]
+)
 def test_return_to_never_leaves_the_tenant(sim: SimHandle, target: str) -> None:
     assert form_sign_in(sim, return_to=target).headers["Location"] == "/user/home"
 
@@ -91,7 +105,9 @@ def test_wrong_password_shows_the_form_again(sim: SimHandle) -> None:
     response = form_sign_in(sim, password="nope")
     assert response.status_code == 200
     assert "Invalid email or password" in response.text
-    assert 'id="user_email"' in response.text and "_coupa_session" not in response.headers.get("Set-Cookie", "")
+    assert 'id="user_email"' in response.text and "_coupa_session" not in response.headers.get(
+        "Set-Cookie", ""
+    )
 
 
 def test_sso_redirect_chain_crosses_origins(tmp_path: Path) -> None:
@@ -104,14 +120,22 @@ def test_sso_redirect_chain_crosses_origins(tmp_path: Path) -> None:
         # The identity provider refuses to send codes anywhere but the tenant.
         bad = browser.post(
             sso.idp_url + "/sso/login",
-            data={"username": sso.username, "password": sso.password,
-                  "redirect_uri": "http://evil.example/sso/callback", "state": "/"},
+            data={
+                "username": sso.username,
+                "password": sso.password,
+                "redirect_uri": "http://evil.example/sso/callback",
+                "state": "/",
+            },
             allow_redirects=False,
             timeout=10,
         )
         assert bad.status_code == 400
-        form = {"username": sso.username, "password": sso.password,
-                "redirect_uri": sso.base_url + "/sso/callback", "state": "/order_headers/15262980"}
+        form = {
+            "username": sso.username,
+            "password": sso.password,
+            "redirect_uri": sso.base_url + "/sso/callback",
+            "state": "/order_headers/15262980",
+        }
         wrong = browser.post(sso.idp_url + "/sso/login", data={**form, "password": "x"}, timeout=10)
         assert "Incorrect username or password" in wrong.text
         landed = browser.post(sso.idp_url + "/sso/login", data=form, timeout=10)
@@ -130,7 +154,9 @@ def test_sso_redirect_chain_crosses_origins(tmp_path: Path) -> None:
 def test_sso_callback_refuses_unknown_codes() -> None:
     with sim_server(sign_in="sso") as sso:
         response = requests.get(
-            sso.base_url + "/sso/callback?code=forged&state=/user/home", allow_redirects=False, timeout=10
+            sso.base_url + "/sso/callback?code=forged&state=/user/home",
+            allow_redirects=False,
+            timeout=10,
         )
         assert response.status_code == 302 and response.headers["Location"] == "/sessions/new"
         assert "Set-Cookie" not in response.headers
@@ -138,7 +164,10 @@ def test_sso_callback_refuses_unknown_codes() -> None:
 
 def test_expire_sessions_signs_everyone_out(sim: SimHandle) -> None:
     browser = signed_in(sim)
-    assert browser.get(sim.base_url + "/user/home", allow_redirects=False, timeout=10).status_code == 200
+    assert (
+        browser.get(sim.base_url + "/user/home", allow_redirects=False, timeout=10).status_code
+        == 200
+    )
     sim.expire_sessions()
     after = browser.get(sim.base_url + "/user/home", allow_redirects=False, timeout=10)
     assert after.status_code == 302 and after.headers["Location"].startswith("/sessions/new")
@@ -147,10 +176,19 @@ def test_expire_sessions_signs_everyone_out(sim: SimHandle) -> None:
 def test_sessions_expire_after_their_lifetime() -> None:
     with sim_server(session_lifetime=0.5) as short:
         browser = signed_in(short)
-        assert browser.get(short.base_url + "/user/home", allow_redirects=False, timeout=10).status_code == 200
+        assert (
+            browser.get(
+                short.base_url + "/user/home", allow_redirects=False, timeout=10
+            ).status_code
+            == 200
+        )
         wait_until(
-            lambda: browser.get(short.base_url + "/user/home", allow_redirects=False, timeout=10).status_code
-            == 302,
+            lambda: (
+                browser.get(
+                    short.base_url + "/user/home", allow_redirects=False, timeout=10
+                ).status_code
+                == 302
+            ),
             5,
             what="session expiry",
         )
@@ -219,7 +257,12 @@ def test_cli_prints_its_url_and_stops_cleanly_on_signal(signum: int) -> None:
         assert second.startswith("identity provider on http://127.0.0.1:")
         url = first.rsplit(" ", 1)[1]
         assert requests.get(url + "/_sim/health", timeout=10).json() == {"ok": True}
-        assert requests.get(url + "/order_headers/15262980", allow_redirects=False, timeout=10).status_code == 302
+        assert (
+            requests.get(
+                url + "/order_headers/15262980", allow_redirects=False, timeout=10
+            ).status_code
+            == 302
+        )
         process.send_signal(signum)
         assert process.wait(timeout=15) == 0
         assert process.stderr is not None

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from coupad.sim import content
 
 MB = 1_000_000
+MAX_NUMBER_DIGITS = 30  # longer "numbers" are hostile input, shown as not found
 SMALL_MIN = 1024
 SMALL_MAX = 300 * 1024
 CASES = (
@@ -246,6 +247,11 @@ PRESETS: dict[str, Latency] = {
 }
 
 
+def is_number(text: str) -> bool:
+    """Whether ``text`` can name a PO, requisition or attachment owner: ASCII digits, not absurdly many."""
+    return 0 < len(text) <= MAX_NUMBER_DIGITS and text.isascii() and text.isdigit()
+
+
 def _rng(kind: str, key: str) -> random.Random:
     # String seeds are hashed with SHA-512, so the sequence is the same in every process.
     return random.Random(f"coupad-sim:{kind}:{key}")
@@ -278,7 +284,9 @@ def default_requisition(req_id: str) -> Requisition:
     """The deterministic requisition for an id that no scenario file defines."""
     rng = _rng("requisition", req_id)
     shapes = [rng.choice((Shape.LINK, Shape.BUTTON)) for _ in range(rng.randint(1, 3))]
-    return Requisition(id=req_id, attachments=_attachments(rng, f"R{req_id}", f"PR{req_id}", shapes))
+    return Requisition(
+        id=req_id, attachments=_attachments(rng, f"R{req_id}", f"PR{req_id}", shapes)
+    )
 
 
 def default_po(digits: str) -> PurchaseOrder:
@@ -302,7 +310,9 @@ def default_po(digits: str) -> PurchaseOrder:
     elif case == "button_only":
         po = replace(po, attachments=files(*[Shape.BUTTON] * rng.randint(2, 3)))
     elif case in ("both_shapes", "banner"):
-        shapes = [Shape.LINK, Shape.BUTTON] + [rng.choice(list(Shape)) for _ in range(rng.randint(1, 2))]
+        shapes = [Shape.LINK, Shape.BUTTON] + [
+            rng.choice(list(Shape)) for _ in range(rng.randint(1, 2))
+        ]
         po = replace(po, attachments=files(*shapes))
         if case == "banner":
             po = replace(po, banner=BANNERS[number // 20 % len(BANNERS)])
@@ -338,7 +348,9 @@ def default_po(digits: str) -> PurchaseOrder:
             for n in (1, 2)
         ]
         extra = Attachment(
-            id=f"{digits}-3", name=_small_name(rng, owner, 3), size=rng.randint(SMALL_MIN, SMALL_MAX)
+            id=f"{digits}-3",
+            name=_small_name(rng, owner, 3),
+            size=rng.randint(SMALL_MIN, SMALL_MAX),
         )
         po = replace(po, attachments=(*pdfs, extra))
     elif case == "with_requisition":
@@ -384,8 +396,13 @@ def _overlay(po: PurchaseOrder, rng: random.Random) -> PurchaseOrder:
             size=rng.randint(SMALL_MIN, SMALL_MAX),
             shape=Shape.BUTTON,
         )
-        return replace(po, case="large", error=None, supplier=po.supplier or SUPPLIERS[0],
-                       attachments=(big, small))
+        return replace(
+            po,
+            case="large",
+            error=None,
+            supplier=po.supplier or SUPPLIERS[0],
+            attachments=(big, small),
+        )
     if overlay == "throttled":
         return replace(po, trouble=replace(po.trouble, throttle_first=2))
     if overlay == "server_error":
@@ -431,13 +448,13 @@ class Catalogue:
     def attachment(self, attachment_id: str) -> Attachment | None:
         """Find an attachment by id (``<digits>-<n>`` or ``R<requisition>-<n>``)."""
         owner, _, index = attachment_id.rpartition("-")
-        if not index.isdigit() or not owner:
+        if not is_number(index):
             return None
         if owner.startswith("R"):
-            if not owner[1:].isdigit():
+            if not is_number(owner[1:]):
                 return None
             candidates = self.requisition(owner[1:]).attachments
-        elif owner.isdigit():
+        elif is_number(owner):
             candidates = self.po(owner).attachments
         else:
             return None

@@ -15,14 +15,42 @@ from coupad.sim.testing import build_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    parser.add_argument("--port", type=int, default=8080, help="tenant port; 0 picks a free one (default %(default)s)")
-    parser.add_argument("--idp-port", type=int, default=0, help="identity provider port; 0 picks a free one")
-    parser.add_argument("--scenario", metavar="FILE", help="TOML or JSON file overriding POs, latency, trouble")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="none", help="latency profile (default %(default)s)")
-    parser.add_argument("--sign-in", choices=("form", "sso"), default="form", help="native form or SSO (default %(default)s)")
-    parser.add_argument("--session-lifetime", type=float, metavar="S", help="seconds a session lives (default: forever)")
-    parser.add_argument("--render-delay", type=float, metavar="S", help="seconds before the attachment list appears")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="tenant port; 0 picks a free one (default %(default)s)",
+    )
+    parser.add_argument(
+        "--idp-port", type=int, default=0, help="identity provider port; 0 picks a free one"
+    )
+    parser.add_argument(
+        "--scenario", metavar="FILE", help="TOML or JSON file overriding POs, latency, trouble"
+    )
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="none",
+        help="latency profile (default %(default)s)",
+    )
+    parser.add_argument(
+        "--sign-in",
+        choices=("form", "sso"),
+        default="form",
+        help="native form or SSO (default %(default)s)",
+    )
+    parser.add_argument(
+        "--session-lifetime",
+        type=float,
+        metavar="S",
+        help="seconds a session lives (default: forever)",
+    )
+    parser.add_argument(
+        "--render-delay", type=float, metavar="S", help="seconds before the attachment list appears"
+    )
 
 
 def main(args: argparse.Namespace) -> int:

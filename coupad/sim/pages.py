@@ -239,7 +239,9 @@ def _attachment_section(data_url: str) -> str:
 def purchase_order(po: PurchaseOrder) -> str:
     """The PO page; the attachments arrive later from ``attachments.json``."""
     base = f"/order_headers/{po.digits}"
-    banner = f'<div class="banner info" role="status">{escape(po.banner)}</div>' if po.banner else ""
+    banner = (
+        f'<div class="banner info" role="status">{escape(po.banner)}</div>' if po.banner else ""
+    )
     rows = [
         ("PO Number", escape(po.digits)),
         ("Status", "Issued"),
@@ -278,7 +280,9 @@ def error(page: ErrorPage) -> str:
 
 def throttled() -> str:
     """The throttling page (served as HTTP 429, or as HTTP 200 by the throttle-page trouble)."""
-    body = f'<div class="error-page throttled"><h1>Too Many Requests</h1><p>{THROTTLE_TEXT}.</p></div>'
+    body = (
+        f'<div class="error-page throttled"><h1>Too Many Requests</h1><p>{THROTTLE_TEXT}.</p></div>'
+    )
     return layout("Too Many Requests", body, toolbar=False)
 
 

@@ -54,6 +54,7 @@ from coupad.sim.catalogue import (
     Requisition,
     Shape,
     default_po,
+    is_number,
 )
 from coupad.sim.trouble import Trouble
 
@@ -110,7 +111,11 @@ def dotted(path: Path_) -> str:
         if isinstance(part, int):
             text += f"[{part}]"
         else:
-            shown = part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else json.dumps(part, ensure_ascii=False)
+            shown = (
+                part
+                if re.fullmatch(r"[A-Za-z0-9_-]+", part)
+                else json.dumps(part, ensure_ascii=False)
+            )
             text += f".{shown}" if text else shown
     return text or "(top level)"
 
@@ -179,7 +184,7 @@ def _scenario(data: object, where: _Where) -> Scenario:
     requisitions: dict[str, Requisition] = {}
     for req_id, value in _table(top.get("requisition", {}), ("requisition",), where).items():
         path: Path_ = ("requisition", req_id)
-        if not req_id.isascii() or not req_id.isdigit():
+        if not is_number(req_id):
             raise where.fail(path, "a requisition id must be digits")
         table = _table(value, path, where)
         _known(table, {"attachments"}, path, where)
@@ -199,14 +204,23 @@ def _scenario(data: object, where: _Where) -> Scenario:
         if name in latency_table:
             latency[name] = _number(latency_table[name], ("latency", name), where, low=0.0)
     if "bandwidth" in latency_table:
-        latency["bandwidth"] = _integer(latency_table["bandwidth"], ("latency", "bandwidth"), where, low=0)
+        latency["bandwidth"] = _integer(
+            latency_table["bandwidth"], ("latency", "bandwidth"), where, low=0
+        )
     trouble = parse_trouble(top["trouble"], "trouble", where) if "trouble" in top else Trouble()
     seed = _integer(top.get("seed", 0), ("seed",), where)
     return Scenario(pos=pos, requisitions=requisitions, latency=latency, trouble=trouble, seed=seed)
 
 
 _PO_KEYS = {
-    "supplier", "requisition", "error", "banner", "page_delay", "render_delay", "attachments", "trouble"
+    "supplier",
+    "requisition",
+    "error",
+    "banner",
+    "page_delay",
+    "render_delay",
+    "attachments",
+    "trouble",
 }
 
 
@@ -218,14 +232,18 @@ def _po(key: str, value: object, where: _Where) -> PurchaseOrder:
         raise where.fail(path, str(exc)) from None
     table = _table(value, path, where)
     _known(table, _PO_KEYS, path, where)
-    error = _choice(table["error"], ErrorPage, path + ("error",), where) if "error" in table else None
+    error = (
+        _choice(table["error"], ErrorPage, path + ("error",), where) if "error" in table else None
+    )
     if error is not None and table.get("attachments"):
-        raise where.fail(path + ("attachments",), f'a PO with error = "{error}" shows no attachments')
+        raise where.fail(
+            path + ("attachments",), f'a PO with error = "{error}" shows no attachments'
+        )
     requisition = table.get("requisition")
     if requisition is not None:
         if isinstance(requisition, int) and not isinstance(requisition, bool):
             requisition = str(requisition)
-        if not isinstance(requisition, str) or not requisition.isascii() or not requisition.isdigit():
+        if not isinstance(requisition, str) or not is_number(requisition):
             raise where.fail(path + ("requisition",), "expected a requisition id made of digits")
     supplier = table.get("supplier", None if error else default_po(digits).supplier)
     if supplier is not None:
@@ -234,7 +252,9 @@ def _po(key: str, value: object, where: _Where) -> PurchaseOrder:
     trouble = _po_trouble(table.get("trouble", {}), path + ("trouble",), where)
     if "page_delay" in table:
         delay = _number(table["page_delay"], path + ("page_delay",), where, low=0.0)
-        trouble = replace(trouble, page_delay=trouble.page_delay if trouble.page_delay is not None else delay)
+        trouble = replace(
+            trouble, page_delay=trouble.page_delay if trouble.page_delay is not None else delay
+        )
     render_delay = None
     if "render_delay" in table:
         render_delay = _number(table["render_delay"], path + ("render_delay",), where, low=0.0)
@@ -274,7 +294,9 @@ def _po_trouble(value: object, path: Path_, where: _Where) -> PoTrouble:
 _ATTACHMENT_KEYS = {"name", "size", "shape", "disposition", "ascii_fallback"}
 
 
-def _attachments(table: Mapping[str, Any], path: Path_, prefix: str, where: _Where) -> tuple[Attachment, ...]:
+def _attachments(
+    table: Mapping[str, Any], path: Path_, prefix: str, where: _Where
+) -> tuple[Attachment, ...]:
     items = _list(table.get("attachments", []), path + ("attachments",), where)
     result = []
     for n, item in enumerate(items):
@@ -288,10 +310,14 @@ def _attachments(table: Mapping[str, Any], path: Path_, prefix: str, where: _Whe
             raise where.fail(item_path + ("name",), "expected 1 to 1000 characters")
         size = _integer(entry.get("size", 1024), item_path + ("size",), where, low=0, high=MAX_SIZE)
         shape = _choice(entry.get("shape", "link"), Shape, item_path + ("shape",), where)
-        disposition = _choice(entry.get("disposition", "plain"), Disposition, item_path + ("disposition",), where)
+        disposition = _choice(
+            entry.get("disposition", "plain"), Disposition, item_path + ("disposition",), where
+        )
         if disposition is not Disposition.RFC5987 and not name.isprintable():
             # A header cannot carry control characters in a quoted string.
-            raise where.fail(item_path + ("disposition",), 'a name with control characters needs "rfc5987"')
+            raise where.fail(
+                item_path + ("name",), 'control characters need disposition = "rfc5987"'
+            )
         result.append(
             Attachment(
                 id=f"{prefix}-{n + 1}",
@@ -299,7 +325,9 @@ def _attachments(table: Mapping[str, Any], path: Path_, prefix: str, where: _Whe
                 size=size,
                 shape=shape,
                 disposition=disposition,
-                ascii_fallback=_boolean(entry.get("ascii_fallback", False), item_path + ("ascii_fallback",), where),
+                ascii_fallback=_boolean(
+                    entry.get("ascii_fallback", False), item_path + ("ascii_fallback",), where
+                ),
             )
         )
     return tuple(result)
@@ -309,8 +337,14 @@ def _attachments(table: Mapping[str, Any], path: Path_, prefix: str, where: _Whe
 
 
 def _kind(value: object) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
 
 
 def _table(value: object, path: Path_, where: _Where) -> dict[str, Any]:
@@ -328,7 +362,9 @@ def _list(value: object, path: Path_, where: _Where) -> list[Any]:
 def _known(table: Mapping[str, Any], allowed: set[str], path: Path_, where: _Where) -> None:
     for key in table:
         if key not in allowed:
-            raise where.fail(path + (key,), f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+            raise where.fail(
+                path + (key,), f"unknown key (expected one of: {', '.join(sorted(allowed))})"
+            )
 
 
 def _string(value: object, path: Path_, where: _Where) -> str:
@@ -343,7 +379,9 @@ def _boolean(value: object, path: Path_, where: _Where) -> bool:
     return value
 
 
-def _integer(value: object, path: Path_, where: _Where, low: int | None = None, high: int | None = None) -> int:
+def _integer(
+    value: object, path: Path_, where: _Where, low: int | None = None, high: int | None = None
+) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise where.fail(path, f"expected an integer, got {_kind(value)}")
     _bounds(value, path, where, low, high)
@@ -361,7 +399,9 @@ def _number(
     return float(value)
 
 
-def _bounds(value: float, path: Path_, where: _Where, low: float | None, high: float | None) -> None:
+def _bounds(
+    value: float, path: Path_, where: _Where, low: float | None, high: float | None
+) -> None:
     if low is not None and value < low:
         raise where.fail(path, f"must be at least {low}, got {value}")
     if high is not None and value > high:

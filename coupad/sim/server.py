@@ -28,6 +28,7 @@ from coupad.sim.catalogue import (
     Latency,
     PurchaseOrder,
     examples,
+    is_number,
 )
 from coupad.sim.scenario import ScenarioError, parse_trouble
 from coupad.sim.trouble import Trouble, TroubleMaker, Verdict
@@ -107,7 +108,9 @@ def content_disposition(att: Attachment) -> str:
         return f'attachment; filename="{quoted}"'
     extended = "filename*=UTF-8''" + quote(att.name, safe="")
     if att.ascii_fallback:
-        fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in att.name)
+        fallback = "".join(
+            c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in att.name
+        )
         return f'attachment; filename="{fallback}"; {extended}'
     return f"attachment; {extended}"
 
@@ -140,7 +143,9 @@ class Simulator:
         self.base_url = f"http://{shown}:{tenant}"
         self.idp_url = f"http://{shown}:{idp}"
 
-    async def _serve(self, app: web.Application, host: str, port: int, logger: logging.Logger) -> int:
+    async def _serve(
+        self, app: web.Application, host: str, port: int, logger: logging.Logger
+    ) -> int:
         runner = web.AppRunner(
             app,
             access_log=logger,
@@ -222,7 +227,10 @@ class Simulator:
             return await self._hang()
         if verdict is Verdict.THROTTLE_429:
             return web.Response(
-                status=429, text=pages.throttled(), content_type="text/html", headers={"Retry-After": "1"}
+                status=429,
+                text=pages.throttled(),
+                content_type="text/html",
+                headers={"Retry-After": "1"},
             )
         if verdict is Verdict.THROTTLE_PAGE:
             return _html(pages.throttled())
@@ -231,8 +239,12 @@ class Simulator:
     @staticmethod
     def _server_error(status: int) -> web.Response:
         headers = {"Retry-After": "1"} if status == 503 else {}
-        return web.Response(status=status, text=pages.server_error(status), content_type="text/html",
-                            headers=headers)
+        return web.Response(
+            status=status,
+            text=pages.server_error(status),
+            content_type="text/html",
+            headers=headers,
+        )
 
     # ---- sign-in ---------------------------------------------------------------------
 
@@ -289,11 +301,15 @@ class Simulator:
         state = str(form.get("state", ""))
         if redirect_uri != f"{self.base_url}/sso/callback":
             return web.Response(status=400, text="unknown redirect_uri")
-        if form.get("username") != self.config.username or form.get("password") != self.config.password:
+        if (
+            form.get("username") != self.config.username
+            or form.get("password") != self.config.password
+        ):
             return _html(pages.idp_sign_in(redirect_uri, state, error=pages.IDP_FAILED))
         response = self._back_to_tenant(redirect_uri, state)
-        response.set_cookie(IDP_COOKIE, self.idp_sessions.create(), path="/", httponly=True,
-                            samesite="Lax")
+        response.set_cookie(
+            IDP_COOKIE, self.idp_sessions.create(), path="/", httponly=True, samesite="Lax"
+        )
         return response
 
     def _back_to_tenant(self, redirect_uri: str, state: str) -> web.Response:
@@ -318,7 +334,7 @@ class Simulator:
 
     def _po(self, request: web.Request) -> PurchaseOrder | None:
         digits = request.match_info["digits"]
-        return self.catalogue.po(digits) if digits.isascii() and digits.isdigit() else None
+        return self.catalogue.po(digits) if is_number(digits) else None
 
     async def po_page(self, request: web.Request) -> web.StreamResponse:
         self._require_session(request)
@@ -334,10 +350,15 @@ class Simulator:
             return _html(pages.error(po.error))
         return _html(pages.purchase_order(po))
 
-    async def _attachment_list(self, attachments: tuple[Attachment, ...], delay: float) -> web.Response:
+    async def _attachment_list(
+        self, attachments: tuple[Attachment, ...], delay: float
+    ) -> web.Response:
         if delay > 0:
             await asyncio.sleep(delay)
-        data = [{"name": a.name, "size": a.size, "shape": a.shape.value, "url": a.path} for a in attachments]
+        data = [
+            {"name": a.name, "size": a.size, "shape": a.shape.value, "url": a.path}
+            for a in attachments
+        ]
         return web.json_response({"attachments": data})
 
     def _render_delay(self, po: PurchaseOrder | None = None) -> float:
@@ -357,17 +378,23 @@ class Simulator:
     async def decoy_pdf(self, request: web.Request) -> web.Response:
         self._require_session(request)
         body = content.content(f"print-{request.match_info['digits']}", 4096, pdf=True)
-        return web.Response(body=body, content_type="application/pdf",
-                            headers={"Content-Disposition": 'inline; filename="order.pdf"'})
+        return web.Response(
+            body=body,
+            content_type="application/pdf",
+            headers={"Content-Disposition": 'inline; filename="order.pdf"'},
+        )
 
     async def decoy_csv(self, request: web.Request) -> web.Response:
         self._require_session(request)
-        return web.Response(text="line,item,qty\n1,Item,1\n", content_type="text/csv",
-                            headers={"Content-Disposition": 'attachment; filename="order_lines.csv"'})
+        return web.Response(
+            text="line,item,qty\n1,Item,1\n",
+            content_type="text/csv",
+            headers={"Content-Disposition": 'attachment; filename="order_lines.csv"'},
+        )
 
     def _requisition_id(self, request: web.Request) -> str | None:
         req_id = request.match_info["req_id"]
-        return req_id if req_id.isascii() and req_id.isdigit() else None
+        return req_id if is_number(req_id) else None
 
     async def requisition_page(self, request: web.Request) -> web.Response:
         self._require_session(request)
@@ -395,7 +422,7 @@ class Simulator:
             raise web.HTTPNotFound(text="no such attachment")
         bandwidth = self.config.latency.bandwidth
         owner = att.id.rpartition("-")[0]
-        if owner.isdigit():
+        if is_number(owner):
             bandwidth = self.catalogue.po(owner).trouble.bandwidth or bandwidth
         response = web.StreamResponse(headers={"Content-Disposition": content_disposition(att)})
         response.content_type = att.content_type
@@ -431,7 +458,7 @@ class Simulator:
 
     async def admin_truth(self, request: web.Request) -> web.Response:
         digits = request.match_info["digits"]
-        if not (digits.isascii() and digits.isdigit()):
+        if not is_number(digits):
             raise web.HTTPBadRequest(text="digits expected")
         return web.json_response(truth(self.catalogue, digits, self.base_url))
 
@@ -449,7 +476,9 @@ class Simulator:
         return web.json_response({"ok": True})
 
     async def admin_new_session(self, request: web.Request) -> web.Response:
-        return web.json_response({"name": SESSION_COOKIE, "value": self.sessions.create(), "path": "/"})
+        return web.json_response(
+            {"name": SESSION_COOKIE, "value": self.sessions.create(), "path": "/"}
+        )
 
     async def admin_get_trouble(self, request: web.Request) -> web.Response:
         trouble = self.trouble.trouble
@@ -507,6 +536,10 @@ def truth(catalogue: Catalogue, digits: str, base_url: str = "") -> dict[str, An
         "outcome": po.outcome.value,
         "supplier": po.supplier if po.error is None else None,
         "requisition_id": req.id if req else None,
-        "attachments": [_attachment_truth(a, base_url) for a in po.attachments] if po.error is None else [],
-        "requisition_attachments": [_attachment_truth(a, base_url) for a in req.attachments] if req else [],
+        "attachments": [_attachment_truth(a, base_url) for a in po.attachments]
+        if po.error is None
+        else [],
+        "requisition_attachments": [_attachment_truth(a, base_url) for a in req.attachments]
+        if req
+        else [],
     }

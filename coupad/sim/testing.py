@@ -79,11 +79,15 @@ def build_config(
 ) -> SimConfig:
     """Validate the options shared by sim_server and the CLI into a SimConfig."""
     if preset not in PRESETS:
-        raise scenarios.ScenarioError(f"unknown preset {preset!r} (expected one of: {', '.join(PRESETS)})")
+        raise scenarios.ScenarioError(
+            f"unknown preset {preset!r} (expected one of: {', '.join(PRESETS)})"
+        )
     try:
         mode = SignInMode(sign_in)
     except ValueError:
-        raise scenarios.ScenarioError(f"unknown sign-in mode {sign_in!r} (expected form or sso)") from None
+        raise scenarios.ScenarioError(
+            f"unknown sign-in mode {sign_in!r} (expected form or sso)"
+        ) from None
     if scenario is None:
         parsed = scenarios.Scenario()
     elif isinstance(scenario, Mapping):
@@ -138,7 +142,9 @@ def sim_server(
         finally:
             await sim.stop()
 
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), name="coupad-sim", daemon=True)
+    thread = threading.Thread(
+        target=loop.run_until_complete, args=(serve(),), name="coupad-sim", daemon=True
+    )
     thread.start()
     try:
         if not started.wait(START_TIMEOUT):
