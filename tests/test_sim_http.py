@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from html import escape as html_escape
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import unquote
@@ -288,3 +289,324 @@ def test_cli_reports_a_bad_scenario_file_and_exits_with_the_config_code(tmp_path
             process.wait()
     assert process.returncode == 78
     assert "po.15262984.colour" in err and "line 3" in err
+
+
+# ---- pages -------------------------------------------------------------------------------
+
+
+def test_po_page_skeleton_has_toolbar_supplier_decoys_and_no_attachment_urls(
+    sim: SimHandle,
+) -> None:
+    po = EXAMPLES["with_requisition"][0]
+    truth = sim.truth(po)
+    page = signed_in(sim).get(f"{sim.base_url}/order_headers/{po}", timeout=10)
+    assert page.status_code == 200
+    html = page.text
+    assert 'id="toolbar"' in html and "position: fixed" in html and "z-index: 1000" in html
+    supplier = html_escape(truth["supplier"], quote=False)
+    assert f'<dt>Supplier</dt><dd><span class="supplier-name">{supplier}</span>' in html
+    assert f'<a href="/requisition_headers/{truth["requisition_id"]}">' in html
+    assert f'href="/order_headers/{po}/print.pdf">Export to PDF</a>' in html
+    # The list is rendered by JavaScript: no attachment URL or name is in the served HTML.
+    assert "attachment_file" not in html and "/attachments/" not in html
+    for attachment in truth["attachments"]:
+        assert attachment["name"] not in html
+
+
+def test_attachment_data_arrives_after_the_render_delay() -> None:
+    po = EXAMPLES["link_only"][0]
+    with sim_server(render_delay=0.6) as slow:
+        browser = signed_in(slow)
+        started = time.monotonic()
+        browser.get(f"{slow.base_url}/order_headers/{po}", timeout=10)
+        assert time.monotonic() - started < 0.5
+        started = time.monotonic()
+        data = browser.get(
+            f"{slow.base_url}/order_headers/{po}/attachments.json", timeout=10
+        ).json()
+        assert time.monotonic() - started >= 0.6
+        assert [a["name"] for a in data["attachments"]] == [
+            a["name"] for a in slow.truth(po)["attachments"]
+        ]
+
+
+def test_requisition_page_and_its_attachments(sim: SimHandle) -> None:
+    po = EXAMPLES["requisition_only"][0]
+    truth = sim.truth(po)
+    assert truth["outcome"] == "NO_ATTACHMENTS" and truth["attachments"] == []
+    req = truth["requisition_id"]
+    browser = signed_in(sim)
+    page = browser.get(f"{sim.base_url}/requisition_headers/{req}", timeout=10)
+    assert page.status_code == 200 and f"Requisition #{req}" in page.text
+    data = browser.get(
+        f"{sim.base_url}/requisition_headers/{req}/attachments.json", timeout=10
+    ).json()
+    assert [a["name"] for a in data["attachments"]] == [
+        a["name"] for a in truth["requisition_attachments"]
+    ]
+    for attachment in truth["requisition_attachments"]:
+        body = browser.get(attachment["url"], timeout=10).content
+        assert hashlib.sha256(body).hexdigest() == attachment["sha256"]
+
+
+@pytest.mark.parametrize(
+    ("case", "outcome"),
+    [
+        ("not_found", "NOT_FOUND"),
+        ("not_found_variant", "NOT_FOUND"),
+        ("access_denied", "ACCESS_DENIED"),
+        ("access_denied_variant", "ACCESS_DENIED"),
+    ],
+)
+def test_error_pages_answer_http_200(sim: SimHandle, case: str, outcome: str) -> None:
+    browser = signed_in(sim)
+    for po in EXAMPLES[case]:
+        truth = sim.truth(po)
+        assert (
+            truth["outcome"] == outcome and truth["attachments"] == [] and truth["supplier"] is None
+        )
+        page = browser.get(f"{sim.base_url}/order_headers/{po}", allow_redirects=False, timeout=10)
+        assert page.status_code == 200 and 'class="error-page"' in page.text
+        assert 'id="attachments"' not in page.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/order_headers/abc",
+        "/order_headers/" + "9" * 5000,
+        "/order_headers/%D9%A1%D9%A2%D9%A3",
+        "/requisition_headers/x",
+    ],
+)
+def test_hostile_numbers_show_not_found(sim: SimHandle, path: str) -> None:
+    page = signed_in(sim).get(sim.base_url + path, allow_redirects=False, timeout=10)
+    assert page.status_code == 200 and "Oops! We couldn't find what you wanted" in page.text
+
+
+@pytest.mark.parametrize(
+    "att_id", ["nope", "15262980-99", "R1-x", "9" * 5000 + "-1", "..%2F..%2Fetc-1"]
+)
+def test_unknown_attachments_are_404(sim: SimHandle, att_id: str) -> None:
+    response = signed_in(sim).get(f"{sim.base_url}/attachments/{att_id}/download", timeout=10)
+    assert response.status_code == 404
+
+
+def test_decoy_links_are_not_attachments(sim: SimHandle) -> None:
+    browser = signed_in(sim)
+    sim.reset_counters()
+    pdf = browser.get(f"{sim.base_url}/order_headers/15262980/print.pdf", timeout=10)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    assert (
+        browser.get(f"{sim.base_url}/order_headers/15262980/export.csv", timeout=10).status_code
+        == 200
+    )
+    assert sim.counters()["attachments"] == {}
+
+
+# ---- downloads ---------------------------------------------------------------------------
+
+
+def _filename(header: str) -> str:
+    """The file name a client should use: filename* wins over filename (RFC 6266)."""
+    parts = [p.strip() for p in header.split(";")]
+    extended = [p for p in parts if p.startswith("filename*=")]
+    if extended:
+        charset, _, encoded = extended[0].removeprefix("filename*=").partition("''")
+        assert charset == "UTF-8"
+        return unquote(encoded, encoding="utf-8", errors="strict")
+    plain = header.split("filename=", 1)[1]
+    assert plain.startswith('"') and plain.endswith('"')
+    return plain[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+
+
+@pytest.mark.parametrize("case", ["rfc5987_names", "awkward_names", "inline_pdf", "mixed"])
+def test_content_disposition_names_round_trip(sim: SimHandle, case: str) -> None:
+    browser = signed_in(sim)
+    for po in EXAMPLES[case]:
+        for attachment in sim.truth(po)["attachments"]:
+            response = browser.get(attachment["url"], timeout=10)
+            header = response.headers["Content-Disposition"]
+            header.encode("ascii")  # RFC 5987 and escaping keep every header plain ASCII here
+            assert _filename(header) == attachment["name"]
+            kind = {"plain": "attachment;", "rfc5987": "attachment;", "inline": "inline;"}
+            assert header.startswith(kind[attachment["disposition"]])
+            if attachment["disposition"] == "rfc5987":
+                assert "filename*=UTF-8''" in header
+            if attachment["disposition"] == "inline":
+                assert response.headers["Content-Type"] == "application/pdf"
+                assert response.content.startswith(b"%PDF")
+            assert hashlib.sha256(response.content).hexdigest() == attachment["sha256"]
+
+
+def test_a_large_file_streams_with_its_length(sim: SimHandle) -> None:
+    po = EXAMPLES["large"][0]
+    big = sim.truth(po)["attachments"][0]
+    assert big["size"] == 5_000_000
+    digest = hashlib.sha256()
+    with signed_in(sim).get(big["url"], stream=True, timeout=30) as response:
+        assert int(response.headers["Content-Length"]) == big["size"]
+        for piece in response.iter_content(1 << 16):
+            digest.update(piece)
+    assert digest.hexdigest() == big["sha256"]
+
+
+def test_bandwidth_limits_downloads() -> None:
+    scenario = {
+        "po": {
+            "15262980": {
+                "trouble": {"bandwidth": 200_000},
+                "attachments": [{"name": "slow.bin", "size": 100_000}],
+            }
+        }
+    }
+    with sim_server(scenario=scenario) as slow:
+        started = time.monotonic()
+        body = (
+            signed_in(slow).get(slow.truth(15262980)["attachments"][0]["url"], timeout=10).content
+        )
+        elapsed = time.monotonic() - started
+        assert len(body) == 100_000
+        assert 0.45 <= elapsed < 3, elapsed
+
+
+def test_realistic_preset_takes_about_a_second_per_page() -> None:
+    with sim_server(preset="realistic") as real:
+        browser = signed_in(real)
+        started = time.monotonic()
+        browser.get(f"{real.base_url}/order_headers/15262980", timeout=10)
+        browser.get(f"{real.base_url}/order_headers/15262980/attachments.json", timeout=10)
+        assert 0.9 <= time.monotonic() - started < 3
+
+
+# ---- trouble -----------------------------------------------------------------------------
+
+
+def test_throttle_and_server_errors_for_given_visits() -> None:
+    scenario = {
+        "po": {
+            "15262980": {"trouble": {"throttle_first": 2}},
+            "15262981": {"trouble": {"server_error_first": 3}},
+            "15262982": {"trouble": {"throttle_page_first": 1}},
+        }
+    }
+    with sim_server(scenario=scenario) as trouble:
+        browser = signed_in(trouble)
+
+        def visit(digits: str) -> requests.Response:
+            return browser.get(
+                f"{trouble.base_url}/order_headers/{digits}", allow_redirects=False, timeout=10
+            )
+
+        first, second, third = visit("15262980"), visit("15262980"), visit("15262980")
+        assert [first.status_code, second.status_code, third.status_code] == [429, 429, 200]
+        assert first.headers["Retry-After"] == "1" and "Too Many Requests" in first.text
+        assert "Purchase Order #15262980" in third.text
+        assert [visit("15262981").status_code for _ in range(4)] == [500, 502, 503, 200]
+        throttle_page = visit("15262982")
+        assert throttle_page.status_code == 200
+        assert "you have made too many requests, please slow down" in throttle_page.text
+        assert "Purchase Order" in visit("15262982").text
+
+
+def test_default_catalogue_trouble_overlays(sim: SimHandle) -> None:
+    browser = signed_in(sim)
+    po = EXAMPLES["throttled"][0]
+    statuses = [
+        browser.get(f"{sim.base_url}/order_headers/{po}", timeout=10).status_code for _ in range(3)
+    ]
+    assert statuses == [429, 429, 200]
+
+
+def test_global_rates_inject_429_and_5xx_and_end_at_until() -> None:
+    with sim_server() as trouble:
+        browser = signed_in(trouble)
+        url = f"{trouble.base_url}/order_headers/15262980"
+        trouble.set_trouble(rate_429=1.0)
+        assert {browser.get(url, timeout=10).status_code for _ in range(5)} == {429}
+        trouble.set_trouble(rate_5xx=1.0)
+        statuses = {browser.get(url, timeout=10).status_code for _ in range(30)}
+        assert statuses == {500, 502, 503}
+        trouble.set_trouble(rate_throttle_page=1.0)
+        page = browser.get(url, timeout=10)
+        assert page.status_code == 200 and "please slow down" in page.text
+        # Admin calls and sign-in are never troubled, so tests can always recover.
+        assert requests.get(trouble.base_url + "/_sim/health", timeout=10).status_code == 200
+        trouble.set_trouble(rate_5xx=1.0, until=time.time() - 1)
+        assert browser.get(url, timeout=10).status_code == 200
+        trouble.set_trouble()
+        assert browser.get(url, timeout=10).status_code == 200
+
+
+def test_global_rates_are_reproducible() -> None:
+    def run() -> list[int]:
+        with sim_server(
+            scenario={"seed": 3, "trouble": {"rate_429": 0.3, "rate_5xx": 0.2}}
+        ) as trouble:
+            browser = signed_in(trouble)
+            return [
+                browser.get(f"{trouble.base_url}/user/home", timeout=10).status_code
+                for _ in range(40)
+            ]
+
+    first = run()
+    assert first == run()
+    assert {200, 429} <= set(first) and set(first) & {500, 502, 503}
+
+
+def test_set_trouble_refuses_bad_settings(sim: SimHandle) -> None:
+    with pytest.raises(ValueError, match="unknown key"):
+        sim.set_trouble(rate_9000=1)
+    with pytest.raises(ValueError, match="at most 1.0"):
+        sim.set_trouble(rate_429=2)
+    response = requests.post(sim.base_url + "/_sim/trouble", data="{not json", timeout=10)
+    assert response.status_code == 400
+
+
+def test_global_page_delay_slows_pages() -> None:
+    with sim_server() as trouble:
+        browser = signed_in(trouble)
+        trouble.set_trouble(page_delay=0.5)
+        started = time.monotonic()
+        assert (
+            browser.get(f"{trouble.base_url}/order_headers/15262980", timeout=10).status_code == 200
+        )
+        assert time.monotonic() - started >= 0.5
+
+
+@pytest.mark.timeout(30)
+def test_hanging_pages_never_answer_until_the_server_stops() -> None:
+    outcome: list[object] = []
+    scenario = {"po": {"15262980": {"trouble": {"hang": True}}}}
+    with sim_server(scenario=scenario) as trouble:
+        browser = signed_in(trouble)
+        trouble.set_trouble(hang_paths=["/requisition_headers/*"])
+        for path in ("/order_headers/15262980", "/requisition_headers/4711"):
+            with pytest.raises(requests.Timeout):
+                browser.get(trouble.base_url + path, timeout=0.5)
+        assert (
+            browser.get(f"{trouble.base_url}/order_headers/15262981", timeout=10).status_code == 200
+        )
+
+        def wait_forever() -> None:
+            try:
+                outcome.append(
+                    browser.get(
+                        f"{trouble.base_url}/order_headers/15262980", timeout=20
+                    ).status_code
+                )
+            except requests.RequestException as exc:
+                outcome.append(exc)
+
+        waiter = ThreadPoolExecutor(max_workers=1)
+        future = waiter.submit(wait_forever)
+        wait_until(
+            lambda: trouble.counters()["paths"]["/order_headers/15262980"] == 2,
+            5,
+            what="hanging request",
+        )
+        stopping = time.monotonic()
+    future.result(timeout=10)
+    waiter.shutdown()
+    assert time.monotonic() - stopping < 5
+    assert outcome and outcome[0] != 200

@@ -146,6 +146,11 @@ _ATTACHMENTS_SCRIPT = """
 """
 
 
+def text(value: str) -> str:
+    """Escape for a text node: apostrophes stay readable in the served HTML, as Coupa serves them."""
+    return escape(value, quote=False)
+
+
 def layout(title: str, body: str, *, lang: str = "en", toolbar: bool = True) -> str:
     """A complete page with Coupa's chrome around ``body``."""
     bar = ""
@@ -158,14 +163,14 @@ def layout(title: str, body: str, *, lang: str = "en", toolbar: bool = True) -> 
         )
     return (
         f'<!DOCTYPE html><html lang="{lang}"><head><meta charset="utf-8">'
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<title>{text(title)}</title><style>{_STYLE}</style></head>"
         f"<body>{bar}<main>{body}</main></body></html>"
     )
 
 
 def sign_in(return_to: str, error: str | None = None) -> str:
     """Coupa's native sign-in form."""
-    message = f'<div class="flash error" role="alert">{escape(error)}</div>' if error else ""
+    message = f'<div class="flash error" role="alert">{text(error)}</div>' if error else ""
     body = (
         f"<h1>Sign in to Coupa</h1>{message}"
         '<form id="login_form" action="/sessions" method="post">'
@@ -182,7 +187,7 @@ def sign_in(return_to: str, error: str | None = None) -> str:
 
 def idp_sign_in(redirect_uri: str, state: str, error: str | None = None) -> str:
     """The identity provider's own form (different ids than Coupa's, as with Okta or Azure)."""
-    message = f'<p class="idp-error" role="alert">{escape(error)}</p>' if error else ""
+    message = f'<p class="idp-error" role="alert">{text(error)}</p>' if error else ""
     body = (
         f"<h1>Example Identity</h1><p>Sign in to continue to Coupa</p>{message}"
         '<form id="idp-form" action="/sso/login" method="post">'
@@ -199,7 +204,7 @@ def idp_sign_in(redirect_uri: str, state: str, error: str | None = None) -> str:
 
 def home(username: str) -> str:
     """The landing page after sign-in."""
-    return layout("Home - Coupa", f"<h1>Welcome back, {escape(username)}</h1><p>Your tasks.</p>")
+    return layout("Home - Coupa", f"<h1>Welcome back, {text(username)}</h1><p>Your tasks.</p>")
 
 
 def _fields(rows: list[tuple[str, str]]) -> str:
@@ -239,19 +244,17 @@ def _attachment_section(data_url: str) -> str:
 def purchase_order(po: PurchaseOrder) -> str:
     """The PO page; the attachments arrive later from ``attachments.json``."""
     base = f"/order_headers/{po.digits}"
-    banner = (
-        f'<div class="banner info" role="status">{escape(po.banner)}</div>' if po.banner else ""
-    )
+    banner = f'<div class="banner info" role="status">{text(po.banner)}</div>' if po.banner else ""
     rows = [
-        ("PO Number", escape(po.digits)),
+        ("PO Number", text(po.digits)),
         ("Status", "Issued"),
-        ("Supplier", f'<span class="supplier-name">{escape(po.supplier or "")}</span>'),
+        ("Supplier", f'<span class="supplier-name">{text(po.supplier or "")}</span>'),
     ]
     if po.requisition:
-        req = escape(po.requisition)
+        req = text(po.requisition)
         rows.append(("Requisition", f'<a href="/requisition_headers/{req}">Requisition #{req}</a>'))
     body = (
-        f"<h1>Purchase Order #{escape(po.digits)}</h1>{banner}"
+        f"<h1>Purchase Order #{text(po.digits)}</h1>{banner}"
         f'<div class="actions"><a class="export" href="{base}/print.pdf">Export to PDF</a> | '
         f'<a class="export" href="{base}/export.csv">Download</a></div>'
         f"{_fields(rows)}{_lines(int(po.digits))}{_attachment_section(base + '/attachments.json')}"
@@ -264,8 +267,8 @@ def requisition(req: Requisition) -> str:
     """The requisition page, structured like the PO page."""
     base = f"/requisition_headers/{req.id}"
     body = (
-        f"<h1>Requisition #{escape(req.id)}</h1>"
-        f"{_fields([('Requisition', escape(req.id)), ('Status', 'Ordered')])}"
+        f"<h1>Requisition #{text(req.id)}</h1>"
+        f"{_fields([('Requisition', text(req.id)), ('Status', 'Ordered')])}"
         f"{_lines(int(req.id))}{_attachment_section(base + '/attachments.json')}{_history(int(req.id))}"
     )
     return layout(f"Requisition #{req.id} - Coupa", body)
@@ -274,7 +277,7 @@ def requisition(req: Requisition) -> str:
 def error(page: ErrorPage) -> str:
     """A Coupa error page; it is served with HTTP 200, as Coupa does."""
     lang, headline, detail = _ERROR_TEXT[page]
-    body = f'<div class="error-page"><h1>{escape(headline)}</h1><p>{escape(detail)}</p></div>'
+    body = f'<div class="error-page"><h1>{text(headline)}</h1><p>{text(detail)}</p></div>'
     return layout(headline, body, lang=lang)
 
 
@@ -288,5 +291,5 @@ def throttled() -> str:
 
 def server_error(status: int) -> str:
     """An HTML 5xx page."""
-    text = SERVER_ERROR_TEXT.get(status, "Server error")
-    return layout(f"{status} Error", f"<h1>{escape(text)}</h1>", toolbar=False)
+    message = SERVER_ERROR_TEXT.get(status, "Server error")
+    return layout(f"{status} Error", f"<h1>{text(message)}</h1>", toolbar=False)
