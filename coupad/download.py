@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -43,12 +43,17 @@ log = logging.getLogger("coupad.download")
 
 DEFAULT_MAX_SIZE = 4 << 30  # far above any real attachment; a runaway body stops here
 _CHUNK = 256 << 10
+_HEAD = 64 << 10  # enough of an HTML body to recognise a sign-in form
 # How long to wait, after the declared length has arrived, for the end of the connection that
 # shows whether the server sent more than it declared. Servers close at once after
 # "Connection: close"; one that keeps the connection open costs this much, then counts as done.
 _EOF_GRACE = 1.0
-_SIGN_IN_MARKERS = ("/sessions", "login", "logon", "signin", "sign_in", "sign-in", "sso", "saml",
-                    "oauth", "authorize", "/adfs/")
+# On another site (an identity provider) any of these in the host or path means sign-in; on
+# Coupa's own site only a first path segment does, so "/attachments/login-guide.pdf" is a file.
+_SIGN_IN_MARKERS = ("session", "login", "logon", "signin", "sign_in", "sign-in", "sso", "saml",
+                    "oauth", "authorize", "adfs")
+_SIGN_IN_SEGMENTS = frozenset({"sessions", "session", "login", "logon", "signin", "sign_in",
+                               "sign-in", "sso", "saml", "oauth", "oauth2", "adfs", "auth", "users"})
 _PASSWORD_FIELD = re.compile(rb"""type\s*=\s*["']?password|user_password""", re.IGNORECASE)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -202,10 +207,13 @@ class DirectFetcher:
                             problem=DownloadProblem.TOO_MANY_REDIRECTS,
                             retryable=False,
                         )
+                    log.debug("following a same-site redirect to %s", _show_url(target))
                     current = target
                     continue
                 _check_status(response)
-                return self._save(response, current, Path(dest_dir), deadline, redirects > 0)
+                fetched = self._save(response, current, Path(dest_dir), deadline, redirects > 0)
+                log.debug("fetched %s: %d bytes", _show_url(current), fetched.size)
+                return fetched
             finally:
                 response.close()
 
@@ -261,7 +269,7 @@ class DirectFetcher:
             )
         target = urljoin(current, location.strip())
         origin = _origin(target)
-        if _looks_like_sign_in(target):
+        if _looks_like_sign_in(target, same_site=origin == self.origin):
             raise SignInRequired(
                 f"Coupa asked to sign in again (an attachment redirected to {_show_url(target)})"
             )
@@ -275,7 +283,7 @@ class DirectFetcher:
         return self._check_url(target)
 
     def _get(self, url: str, deadline: float | None) -> requests.Response:
-        timeout = _remaining(deadline, self.timeout)
+        timeout = _remaining(deadline, self.timeout, url)
         headers = {
             "Accept": "*/*",
             # Identity: the bytes on disk are the bytes Coupa stores, and no zip bomb.
@@ -338,49 +346,9 @@ class DirectFetcher:
         dest_dir.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
         part = dest_dir / f"{token}.part"
-        digest = hashlib.sha256()
-        size = 0
-        head = b""
         try:
             with part.open("wb") as out:
-                while True:
-                    wire = raw.tell()
-                    at_end = declared is not None and wire >= declared
-                    read_timeout = _remaining(deadline, self.timeout)
-                    if sock is not None:
-                        sock.settimeout(min(read_timeout, _EOF_GRACE) if at_end else read_timeout)
-                    try:
-                        chunk = raw.read1(_CHUNK, decode_content=True)
-                    except urllib3.exceptions.ReadTimeoutError:
-                        if at_end:
-                            break  # all declared bytes arrived; the server just kept the line open
-                        raise _timeout(url, read_timeout) from None
-                    except (urllib3.exceptions.HTTPError, OSError) as exc:
-                        raise DownloadError(
-                            f"the connection broke after {raw.tell()} bytes of {_show_url(url)}"
-                            f"{_of_declared(declared)}: {_short(exc)}",
-                            problem=DownloadProblem.NETWORK,
-                            retryable=True,
-                        ) from None
-                    if not chunk:
-                        break
-                    if declared is not None and raw.tell() > declared:
-                        raise _length_mismatch(url, declared, raw.tell(), "more")
-                    out.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-                    if len(head) < 65536:
-                        head += chunk[: 65536 - len(head)]
-                    if size > self.max_size:
-                        raise DownloadError(
-                            f"{_show_url(url)} is larger than the {self.max_size} bytes allowed",
-                            problem=DownloadProblem.TOO_LARGE,
-                            retryable=False,
-                        )
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise _timeout(url, None)
-            if declared is not None and raw.tell() < declared:
-                raise _length_mismatch(url, declared, raw.tell(), "less")
+                size, digest, head = self._copy_body(raw, sock, out, url, declared, deadline)
             if _is_sign_in_page(content_type, disposition, head, redirected):
                 raise SignInRequired(
                     f"Coupa answered {_show_url(url)} with its sign-in page instead of the file"
@@ -393,11 +361,72 @@ class DirectFetcher:
         return Fetched(
             path=done,
             size=size,
-            sha256=digest.hexdigest(),
+            sha256=digest,
             filename=filename_from_content_disposition(disposition),
             content_type=content_type,
             url=url,
         )
+
+    def _copy_body(
+        self,
+        raw: Any,
+        sock: Any,
+        out: BinaryIO,
+        url: str,
+        declared: int | None,
+        deadline: float | None,
+    ) -> tuple[int, str, bytes]:
+        """Copy the body to ``out``; return its size, sha256 and first 64 KiB."""
+        digest = hashlib.sha256()
+        size = 0
+        head = b""
+        while True:
+            at_end = declared is not None and raw.tell() >= declared
+            read_timeout = _remaining(deadline, self.timeout, url)
+            if sock is not None:
+                sock.settimeout(min(read_timeout, _EOF_GRACE) if at_end else read_timeout)
+            try:
+                chunk = raw.read1(_CHUNK, decode_content=True)
+            except urllib3.exceptions.ReadTimeoutError:
+                if at_end:
+                    break  # every declared byte arrived; the server just kept the line open
+                raise _timeout(url, read_timeout) from None
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise DownloadError(
+                    f"the connection broke after {raw.tell()} bytes of {_show_url(url)}"
+                    f"{_of_declared(declared)}: {_short(exc)}",
+                    problem=DownloadProblem.NETWORK,
+                    retryable=True,
+                ) from None
+            if not chunk:
+                break
+            if declared is not None and raw.tell() > declared:
+                raise DownloadError(
+                    f"{_show_url(url)} declared {declared} bytes but sent more "
+                    f"({raw.tell()} bytes so far)",
+                    problem=DownloadProblem.LENGTH_MISMATCH,
+                    retryable=True,
+                )
+            out.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+            if len(head) < _HEAD:
+                head += chunk[: _HEAD - len(head)]
+            if size > self.max_size:
+                raise DownloadError(
+                    f"{_show_url(url)} is larger than the {self.max_size} bytes allowed",
+                    problem=DownloadProblem.TOO_LARGE,
+                    retryable=False,
+                )
+            if deadline is not None and time.monotonic() > deadline:
+                raise _timeout(url, None)
+        if declared is not None and raw.tell() < declared:
+            raise DownloadError(
+                f"{_show_url(url)} declared {declared} bytes but sent only {raw.tell()}",
+                problem=DownloadProblem.LENGTH_MISMATCH,
+                retryable=True,
+            )
+        return size, digest.hexdigest(), head
 
 
 @dataclass
@@ -521,9 +550,12 @@ def _show_url(url: str) -> str:
     return (_show_origin(origin) if origin else "an invalid URL") + path[:200]
 
 
-def _looks_like_sign_in(url: str) -> bool:
+def _looks_like_sign_in(url: str, same_site: bool) -> bool:
     parts = urlsplit(url)
-    text = f"{(parts.hostname or '').lower()}{parts.path.lower()}"
+    path = parts.path.lower()
+    if same_site:
+        return path.strip("/").split("/", 1)[0] in _SIGN_IN_SEGMENTS
+    text = f"{(parts.hostname or '').lower()}{path}"
     return any(marker in text for marker in _SIGN_IN_MARKERS)
 
 
@@ -577,29 +609,21 @@ def _read_until_close(raw: Any) -> None:
         raw.length_remaining = None
 
 
-def _remaining(deadline: float | None, cap: float) -> float:
+def _remaining(deadline: float | None, cap: float, url: str) -> float:
+    """Seconds to wait for the next answer: ``cap``, less if the deadline is nearer."""
     if deadline is None:
         return cap
     left = deadline - time.monotonic()
     if left <= 0:
-        raise _timeout("", None)
+        raise _timeout(url, None)
     return min(cap, left)
 
 
 def _timeout(url: str, seconds: float | None) -> DownloadError:
-    what = f" for {_show_url(url)}" if url else ""
-    after = f" after {seconds:.0f} s" if seconds else ""
+    after = f" after {seconds:.1f} s" if seconds else ""
     return DownloadError(
-        f"timed out{after} waiting{what}", problem=DownloadProblem.TIMEOUT, retryable=True
-    )
-
-
-def _length_mismatch(url: str, declared: int, received: int, which: str) -> DownloadError:
-    return DownloadError(
-        f"{_show_url(url)} declared {declared} bytes but sent {which} ({received} bytes so far)"
-        if which == "more"
-        else f"{_show_url(url)} declared {declared} bytes but sent only {received}",
-        problem=DownloadProblem.LENGTH_MISMATCH,
+        f"timed out{after} waiting for {_show_url(url)}",
+        problem=DownloadProblem.TIMEOUT,
         retryable=True,
     )
 

@@ -220,6 +220,7 @@ def coupa_routes(server: Server) -> list[web.RouteDef]:
         web.get("/attachments/form.html", html_attachment),
         web.get("/sessions/new", sessions_new),
         web.get("/private/normal", normal),
+        web.get("/attachments/login-guide.pdf", normal),
     ]
 
 
@@ -429,9 +430,14 @@ def test_same_origin_redirect_is_followed_with_cookies(fetcher, coupa, tmp_path)
     assert [cookie for _, cookie in coupa.seen] == ["_coupa_session=s3cr3t"] * 2
 
 
+def test_same_site_file_with_login_in_its_name_is_a_file(fetcher, tmp_path):
+    got = fetcher.fetch("/attachments/redirect?to=/attachments/login-guide.pdf", tmp_path)
+    assert got.sha256 == SHA
+
+
 @pytest.mark.parametrize(
     "target",
-    ["/sessions/new", "/login", "https://idp.example/oauth2/authorize?client=coupa",
+    ["/sessions/new", "/login", "/sessions", "/users/sign_in?return_to=/attachments/1", "https://idp.example/oauth2/authorize?client=coupa",
      "https://corp.okta.example/app/coupa/sso/saml"],
 )
 def test_redirect_to_sign_in_means_sign_in_required(fetcher, elsewhere, tmp_path, target):
