@@ -248,3 +248,42 @@ def test_throttled_po_shows_the_429_page_then_the_order(browser: Browser) -> Non
         assert "you have made too many requests, please slow down" in browser.driver.page_source
         _open(browser, f"{throttled.base_url}/order_headers/15262984", "#attachments")
         assert _heading(browser) == "Purchase Order #15262984"
+
+
+def test_inline_pdf_behind_a_span_downloads_instead_of_opening(
+    browser: Browser, sim: SimHandle, downloads: Path
+) -> None:
+    po = EXAMPLES["inline_pdf"][0]
+    pdf = next(
+        a
+        for a in sim.truth(po)["attachments"]
+        if a["disposition"] == "inline" and a["shape"] == "button"
+    )
+    _sign_in_by_cookie(browser, sim)
+    driver = browser.driver
+    _open(browser, f"{sim.base_url}/order_headers/{po}", "span[role=button]")
+    page = driver.current_url
+    button = driver.find_element(By.CSS_SELECTOR, f"span[title='{pdf['name']}']")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+    button.click()
+    target = downloads / pdf["name"]
+    wait_until(
+        lambda: target.exists() and target.stat().st_size == pdf["size"], 30, what=str(target)
+    )
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == pdf["sha256"]
+    assert driver.current_url == page  # the PO page stays; no PDF viewer took over
+
+
+def test_server_error_pages_in_the_browser(browser: Browser) -> None:
+    with sim_server(scenario={"po": {15262980: {"trouble": {"server_error_first": 3}}}}) as failing:
+        _sign_in_by_cookie(browser, failing)
+        seen = []
+        for _ in range(3):
+            _open(browser, f"{failing.base_url}/order_headers/15262980")
+            seen.append(_heading(browser))
+        assert seen == [
+            "We're sorry, but something went wrong.",
+            "502 Bad Gateway",
+            "Service Unavailable — Coupa is temporarily unavailable, please try again later.",
+        ]
+        _open(browser, f"{failing.base_url}/order_headers/15262980", "#attachments")

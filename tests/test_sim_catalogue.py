@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,6 @@ from coupad.sim.catalogue import (
     examples,
 )
 from coupad.sim.scenario import ScenarioError, from_mapping, load, parse_trouble
-from coupad.sim.server import content_disposition, truth
 
 EXPECTED_OUTCOME = {
     "link_only": Outcome.COMPLETED,
@@ -54,10 +54,10 @@ EXPECTED_OUTCOME = {
 
 def test_default_catalogue_is_identical_in_another_process() -> None:
     numbers = [str(15_262_980 + n) for n in range(40)] + ["15260999", "15260429"]
-    here = {d: truth(Catalogue(), d) for d in numbers}
+    here = {d: Catalogue().truth(d) for d in numbers}
     script = (
-        "import json,sys; from coupad.sim.catalogue import Catalogue; from coupad.sim.server import truth;"
-        "print(json.dumps({d: truth(Catalogue(), d) for d in sys.argv[1:]}))"
+        "import json,sys; from coupad.sim.catalogue import Catalogue;"
+        "print(json.dumps({d: Catalogue().truth(d) for d in sys.argv[1:]}))"
     )
     # A different hash seed proves nothing depends on Python's randomised str hashing.
     there = subprocess.run(
@@ -208,7 +208,7 @@ def test_truth_sha256_matches_streamed_bytes() -> None:
         data = content.content(att.id, att.size, pdf=att.pdf)
         assert (
             hashlib.sha256(data).hexdigest()
-            == truth(Catalogue(), po.digits)["attachments"][po.attachments.index(att)]["sha256"]
+            == Catalogue().truth(po.digits)["attachments"][po.attachments.index(att)]["sha256"]
         )
 
 
@@ -217,15 +217,15 @@ def test_truth_sha256_matches_streamed_bytes() -> None:
 
 def test_content_disposition_forms() -> None:
     awkward = {a.name: a for a in default_po(examples()["awkward_names"][0]).attachments}
-    assert content_disposition(awkward["CON.txt"]) == 'attachment; filename="CON.txt"'
-    quoted = content_disposition(awkward['Contract "signed".docx'])
+    assert awkward["CON.txt"].content_disposition() == 'attachment; filename="CON.txt"'
+    quoted = awkward['Contract "signed".docx'].content_disposition()
     assert quoted == (
         "attachment; filename=\"Contract _signed_.docx\"; filename*=UTF-8''Contract%20%22signed%22.docx"
     )
     for att in awkward.values():
-        assert "\n" not in content_disposition(att) and "\x07" not in content_disposition(att)
+        assert "\n" not in att.content_disposition() and "\x07" not in att.content_disposition()
     inline = default_po(examples()["inline_pdf"][0]).attachments[0]
-    assert content_disposition(inline).startswith('inline; filename="Signed order')
+    assert inline.content_disposition().startswith('inline; filename="Signed order')
 
 
 # ---- scenario files --------------------------------------------------------------------
@@ -292,12 +292,10 @@ def test_a_good_toml_scenario_overrides_the_catalogue(tmp_path: Path) -> None:
         "/order_headers/1*",
     )
     assert scenario.seed == 7
-    assert truth(catalogue, "15262984")["requisition_attachments"][0]["name"] == "approval.msg"
+    assert catalogue.truth("15262984")["requisition_attachments"][0]["name"] == "approval.msg"
 
 
 def test_the_same_scenario_as_json_and_as_a_mapping(tmp_path: Path) -> None:
-    import tomllib
-
     data = tomllib.loads(GOOD_TOML)
     path = tmp_path / "scenario.json"
     path.write_text(json.dumps(data, indent=2), encoding="utf-8")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import requests
 from util import wait_until
 
 from coupad.sim.catalogue import examples
+from coupad.sim.scenario import ScenarioError
 from coupad.sim.testing import SimHandle, sim_server
 
 pytestmark = pytest.mark.timeout(60)
@@ -610,3 +612,32 @@ def test_hanging_pages_never_answer_until_the_server_stops() -> None:
     waiter.shutdown()
     assert time.monotonic() - stopping < 5
     assert outcome and outcome[0] != 200
+
+
+def test_cli_refuses_a_port_in_use() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        process = _start_cli("--port", str(taken.getsockname()[1]))
+        try:
+            out, err = process.communicate(timeout=15)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode == 1
+    assert "cannot listen on 127.0.0.1" in err and "listening" not in out
+
+
+def test_scenario_mapping_accepts_numeric_keys_and_bad_options_are_refused() -> None:
+    with sim_server(scenario={"po": {15262980: {"supplier": "Numbers Inc"}}}) as numeric:
+        assert numeric.truth(15262980)["supplier"] == "Numbers Inc"
+    for options in (
+        {"session_lifetime": -1.0},
+        {"render_delay": float("nan")},
+        {"preset": "fast"},
+        {"sign_in": "kerberos"},
+    ):
+        with pytest.raises(ScenarioError):
+            with sim_server(**options):  # type: ignore[arg-type]
+                pass

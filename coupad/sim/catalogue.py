@@ -42,6 +42,8 @@ import enum
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import quote
 
 from coupad.sim import content
 
@@ -188,6 +190,33 @@ class Attachment:
 
     def sha256(self) -> str:
         return content.sha256(self.id, self.size, pdf=self.pdf)
+
+    def content_disposition(self) -> str:
+        """The Content-Disposition header in the form this attachment asks for."""
+        quoted = self.name.replace("\\", "\\\\").replace('"', '\\"')
+        if self.disposition is Disposition.INLINE:
+            return f'inline; filename="{quoted}"'
+        if self.disposition is Disposition.PLAIN:
+            return f'attachment; filename="{quoted}"'
+        extended = "filename*=UTF-8''" + quote(self.name, safe="")
+        if self.ascii_fallback:
+            fallback = "".join(
+                c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in self.name
+            )
+            return f'attachment; filename="{fallback}"; {extended}'
+        return f"attachment; {extended}"
+
+    def truth(self, base_url: str) -> dict[str, Any]:
+        """What a client should end up with for this file, as the admin API reports it."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "size": self.size,
+            "sha256": self.sha256(),
+            "shape": self.shape.value,
+            "disposition": self.disposition.value,
+            "url": base_url + self.path,
+        }
 
 
 @dataclass(frozen=True)
@@ -459,3 +488,18 @@ class Catalogue:
         else:
             return None
         return next((a for a in candidates if a.id == attachment_id), None)
+
+    def truth(self, digits: str, base_url: str = "") -> dict[str, Any]:
+        """The expected outcome and files of one PO, as GET /_sim/truth/<digits> returns it."""
+        po = self.po(digits)
+        valid = po.error is None
+        req = self.requisition(po.requisition) if po.requisition and valid else None
+        return {
+            "po": f"PO{digits}",
+            "digits": digits,
+            "outcome": po.outcome.value,
+            "supplier": po.supplier if valid else None,
+            "requisition_id": req.id if req else None,
+            "attachments": [a.truth(base_url) for a in po.attachments] if valid else [],
+            "requisition_attachments": [a.truth(base_url) for a in req.attachments] if req else [],
+        }

@@ -14,18 +14,25 @@ from coupad.sim.server import Simulator
 from coupad.sim.testing import build_config
 
 
+def _port(text: str) -> int:
+    port = int(text) if text.isascii() and text.isdigit() else -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0-65535)")
+    return port
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
     )
     parser.add_argument(
         "--port",
-        type=int,
+        type=_port,
         default=8080,
         help="tenant port; 0 picks a free one (default %(default)s)",
     )
     parser.add_argument(
-        "--idp-port", type=int, default=0, help="identity provider port; 0 picks a free one"
+        "--idp-port", type=_port, default=0, help="identity provider port; 0 picks a free one"
     )
     parser.add_argument(
         "--scenario", metavar="FILE", help="TOML or JSON file overriding POs, latency, trouble"

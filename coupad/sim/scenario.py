@@ -350,7 +350,8 @@ def _kind(value: object) -> str:
 def _table(value: object, path: Path_, where: _Where) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise where.fail(path, f"expected a table, got {_kind(value)}")
-    return value
+    # Mappings built in Python may use numbers as keys (PO numbers); files always use text.
+    return {str(key): item for key, item in value.items()}
 
 
 def _list(value: object, path: Path_, where: _Where) -> list[Any]:

@@ -8,14 +8,13 @@ Both live on one event loop; everything is served from memory.
 from __future__ import annotations
 
 import asyncio
-import enum
+import dataclasses
 import logging
 import secrets
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -23,7 +22,6 @@ from coupad.sim import content, pages
 from coupad.sim.catalogue import (
     Attachment,
     Catalogue,
-    Disposition,
     ErrorPage,
     Latency,
     PurchaseOrder,
@@ -31,88 +29,36 @@ from coupad.sim.catalogue import (
     is_number,
 )
 from coupad.sim.scenario import ScenarioError, parse_trouble
+from coupad.sim.sessions import (
+    HOME,
+    IDP_COOKIE,
+    SESSION_COOKIE,
+    Sessions,
+    SignInMode,
+    safe_return_to,
+)
 from coupad.sim.trouble import Trouble, TroubleMaker, Verdict
 
 log = logging.getLogger("coupad.sim")
 idp_log = logging.getLogger("coupad.sim.idp")
 
-SESSION_COOKIE = "_coupa_session"
-IDP_COOKIE = "idp_session"
-HOME = "/user/home"
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 SHUTDOWN_TIMEOUT = 2.0  # downloads still running at stop are cut after this
 
 
-class SignInMode(enum.StrEnum):
-    """How the tenant signs users in."""
-
-    FORM = "form"  # Coupa's native form at /sessions/new
-    SSO = "sso"  # /sessions/new redirects to the identity provider
-
-
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class SimConfig:
     """Everything the simulator needs; built by testing.sim_server or the CLI."""
 
-    catalogue: Catalogue = field(default_factory=Catalogue)
-    latency: Latency = field(default_factory=Latency)
-    trouble: Trouble = field(default_factory=Trouble)
+    catalogue: Catalogue = dataclasses.field(default_factory=Catalogue)
+    latency: Latency = dataclasses.field(default_factory=Latency)
+    trouble: Trouble = dataclasses.field(default_factory=Trouble)
     sign_in: SignInMode = SignInMode.FORM
     session_lifetime: float | None = None
     render_delay: float | None = None  # overrides latency.render_delay when set
     username: str = "buyer@example.com"
     password: str = "coupa-sim"
     seed: int = 0
-
-
-class Sessions:
-    """Bearer tokens of signed-in browsers, with optional expiry."""
-
-    def __init__(self, lifetime: float | None) -> None:
-        self.lifetime = lifetime
-        self._expiry: dict[str, float | None] = {}
-
-    def create(self) -> str:
-        token = secrets.token_urlsafe(24)
-        self._expiry[token] = None if self.lifetime is None else time.monotonic() + self.lifetime
-        return token
-
-    def valid(self, token: str | None) -> bool:
-        if token is None or token not in self._expiry:
-            return False
-        expiry = self._expiry[token]
-        if expiry is not None and time.monotonic() >= expiry:
-            del self._expiry[token]
-            return False
-        return True
-
-    def clear(self) -> None:
-        self._expiry.clear()
-
-
-def safe_return_to(target: str | None) -> str:
-    """A local path to return to after sign-in; anything else (other hosts, junk) means home."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
-        return HOME
-    if not target.isprintable() or target.startswith(("/sessions", "/sso")):
-        return HOME
-    return target
-
-
-def content_disposition(att: Attachment) -> str:
-    """The Content-Disposition header in the form the attachment asks for."""
-    quoted = att.name.replace("\\", "\\\\").replace('"', '\\"')
-    if att.disposition is Disposition.INLINE:
-        return f'inline; filename="{quoted}"'
-    if att.disposition is Disposition.PLAIN:
-        return f'attachment; filename="{quoted}"'
-    extended = "filename*=UTF-8''" + quote(att.name, safe="")
-    if att.ascii_fallback:
-        fallback = "".join(
-            c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in att.name
-        )
-        return f'attachment; filename="{fallback}"; {extended}'
-    return f"attachment; {extended}"
 
 
 class Simulator:
@@ -424,7 +370,7 @@ class Simulator:
         owner = att.id.rpartition("-")[0]
         if is_number(owner):
             bandwidth = self.catalogue.po(owner).trouble.bandwidth or bandwidth
-        response = web.StreamResponse(headers={"Content-Disposition": content_disposition(att)})
+        response = web.StreamResponse(headers={"Content-Disposition": att.content_disposition()})
         response.content_type = att.content_type
         response.content_length = att.size
         await response.prepare(request)
@@ -460,7 +406,7 @@ class Simulator:
         digits = request.match_info["digits"]
         if not is_number(digits):
             raise web.HTTPBadRequest(text="digits expected")
-        return web.json_response(truth(self.catalogue, digits, self.base_url))
+        return web.json_response(self.catalogue.truth(digits, self.base_url))
 
     async def admin_counters(self, request: web.Request) -> web.Response:
         return web.json_response({"paths": dict(self.paths), "attachments": dict(self.downloads)})
@@ -481,8 +427,7 @@ class Simulator:
         )
 
     async def admin_get_trouble(self, request: web.Request) -> web.Response:
-        trouble = self.trouble.trouble
-        return web.json_response({**trouble.__dict__, "hang_paths": list(trouble.hang_paths)})
+        return web.json_response(dataclasses.asdict(self.trouble.trouble))
 
     async def admin_set_trouble(self, request: web.Request) -> web.Response:
         try:
@@ -512,34 +457,3 @@ def _redirect(location: str) -> web.Response:
 
 def _html(text: str) -> web.Response:
     return web.Response(text=text, content_type="text/html")
-
-
-def _attachment_truth(att: Attachment, base_url: str) -> dict[str, Any]:
-    return {
-        "id": att.id,
-        "name": att.name,
-        "size": att.size,
-        "sha256": att.sha256(),
-        "shape": att.shape.value,
-        "disposition": att.disposition.value,
-        "url": base_url + att.path,
-    }
-
-
-def truth(catalogue: Catalogue, digits: str, base_url: str = "") -> dict[str, Any]:
-    """The expected outcome and files of one PO, as the admin API returns it."""
-    po = catalogue.po(digits)
-    req = catalogue.requisition(po.requisition) if po.requisition and po.error is None else None
-    return {
-        "po": f"PO{digits}",
-        "digits": digits,
-        "outcome": po.outcome.value,
-        "supplier": po.supplier if po.error is None else None,
-        "requisition_id": req.id if req else None,
-        "attachments": [_attachment_truth(a, base_url) for a in po.attachments]
-        if po.error is None
-        else [],
-        "requisition_attachments": [_attachment_truth(a, base_url) for a in req.attachments]
-        if req
-        else [],
-    }

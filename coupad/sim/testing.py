@@ -15,7 +15,8 @@ import requests
 from coupad.ponumber import normalize
 from coupad.sim import scenario as scenarios
 from coupad.sim.catalogue import PRESETS
-from coupad.sim.server import SignInMode, SimConfig, Simulator
+from coupad.sim.server import SimConfig, Simulator
+from coupad.sim.sessions import SignInMode
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
@@ -88,6 +89,11 @@ def build_config(
         raise scenarios.ScenarioError(
             f"unknown sign-in mode {sign_in!r} (expected form or sso)"
         ) from None
+    for name, value in (("render_delay", render_delay), ("session_lifetime", session_lifetime)):
+        if value is not None and not (0 <= value < float("inf")):
+            raise scenarios.ScenarioError(f"{name} must be a finite number of seconds, got {value}")
+    if session_lifetime == 0:
+        raise scenarios.ScenarioError("session_lifetime must be more than 0 seconds")
     if scenario is None:
         parsed = scenarios.Scenario()
     elif isinstance(scenario, Mapping):
