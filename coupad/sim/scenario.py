@@ -56,10 +56,10 @@ from coupad.sim.catalogue import (
     default_po,
     is_number,
 )
+from coupad.sim.lines import KeyPath, json_lines, toml_lines
 from coupad.sim.trouble import Trouble
 
 MAX_SIZE = 200_000_000
-Path_ = tuple[str | int, ...]
 E = TypeVar("E")
 
 
@@ -90,11 +90,11 @@ class Scenario:
 class _Where:
     """Turns a key path into an error message with the line it came from."""
 
-    def __init__(self, source: str, lines: dict[Path_, int]) -> None:
+    def __init__(self, source: str, lines: dict[KeyPath, int]) -> None:
         self.source = source
         self.lines = lines
 
-    def fail(self, path: Path_, message: str) -> ScenarioError:
+    def fail(self, path: KeyPath, message: str) -> ScenarioError:
         line = None
         for end in range(len(path), 0, -1):
             line = self.lines.get(path[:end])
@@ -104,7 +104,7 @@ class _Where:
         return ScenarioError(f"{where}: {dotted(path)}: {message}")
 
 
-def dotted(path: Path_) -> str:
+def dotted(path: KeyPath) -> str:
     """``po.15262984.attachments[0].size`` for a key path."""
     text = ""
     for part in path:
@@ -135,13 +135,13 @@ def load(path: Path) -> Scenario:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ScenarioError(f"{source}, line {exc.lineno}: invalid JSON: {exc.msg}") from None
-        lines = _json_lines(text)
+        lines = json_lines(text)
     else:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ScenarioError(f"{source}: invalid TOML: {exc}") from None
-        lines = _toml_lines(text)
+        lines = toml_lines(text)
     return _scenario(data, _Where(source, lines))
 
 
@@ -153,7 +153,7 @@ def from_mapping(data: Mapping[str, Any], source: str = "scenario") -> Scenario:
 def parse_trouble(data: object, key: str = "trouble", where: _Where | None = None) -> Trouble:
     """Validate global trouble settings (the ``[trouble]`` table or POST /_sim/trouble)."""
     where = where or _Where("trouble", {})
-    path: Path_ = (key,)
+    path: KeyPath = (key,)
     table = _table(data, path, where)
     _known(table, {f.name for f in fields(Trouble)}, path, where)
     rates = {}
@@ -183,7 +183,7 @@ def _scenario(data: object, where: _Where) -> Scenario:
     _known(top, {"po", "requisition", "latency", "trouble", "seed"}, (), where)
     requisitions: dict[str, Requisition] = {}
     for req_id, value in _table(top.get("requisition", {}), ("requisition",), where).items():
-        path: Path_ = ("requisition", req_id)
+        path: KeyPath = ("requisition", req_id)
         if not is_number(req_id):
             raise where.fail(path, "a requisition id must be digits")
         table = _table(value, path, where)
@@ -225,7 +225,7 @@ _PO_KEYS = {
 
 
 def _po(key: str, value: object, where: _Where) -> PurchaseOrder:
-    path: Path_ = ("po", key)
+    path: KeyPath = ("po", key)
     try:
         digits = normalize(key).digits
     except InvalidPoNumber as exc:
@@ -271,7 +271,7 @@ def _po(key: str, value: object, where: _Where) -> PurchaseOrder:
     )
 
 
-def _po_trouble(value: object, path: Path_, where: _Where) -> PoTrouble:
+def _po_trouble(value: object, path: KeyPath, where: _Where) -> PoTrouble:
     table = _table(value, path, where)
     _known(table, {f.name for f in fields(PoTrouble)}, path, where)
     counts = {
@@ -295,7 +295,7 @@ _ATTACHMENT_KEYS = {"name", "size", "shape", "disposition", "ascii_fallback"}
 
 
 def _attachments(
-    table: Mapping[str, Any], path: Path_, prefix: str, where: _Where
+    table: Mapping[str, Any], path: KeyPath, prefix: str, where: _Where
 ) -> tuple[Attachment, ...]:
     items = _list(table.get("attachments", []), path + ("attachments",), where)
     result = []
@@ -347,20 +347,20 @@ def _kind(value: object) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _table(value: object, path: Path_, where: _Where) -> dict[str, Any]:
+def _table(value: object, path: KeyPath, where: _Where) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise where.fail(path, f"expected a table, got {_kind(value)}")
     # Mappings built in Python may use numbers as keys (PO numbers); files always use text.
     return {str(key): item for key, item in value.items()}
 
 
-def _list(value: object, path: Path_, where: _Where) -> list[Any]:
+def _list(value: object, path: KeyPath, where: _Where) -> list[Any]:
     if not isinstance(value, list):
         raise where.fail(path, f"expected a list, got {_kind(value)}")
     return value
 
 
-def _known(table: Mapping[str, Any], allowed: set[str], path: Path_, where: _Where) -> None:
+def _known(table: Mapping[str, Any], allowed: set[str], path: KeyPath, where: _Where) -> None:
     for key in table:
         if key not in allowed:
             raise where.fail(
@@ -368,20 +368,20 @@ def _known(table: Mapping[str, Any], allowed: set[str], path: Path_, where: _Whe
             )
 
 
-def _string(value: object, path: Path_, where: _Where) -> str:
+def _string(value: object, path: KeyPath, where: _Where) -> str:
     if not isinstance(value, str):
         raise where.fail(path, f"expected a string, got {_kind(value)}")
     return value
 
 
-def _boolean(value: object, path: Path_, where: _Where) -> bool:
+def _boolean(value: object, path: KeyPath, where: _Where) -> bool:
     if not isinstance(value, bool):
         raise where.fail(path, f"expected true or false, got {_kind(value)}")
     return value
 
 
 def _integer(
-    value: object, path: Path_, where: _Where, low: int | None = None, high: int | None = None
+    value: object, path: KeyPath, where: _Where, low: int | None = None, high: int | None = None
 ) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise where.fail(path, f"expected an integer, got {_kind(value)}")
@@ -390,7 +390,7 @@ def _integer(
 
 
 def _number(
-    value: object, path: Path_, where: _Where, low: float | None = None, high: float | None = None
+    value: object, path: KeyPath, where: _Where, low: float | None = None, high: float | None = None
 ) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise where.fail(path, f"expected a number, got {_kind(value)}")
@@ -401,7 +401,7 @@ def _number(
 
 
 def _bounds(
-    value: float, path: Path_, where: _Where, low: float | None, high: float | None
+    value: float, path: KeyPath, where: _Where, low: float | None, high: float | None
 ) -> None:
     if low is not None and value < low:
         raise where.fail(path, f"must be at least {low}, got {value}")
@@ -409,128 +409,8 @@ def _bounds(
         raise where.fail(path, f"must be at most {high}, got {value}")
 
 
-def _choice(value: object, kind: Callable[[str], E], path: Path_, where: _Where) -> E:
+def _choice(value: object, kind: Callable[[str], E], path: KeyPath, where: _Where) -> E:
     allowed = [m.value for m in kind]  # type: ignore[attr-defined]
     if not isinstance(value, str) or value not in allowed:
         raise where.fail(path, f"expected one of {', '.join(allowed)}, got {value!r}")
     return kind(value)
-
-
-# ---- line numbers ------------------------------------------------------------------------
-
-_BARE = r"[A-Za-z0-9_-]+"
-_QUOTED = r'"(?:[^"\\]|\\.)*"|\'[^\']*\''
-_KEY_PART = rf"(?:{_BARE}|{_QUOTED})"
-_DOTTED = rf"{_KEY_PART}(?:\s*\.\s*{_KEY_PART})*"
-_TABLE_LINE = re.compile(rf"^\s*(\[\[?)\s*({_DOTTED})\s*\]\]?")
-_KEY_LINE = re.compile(rf"^\s*({_DOTTED})\s*=")
-
-
-def _split_dotted(text: str) -> tuple[str, ...]:
-    parts = []
-    for match in re.finditer(_KEY_PART, text):
-        part = match.group(0)
-        if part.startswith('"'):
-            part = json.loads(part)
-        elif part.startswith("'"):
-            part = part[1:-1]
-        parts.append(part)
-    return tuple(parts)
-
-
-def _toml_lines(text: str) -> dict[Path_, int]:
-    """Map each key path of a TOML document to the line that defines it (best effort)."""
-    lines: dict[Path_, int] = {}
-    table: Path_ = ()
-    arrays: dict[Path_, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        header = _TABLE_LINE.match(line)
-        if header:
-            keys: Path_ = _split_dotted(header.group(2))
-            if header.group(1) == "[[":
-                arrays[keys] = arrays.get(keys, -1) + 1
-                keys = keys + (arrays[keys],)
-            table = keys
-            for end in range(1, len(keys) + 1):
-                lines.setdefault(keys[:end], number)
-            continue
-        key = _KEY_LINE.match(line)
-        if key:
-            lines.setdefault(table + _split_dotted(key.group(1)), number)
-    return lines
-
-
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-
-
-class _JsonLines:
-    """Walks a valid JSON document and records the line of every key path."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-        self.lines: dict[Path_, int] = {}
-
-    def _line(self) -> int:
-        return self.text.count("\n", 0, self.pos) + 1
-
-    def _skip(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
-            self.pos += 1
-
-    def _string(self) -> str:
-        match = _JSON_STRING.match(self.text, self.pos)
-        assert match is not None  # the document parsed, so a string starts here
-        self.pos = match.end()
-        return str(json.loads(match.group(0)))
-
-    def value(self, path: Path_) -> None:
-        self._skip()
-        self.lines.setdefault(path, self._line())
-        char = self.text[self.pos]
-        if char == "{":
-            self.pos += 1
-            self._members(path)
-        elif char == "[":
-            self.pos += 1
-            self._items(path)
-        elif char == '"':
-            self._string()
-        else:
-            while self.pos < len(self.text) and self.text[self.pos] not in ",]} \t\r\n":
-                self.pos += 1
-
-    def _members(self, path: Path_) -> None:
-        while True:
-            self._skip()
-            if self.text[self.pos] == "}":
-                self.pos += 1
-                return
-            if self.text[self.pos] == ",":
-                self.pos += 1
-                continue
-            line = self._line()
-            key = self._string()
-            self.lines.setdefault(path + (key,), line)
-            self._skip()
-            self.pos += 1  # the colon
-            self.value(path + (key,))
-
-    def _items(self, path: Path_) -> None:
-        index = 0
-        while True:
-            self._skip()
-            if self.text[self.pos] == "]":
-                self.pos += 1
-                return
-            if self.text[self.pos] == ",":
-                self.pos += 1
-                continue
-            self.value(path + (index,))
-            index += 1
-
-
-def _json_lines(text: str) -> dict[Path_, int]:
-    walker = _JsonLines(text)
-    walker.value(())
-    return walker.lines
