@@ -34,6 +34,7 @@ from typing import Literal
 from xml.etree.ElementTree import ParseError
 
 import openpyxl
+from openpyxl.utils import get_column_letter
 from openpyxl.workbook.workbook import Workbook
 from openpyxl.worksheet._read_only import ReadOnlyWorksheet
 
@@ -423,22 +424,13 @@ def _trim(cells: list[str]) -> list[str]:
     return cells[:end]
 
 
-def _column_letter(index: int) -> str:
-    letters = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters
-
-
 def _column_names(header: list[str], width: int) -> tuple[str, ...]:
     """Header names made unique; a column without a name is called after its letter."""
     names: list[str] = []
     taken: set[str] = set()
     for index in range(width):
         base = header[index].strip() if index < len(header) else ""
-        base = base or f"column {_column_letter(index)}"
+        base = base or f"column {get_column_letter(index + 1)}"
         name, n = base, 1
         while name.casefold() in taken:
             n += 1

@@ -5,6 +5,7 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import openpyxl
 import pytest
@@ -15,7 +16,7 @@ from coupad.report import ADDED_COLUMNS, BatchReport, ReportLine, neutralise, wr
 
 
 def line(values, status="COMPLETED", po="", **extra) -> ReportLine:
-    fields = dict(supplier="Acme", found=2, downloaded=2, names=("a.pdf", "b.msg"),
+    fields: dict[str, Any] = dict(supplier="Acme", found=2, downloaded=2, names=("a.pdf", "b.msg"),
                   last_processed="2024-05-01T10:00:00+00:00", error="",
                   folder="/data/downloads/PO15262984_COMPLETED",
                   url="https://example.coupahost.com/order_headers/15262984")
