@@ -11,12 +11,21 @@ or split a transaction. Work is never done twice because a claimed task carries 
 worker that dies stops extending it, and ``expire_leases`` returns the task to the queue,
 counting the attempt.
 
-Per-batch per-state counts live in a small ``counts`` table kept by triggers inside the same
-transactions as the task rows, so a status snapshot reads a few rows however large the
-journal grows.
+Per-batch per-state counts live in a small ``counts`` table, kept inside the same
+transactions as the task rows (by a trigger on every state change, and by ``create_batch``
+for new tasks), so a status snapshot reads a few rows however large the journal grows.
 
 One ``Journal`` (one connection) per process; it refuses to be used across a fork. Its methods
 may be called from several threads (a lock serialises them).
+
+A daemon pass uses it in this order: ``expire_leases(now)`` (``math.inf`` once at start-up),
+``create_batch`` for new input, ``claim`` for free tabs, ``heartbeat`` and ``record`` as
+workers report, ``finished_batches`` → write the report → ``mark_done``, and ``counts`` /
+``totals`` for the status snapshot.
+
+Events the journal writes itself (``kind``): batch_created, batch_cancelled, batch_requeued,
+batch_done, released, auth_released, lease_expired, stale_result, and for each recorded
+result the new state in lower case (retry_wait, auth_wait, completed, failed, ...).
 """
 
 from __future__ import annotations
