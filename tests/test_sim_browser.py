@@ -114,6 +114,13 @@ def test_sso_sign_in_crosses_origins_and_lands_on_home(browser: Browser) -> None
             what="back on the tenant's home",
         )
         assert "Welcome back" in _heading(browser)
+        # Expiry ends the identity provider's session too: the next visit needs the form again.
+        sso.expire_sessions()
+        driver.get(sso.base_url + "/order_headers/15262980")
+        wait_until(
+            lambda: driver.find_elements(By.ID, "idp-username"), 15, what="form after expiry"
+        )
+        assert driver.current_url.startswith(sso.idp_url)
 
 
 def test_signed_out_and_expired_sessions_redirect_to_sign_in(
@@ -128,6 +135,19 @@ def test_signed_out_and_expired_sessions_redirect_to_sign_in(
     sim.expire_sessions()
     _open(browser, f"{sim.base_url}/order_headers/{po}", "#user_email")
     assert "/sessions/new" in browser.driver.current_url
+
+
+def test_sessions_past_their_lifetime_redirect_to_sign_in(browser: Browser) -> None:
+    with sim_server(session_lifetime=3.0) as short:
+        _sign_in_by_cookie(browser, short)
+        _open(browser, f"{short.base_url}/order_headers/15262980", "#attachments")
+
+        def signed_out() -> bool:
+            _open(browser, f"{short.base_url}/order_headers/15262980", "#attachments, #user_email")
+            return bool(browser.driver.find_elements(By.ID, "user_email"))
+
+        wait_until(signed_out, 10, interval=0.2, what="the session to expire")
+        assert "/sessions/new?return_to=" in browser.driver.current_url
 
 
 def test_attachment_list_appears_only_after_the_render_delay(browser: Browser) -> None:
