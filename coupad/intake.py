@@ -39,7 +39,7 @@ from openpyxl.workbook.workbook import Workbook
 from openpyxl.worksheet._read_only import ReadOnlyWorksheet
 
 from coupad.errors import InputError
-from coupad.ponumber import InvalidPoNumber, normalize
+from coupad.ponumber import MAX_DIGITS, MIN_DIGITS, InvalidPoNumber, normalize
 
 # In order of preference when a file has several of these columns.
 PO_HEADER_ALIASES = (
@@ -67,6 +67,8 @@ _SIGNATURES = (
 _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _SEP_LINE = re.compile(r"\Asep=(.)\r?\n", re.IGNORECASE)  # Excel's delimiter hint line
 _EXCEL_TEXT_FORMULA = re.compile(r'\A="(.*)"\Z', re.DOTALL)  # ="0123", Excel's keep-as-text
+# What normalize() accepts unchanged or after a bare PO/PM prefix: "15262984", "PO15262984".
+_PLAIN_PO = re.compile(rf"(?:[Pp][OoMm])?([0-9]{{{MIN_DIGITS},{MAX_DIGITS}}})")
 _SCIENTIFIC = re.compile(r"\A\d(?:[.,]\d+)?E\+?\d+\Z", re.IGNORECASE)
 _BLANK_CHARS = " \t\r\n\f\v\u00a0,;"
 # Never part of accepted text (NUL is refused above), so it marks the end of the data exactly.
@@ -328,7 +330,10 @@ def _cell_text(value: object) -> str:
 
 def _blank(cells: list[str]) -> bool:
     """Nothing but white space and delimiters, so blank whichever delimiter the file uses."""
-    return all(not c.strip(_BLANK_CHARS) for c in cells)
+    for cell in cells:
+        if cell.strip(_BLANK_CHARS):
+            return False
+    return True
 
 
 def _numbered(records: Iterable[list[str]]) -> Iterator[tuple[int, list[str]]]:
@@ -454,6 +459,9 @@ def _po_cell(cell: str) -> tuple[str | None, str | None]:
     wrapped = _EXCEL_TEXT_FORMULA.match(text)
     if wrapped:
         text = wrapped.group(1)
+    plain = _PLAIN_PO.fullmatch(text)
+    if plain:  # the usual spelling, read without the general rules (a third of parse time)
+        return plain.group(1), None
     try:
         return normalize(text).digits, None
     except InvalidPoNumber as exc:

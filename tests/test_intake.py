@@ -7,6 +7,7 @@ import pytest
 import corpus
 from coupad.errors import InputError
 from coupad.intake import InputRow, parse_file
+from coupad.ponumber import InvalidPoNumber, normalize
 
 READ_CASES = [c for c in corpus.CASES if not c.ignored]
 
@@ -122,3 +123,20 @@ def test_good_xlsx_keeps_the_sheet_and_format(tmp_path):
 def test_corpus_writes_real_files(tmp_path):
     written = [corpus.write(c, tmp_path) for c in corpus.CASES]
     assert all(isinstance(p, Path) and p.is_file() for p in written)
+
+
+SPELLINGS = ["15262984", "PO15262984", "po15262984", "pO15262984", "PM987654", "pm987654",
+             "P0123456", "PO12345", "123456", "1" * 15, "1" * 16, "PO" + "9" * 15,
+             "PO" + "9" * 16, "PO-15262984", "PO 15262984", "١٢٣٤٥٦٧", "0000000", "PX123456"]
+
+
+@pytest.mark.parametrize("cell", SPELLINGS)
+def test_po_cells_read_exactly_as_ponumber_normalize_reads_them(tmp_path, cell):
+    path = tmp_path / "spellings.csv"
+    path.write_text(f"PO_NUMBER\n{cell}\n", encoding="utf-8")
+    [row] = parse_file(path, max_rows=10).rows
+    try:
+        expected: tuple[str | None, str | None] = (normalize(cell).digits, None)
+    except InvalidPoNumber as exc:
+        expected = (None, str(exc))
+    assert (row.po_digits, row.error) == expected
