@@ -6,6 +6,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import textwrap
 import tomllib
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from coupad.errors import CoupadError, ExitCode
 from coupad.sim import content
+from coupad.sim import scenario as scenario_module
 from coupad.sim.catalogue import (
     AWKWARD_NAMES,
     CASES,
@@ -450,3 +452,13 @@ def test_runtime_trouble_validation() -> None:
     ):
         with pytest.raises(ScenarioError):
             parse_trouble(bad)
+
+
+def test_the_documented_example_is_a_valid_scenario(tmp_path: Path) -> None:
+    assert scenario_module.__doc__ is not None
+    example = textwrap.dedent(scenario_module.__doc__.split("Example::", 1)[1].split("\n\n")[1])
+    path = tmp_path / "example.toml"
+    path.write_text(example, encoding="utf-8")
+    po = load(path).catalogue().po("15262984")
+    assert po.supplier == "ACME Corp" and po.attachments[0].ascii_fallback
+    assert po.trouble.throttle_first == 2

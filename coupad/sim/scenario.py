@@ -6,15 +6,21 @@ Example::
     [po.15262984]
     supplier = "ACME Corp"
     requisition = "4711"          # optional
-    error = "not_found"           # optional: not_found | access_denied | ..._de | ...
+    # error = "not_found"         # optional, instead of attachments: not_found,
+                                  # not_found_variant, not_found_de, access_denied,
+                                  # access_denied_variant, access_denied_de, access_denied_fr
+    banner = "This order was revised."  # optional informational banner
     page_delay = 0.5              # optional, seconds of server time for this PO's page
     render_delay = 0.2            # optional, seconds before its attachment list appears
+    # optional, counted per visit: throttle_first (429), throttle_page_first (200 page),
+    # server_error_first (500, 502, 503 in turn), hang, page_delay, bandwidth (bytes/s)
     trouble = {throttle_first = 2, server_error_first = 1, bandwidth = 100000}
     [[po.15262984.attachments]]
     name = "quote.pdf"
-    size = 2048
-    shape = "link"                # link | button
-    disposition = "rfc5987"       # plain | rfc5987 | inline
+    size = 2048                   # bytes, default 1024
+    shape = "link"                # link (default) | button
+    disposition = "rfc5987"       # plain (default) | rfc5987 | inline (a PDF)
+    ascii_fallback = true         # rfc5987 only: also send filename="..." in ASCII
     [requisition.4711]
     [[requisition.4711.attachments]]
     name = "approval.msg"
@@ -24,7 +30,9 @@ Example::
     render_delay = 0.5
     bandwidth = 4000000
     [trouble]                     # global, like POST /_sim/trouble
-    rate_429 = 0.05
+    rate_429 = 0.05               # also rate_throttle_page, rate_5xx (0-1, summing to <= 1)
+    page_delay = 0.0
+    hang_paths = ["/requisition_headers/*"]   # exact paths, or prefixes ending in *
 
 A PO in the file is exactly what the file says, except that a missing ``supplier`` comes
 from the default catalogue. POs not in the file keep their default scenario. Any mistake
