@@ -51,6 +51,9 @@ HEADER_SEARCH_ROWS = 10
 MAX_COLUMNS = 16_384  # Excel's own limit: the report could not hold more
 # Far above 200,000 generous rows, far below what would exhaust memory once decoded.
 MAX_FILE_BYTES = 256 * 1024 * 1024
+# A workbook unpacks to XML several times its size; far beyond that is a ZIP bomb. The ZIP
+# reader stops at the sizes the archive declares, so checking those is enough.
+MAX_UNPACKED_BYTES = 2 * 1024 * 1024 * 1024
 
 # A C0 control character (tab, CR and LF aside) or DEL never appears in a text export.
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -272,7 +275,15 @@ def _xlsx_records(raw: bytes) -> tuple[Workbook, str, Iterator[list[str]]]:
             else "not an .xlsx workbook"
         raise InputError(f"not a readable Excel file: it is {what}")
     try:
+        unpacked = sum(info.file_size for info in zipfile.ZipFile(io.BytesIO(raw)).infolist())
+        if unpacked > MAX_UNPACKED_BYTES:
+            raise InputError(
+                f"the workbook is too large when unpacked: {unpacked:,} bytes "
+                f"(the limit is {MAX_UNPACKED_BYTES:,})"
+            )
         workbook = openpyxl.load_workbook(io.BytesIO(raw), read_only=True, data_only=True)
+    except InputError:
+        raise
     except Exception as exc:  # openpyxl raises whatever its zip, XML and model layers raise
         raise InputError(f"not a readable Excel file: {_xlsx_problem(exc)}") from None
     sheets = [ws for ws in workbook.worksheets if isinstance(ws, ReadOnlyWorksheet)]

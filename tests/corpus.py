@@ -12,6 +12,7 @@ import datetime as dt
 import io
 import random
 import re
+import struct
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,6 +95,12 @@ def with_wrong_dimension(data: bytes) -> bytes:
             return re.sub(rb'<dimension ref="[^"]*"', b'<dimension ref="A1"', content)
         return content
     return rewrite_zip(data, edit)
+
+
+def with_declared_size(data: bytes, size: int) -> bytes:
+    """Forge the central directory so the first member claims ``size`` bytes unpacked."""
+    directory = data.index(b"PK\x01\x02")  # the first central directory header
+    return data[: directory + 24] + struct.pack("<I", size) + data[directory + 28:]
 
 
 def good_xlsx() -> bytes:
@@ -201,6 +208,8 @@ CASES: tuple[Case, ...] = (
          rejected="not a readable Excel file"),
     Case("plain-zip.xlsx", lambda: _zip_of({"notes.txt": b"hello"}),
          rejected="not a readable Excel file"),
+    Case("zip-bomb.xlsx", lambda: with_declared_size(good_xlsx(), 4_000_000_000),
+         rejected="the workbook is too large when unpacked: 4,000,"),
     Case("truncated.xlsx", lambda: good_xlsx()[: len(good_xlsx()) // 2],
          rejected="not a readable Excel file: the file is damaged or incomplete"),
     Case("encrypted.xlsx", lambda: b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + garbage(4000, seed=8),
