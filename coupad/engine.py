@@ -1,0 +1,842 @@
+"""The PO engine: one browser, K tabs in flight, each PO a small state machine.
+
+One thread drives WebDriver (Selenium calls are not concurrent). :meth:`Engine.poll`
+advances every tab one step and returns the POs that finished, so a worker process can
+interleave heartbeats and claims between polls. A tab goes through these stages:
+
+``OPEN`` (waits for the politeness interval, then navigates) → ``LOAD`` (looks at the page
+with one snapshot script per step until it is classified: sign-in, throttled, server error,
+not found, access denied, unexpected, or content once the page has settled) → ``CLICKS``
+(click-only attachments, one click at a time across the browser, because the download folder
+is a browser-wide setting) → optionally ``LOAD`` again for the requisition, in the same tab →
+``DOWNLOADS`` (waits for direct fetches, which run in a thread pool, and for browser
+downloads, detected from the file system) → finished: the tab is closed, the folder renamed
+once when the outcome is final, and a :class:`PoResult` returned.
+
+Page loads never block: the browser uses page-load strategy "none", so ``get()`` returns at
+once and readiness is a condition checked by the snapshot. One more thing keeps one slow page
+from stalling the others: Chromium holds back every command sent to a tab (scripts, even raw
+DevTools calls) until that tab's pending navigation commits, and WebDriver runs one command
+at a time. So a tab is looked at only once its navigation has committed, which the
+browser-level ``Target.getTargets`` tells without waiting: a fresh tab keeps the title
+``about:blank`` until its first document commits. For the same reason the requisition opens
+in a fresh tab rather than navigating the PO's tab. Several tabs therefore load, settle and
+download at the same time. The browser stays warm between POs; only tabs come and go. The
+browser is reached only through :class:`coupad.browser.BrowserLike`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    ElementNotInteractableException,
+    InvalidSessionIdException,
+    NoSuchWindowException,
+    WebDriverException,
+)
+
+from coupad.browser import BrowserLike
+from coupad.config import Config
+from coupad.download import (
+    DirectFetcher,
+    DownloadError,
+    Fetched,
+    browser_download_state,
+    set_browser_download_dir,
+)
+from coupad.errors import BrowserError, CoupadError, SignInRequired
+from coupad.folders import PoFolder
+from coupad.page import (
+    CLICK_TARGET_JS,
+    HOOK_JS,
+    SCROLL_TO_CENTRE_JS,
+    SNAPSHOT_JS,
+    Attachment,
+    PageKind,
+    Snapshot,
+    Verdict,
+    classify,
+    is_settled,
+)
+from coupad.ponumber import PoNumber
+from coupad.signin import form_sign_in, is_sign_in_url, read_password
+
+log = logging.getLogger("coupad.engine")
+
+LOOK_INTERVAL = 0.05  # seconds between two snapshots of one tab
+BLANK_TITLE = "about:blank"  # a fresh tab's title until its first document commits
+CLICK_START_TIMEOUT = 30.0  # a click must start its download within this (bounded by download_timeout)
+STALL_TIMEOUT = 120.0  # a browser download whose size does not move for this long has failed
+_DEAD_SESSION = ("invalid session id", "chrome not reachable", "disconnected", "session deleted")
+
+
+class Outcome(enum.Enum):
+    """How one attempt at a PO ended."""
+
+    COMPLETED = "COMPLETED"
+    NO_ATTACHMENTS = "NO_ATTACHMENTS"
+    NOT_FOUND = "NOT_FOUND"
+    ACCESS_DENIED = "ACCESS_DENIED"
+    SIGNED_OUT = "SIGNED_OUT"  # never final: the daemon turns it into AUTH_WAIT
+    THROTTLED = "THROTTLED"
+    SERVER_ERROR = "SERVER_ERROR"
+    TIMEOUT = "TIMEOUT"
+    ERROR = "ERROR"  # download failures and the unexpected; files already on disk are kept
+
+    @property
+    def final(self) -> bool:
+        """Whether the PO is done: its folder has been renamed to ``<PO>_<STATUS>``."""
+        return self in _FINAL
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt may succeed (sign-in is neither final nor retryable)."""
+        return self in _RETRYABLE
+
+
+_FINAL = frozenset({Outcome.COMPLETED, Outcome.NO_ATTACHMENTS, Outcome.NOT_FOUND, Outcome.ACCESS_DENIED})
+_RETRYABLE = frozenset({Outcome.THROTTLED, Outcome.SERVER_ERROR, Outcome.TIMEOUT, Outcome.ERROR})
+
+
+@dataclass(frozen=True)
+class PoJob:
+    """One PO to process; ``deadline_s`` is its time budget in seconds from submit."""
+
+    po: PoNumber
+    key: str  # the task id, opaque to the engine
+    group: str | None = None  # folder group chosen by the caller; None: by config
+    deadline_s: float | None = None  # None: tasks.po_timeout
+
+
+@dataclass(frozen=True)
+class PoResult:
+    """What one attempt at a PO found, downloaded and ended with."""
+
+    job: PoJob
+    outcome: Outcome
+    reason: str
+    supplier: str | None
+    found: int
+    downloaded: int
+    names: tuple[str, ...]
+    folder: Path | None
+    final_url: str
+    timings: dict[str, float]
+    retry_after: float | None = None
+
+    @property
+    def partial(self) -> bool:
+        """A retryable outcome with some of the PO's files already on disk."""
+        return self.outcome.retryable and self.downloaded > 0
+
+
+class Stage(enum.Enum):
+    """Where a tab stands."""
+
+    OPEN = "open"
+    LOAD = "load"
+    CLICKS = "clicks"
+    DOWNLOADS = "downloads"
+
+
+@dataclass(frozen=True)
+class Planned:
+    """An attachment to download for a PO."""
+
+    attachment: Attachment
+    source: str  # "po" | "requisition"
+
+    @property
+    def key(self) -> str:
+        return self.attachment.key(self.source)
+
+
+@dataclass
+class ClickDownload:
+    """A browser download started by a click, landing in its own staging folder."""
+
+    planned: Planned
+    staging: Path
+    clicked_at: float
+    started: bool = False
+    last_bytes: int = -1
+    last_progress: float = 0.0
+
+
+@dataclass
+class Tab:
+    """One PO in flight in one browser tab."""
+
+    job: PoJob
+    handle: str
+    submitted: float
+    deadline: float
+    stage: Stage = Stage.OPEN
+    target: str = "po"  # which page the tab is on: "po" | "requisition"
+    url: str = ""
+    expected_path: str = ""
+    nav_at: float = 0.0
+    committed: bool = False  # the tab's document is the one navigated to (see module docstring)
+    ready_at: float | None = None
+    last_look: float = 0.0
+    last_url: str = ""
+    folder: PoFolder | None = None
+    supplier: str | None = None
+    planned: list[Planned] = field(default_factory=list)
+    clicks: deque[Planned] = field(default_factory=deque)
+    clicking: ClickDownload | None = None
+    browser_downloads: list[ClickDownload] = field(default_factory=list)
+    fetches: dict[concurrent.futures.Future[Fetched], Planned] = field(default_factory=dict)
+    refetched: set[str] = field(default_factory=set)
+    failures: list[str] = field(default_factory=list)
+    signed_out: str | None = None
+    retry_after: float | None = None
+    requisition_id: str | None = None
+    page_outcome: Outcome | None = None  # a page said stop (throttled, server error, ...)
+    page_reason: str = ""
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    downloads_started: float | None = None
+
+    def fail(self, message: str, retry_after: float | None = None) -> None:
+        self.failures.append(message)
+        if retry_after is not None:
+            self.retry_after = max(self.retry_after or 0.0, retry_after)
+
+
+class Engine:
+    """One browser with up to ``tabs`` POs in flight (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: Config,
+        browser_factory: Callable[[], BrowserLike],
+        tabs: int = 1,
+    ) -> None:
+        if tabs < 1:
+            raise ValueError("an engine needs at least one tab")
+        self.config = config
+        self.base = config.coupa.require_base_url()
+        self.tabs = tabs
+        self.browser: BrowserLike | None = None
+        self._factory = browser_factory
+        self._tabs: list[Tab] = []
+        self._home = ""
+        self._current = ""
+        self._fetcher: DirectFetcher | None = None
+        self._user_agent: str | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(4, 2 * tabs), thread_name_prefix="coupad-fetch"
+        )
+        self._click_owner: Tab | None = None
+        self._last_navigation = 0.0
+        self._broken: str | None = None
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Launch the browser and, with ``sign_in = "form"``, sign in on Coupa's form."""
+        self.browser = self._factory()
+        self._home = self._driver.current_window_handle
+        self._current = self._home
+        self._user_agent = str(self._driver.execute_script("return navigator.userAgent"))
+        if self.config.coupa.sign_in == "form":
+            self.sign_in()
+
+    def close(self) -> None:
+        """Quit the browser and its process group; in-flight POs are dropped."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._tabs.clear()
+        if self.browser is not None:
+            self.browser.quit()
+            self.browser = None
+
+    def sign_in(self) -> bool:
+        """Sign in again (form mode) or check the profile's session; True when signed in.
+
+        Raises :class:`coupad.signin.SignInFailed` when Coupa refuses the form sign-in.
+        """
+        coupa = self.config.coupa
+        self._switch(self._home)
+        if coupa.sign_in == "form":
+            password = read_password(coupa.password_file)
+            form_sign_in(self._driver, self.base, coupa.username, password, timeout=coupa.page_timeout)
+            self._refresh_cookies(self._home)
+            return True
+        self._driver.get(f"{self.base}/user/home")
+        deadline = time.monotonic() + coupa.page_timeout
+        while time.monotonic() < deadline:
+            url = str(self._driver.current_url)
+            if is_sign_in_url(url, self.base):
+                return False
+            if urlsplit(url).scheme in ("http", "https") and self._ready_state() == "complete":
+                self._refresh_cookies(self._home)
+                return True
+            time.sleep(LOOK_INTERVAL)
+        return False
+
+    @property
+    def busy(self) -> int:
+        """POs in flight."""
+        return len(self._tabs)
+
+    @property
+    def free_slots(self) -> int:
+        """How many more POs :meth:`submit` accepts now."""
+        if self.browser is None or self._broken:
+            return 0
+        return self.tabs - len(self._tabs)
+
+    def submit(self, job: PoJob) -> None:
+        """Start a PO in a new tab now."""
+        if self.browser is None:
+            raise BrowserError("the engine has not been started")
+        if self._broken:
+            raise BrowserError(f"the browser stopped working: {self._broken}")
+        if len(self._tabs) >= self.tabs:
+            raise BrowserError(f"all {self.tabs} tabs are busy")
+        now = time.monotonic()
+        budget = job.deadline_s if job.deadline_s is not None else self.config.tasks.po_timeout
+        url = f"{self.base}/order_headers/{job.po.digits}"
+        try:
+            handle = self._new_tab()
+        except WebDriverException as exc:
+            self._check_session(exc)
+            raise BrowserError(f"could not open a tab: {_short(exc)}") from None
+        tab = Tab(job=job, handle=handle, submitted=now, deadline=now + budget, url=url,
+                  expected_path=urlsplit(url).path)
+        self._tabs.append(tab)
+        log.debug("%s: started in tab %s", job.po, handle)
+
+    def poll(self, max_wait: float = 0.05) -> list[PoResult]:
+        """Advance every tab; return the POs that finished (waits up to ``max_wait``)."""
+        until = time.monotonic() + max_wait
+        while True:
+            results: list[PoResult] = []
+            self._note_commits()
+            for tab in list(self._tabs):
+                result = self._step(tab)
+                if result is not None:
+                    results.append(result)
+            now = time.monotonic()
+            if results or now >= until or not self._tabs:
+                return results
+            self._wait(min(until, self._next_due()) - now)
+
+    def abort_all(self, reason: str) -> list[PoResult]:
+        """End every PO in flight as retryable (folders stay ``__WORK``), for shutdown."""
+        results = []
+        for tab in list(self._tabs):
+            for future in tab.fetches:
+                future.cancel()
+            tab.fetches.clear()
+            tab.browser_downloads.clear()
+            tab.clicking = None
+            results.append(self._finish(tab, Outcome.ERROR, f"stopped before the end: {reason}"))
+        return results
+
+    def run(self, jobs: Iterable[PoJob]) -> Iterator[PoResult]:
+        """Process ``jobs`` with every tab busy; yield results as POs finish."""
+        pending = iter(jobs)
+        exhausted = False
+        while True:
+            while not exhausted and self.free_slots > 0:
+                job = next(pending, None)
+                if job is None:
+                    exhausted = True
+                else:
+                    self.submit(job)
+            if exhausted and not self._tabs:
+                return
+            if self._broken and not self._tabs:
+                raise BrowserError(f"the browser stopped working: {self._broken}")
+            yield from self.poll(0.05)
+
+    # ---- one step of one tab ------------------------------------------------------------
+
+    def _step(self, tab: Tab) -> PoResult | None:
+        now = time.monotonic()
+        if self._broken:
+            return self._finish(tab, Outcome.ERROR, f"the browser stopped working: {self._broken}")
+        try:
+            self._collect_fetches(tab)
+            if now > tab.deadline:
+                budget = tab.deadline - tab.submitted
+                return self._finish(tab, Outcome.TIMEOUT, f"the PO took longer than {budget:.0f} s")
+            if tab.stage is Stage.OPEN:
+                return self._open(tab, now)
+            if tab.stage is Stage.LOAD:
+                return self._load(tab, now)
+            if tab.stage is Stage.CLICKS:
+                return self._click(tab, now)
+            return self._downloads(tab, now)
+        except NoSuchWindowException:
+            return self._finish(tab, Outcome.ERROR, "the tab closed or crashed", close=False)
+        except WebDriverException as exc:
+            self._check_session(exc)
+            if self._broken:
+                return self._finish(tab, Outcome.ERROR, f"the browser stopped working: {self._broken}")
+            log.warning("%s: browser error: %s", tab.job.po, _short(exc))
+            return self._finish(tab, Outcome.ERROR, f"browser error: {_short(exc)}")
+        except (CoupadError, OSError) as exc:
+            log.warning("%s: %s", tab.job.po, exc)
+            return self._finish(tab, Outcome.ERROR, str(exc))
+
+    def _open(self, tab: Tab, now: float) -> PoResult | None:
+        interval = self.config.coupa.min_request_interval
+        if interval and now - self._last_navigation < interval:
+            return None
+        self._navigate(tab, tab.url, "po", now)
+        return None
+
+    def _navigate(self, tab: Tab, url: str, target: str, now: float) -> None:
+        """Load ``url`` in the tab, which must be fresh (see the module docstring)."""
+        self._switch(tab.handle)
+        tab.target = target
+        tab.url = url
+        tab.expected_path = urlsplit(url).path
+        tab.nav_at = now
+        tab.committed = False
+        tab.ready_at = None
+        tab.last_look = 0.0
+        tab.stage = Stage.LOAD
+        self._last_navigation = now
+        self._driver.get(url)
+
+    def _to_requisition(self, tab: Tab, now: float) -> None:
+        """Continue in a fresh tab on the requisition; downloads already started go on."""
+        old = tab.handle
+        tab.handle = self._new_tab()
+        self._close_handle(old)
+        self._navigate(tab, f"{self.base}/requisition_headers/{tab.requisition_id}", "requisition", now)
+
+    def _load(self, tab: Tab, now: float) -> PoResult | None:
+        if not tab.committed or now - tab.last_look < LOOK_INTERVAL:
+            return self._load_timeouts(tab, now)
+        tab.last_look = now
+        snap = self._look(tab, full=False)
+        if snap is None:
+            return self._load_timeouts(tab, now)
+        on_po = tab.target == "po"
+        if snap.ready_state == "complete" and tab.ready_at is None and _is_web(snap.url):
+            tab.ready_at = now
+            if on_po:
+                self._time(tab, "page", now - tab.nav_at)
+        settled = tab.ready_at is not None and is_settled(snap)
+        forced = tab.ready_at is not None and now - tab.ready_at > self.config.coupa.settle_timeout
+        verdict = classify(snap, self.base, tab.expected_path, settled=False)
+        if verdict.kind is PageKind.LOADING and (settled or forced):
+            if forced and not settled:
+                log.info("%s: page did not settle within %.0f s; reading it as it is",
+                         tab.job.po, self.config.coupa.settle_timeout)
+            if on_po:
+                self._time(tab, "settle", now - (tab.ready_at or now))
+            started = time.monotonic()
+            full = self._look(tab, full=True)
+            if full is None:
+                return None
+            snap = full
+            verdict = classify(full, self.base, tab.expected_path, settled=True)
+            if on_po:
+                self._time(tab, "discovery", time.monotonic() - started)
+        if verdict.kind is PageKind.LOADING:
+            return self._load_timeouts(tab, now)
+        return self._on_verdict(tab, snap, verdict)
+
+    def _load_timeouts(self, tab: Tab, now: float) -> PoResult | None:
+        if tab.ready_at is None and now - tab.nav_at > self.config.coupa.page_timeout:
+            what = "the requisition page" if tab.target == "requisition" else "the PO page"
+            return self._finish(
+                tab, Outcome.TIMEOUT,
+                f"{what} did not load within {self.config.coupa.page_timeout:.0f} s",
+            )
+        return None
+
+    def _on_verdict(self, tab: Tab, snap: Snapshot, verdict: Verdict) -> PoResult | None:
+        kind = verdict.kind
+        on_requisition = tab.target == "requisition"
+        prefix = f"requisition {tab.requisition_id}: " if on_requisition else ""
+        if kind is PageKind.SIGNED_OUT:
+            return self._stop(tab, Outcome.SIGNED_OUT, prefix + verdict.reason)
+        if kind in (PageKind.THROTTLED, PageKind.SERVER_ERROR, PageKind.UNEXPECTED):
+            outcome = {PageKind.THROTTLED: Outcome.THROTTLED,
+                       PageKind.SERVER_ERROR: Outcome.SERVER_ERROR}.get(kind, Outcome.ERROR)
+            return self._stop(tab, outcome, prefix + verdict.reason)
+        if kind in (PageKind.NOT_FOUND, PageKind.ACCESS_DENIED):
+            if on_requisition:
+                # The PO's own files stand; a requisition the user cannot see adds nothing.
+                tab.notes.append(prefix + verdict.reason)
+                self._time(tab, "requisition", time.monotonic() - tab.nav_at)
+                tab.stage = Stage.DOWNLOADS
+                return None
+            outcome = Outcome.NOT_FOUND if kind is PageKind.NOT_FOUND else Outcome.ACCESS_DENIED
+            return self._finish(tab, outcome, verdict.reason)
+        return self._on_content(tab, snap)
+
+    def _on_content(self, tab: Tab, snap: Snapshot) -> PoResult | None:
+        self._refresh_cookies(tab.handle)
+        if tab.target == "po":
+            tab.supplier = snap.supplier
+            tab.folder = PoFolder.open(self.config.paths.downloads, tab.job.po, self._group(tab))
+            mode = self.config.coupa.requisition_attachments
+            wanted = mode == "always" or (mode == "when_po_has_none" and not snap.attachments)
+            if wanted and snap.requisitions:
+                tab.requisition_id = snap.requisitions[0]
+        else:
+            self._time(tab, "requisition", time.monotonic() - tab.nav_at)
+        source = tab.target
+        for attachment in snap.attachments:
+            planned = Planned(attachment, source)
+            tab.planned.append(planned)
+            if tab.folder is not None and tab.folder.entry_for(planned.key) is not None:
+                continue  # on disk from an earlier attempt
+            if attachment.url:
+                self._start_fetch(tab, planned)
+            else:
+                tab.clicks.append(planned)
+        tab.stage = Stage.CLICKS
+        log.debug("%s: %s page has %d attachments", tab.job.po, source, len(snap.attachments))
+        return None
+
+    def _group(self, tab: Tab) -> str | None:
+        if tab.job.group is not None:
+            return tab.job.group
+        if self.config.downloads.group_by == "supplier":
+            return tab.supplier
+        return None
+
+    # ---- downloads ----------------------------------------------------------------------
+
+    def _start_fetch(self, tab: Tab, planned: Planned) -> None:
+        assert tab.folder is not None and planned.attachment.url is not None
+        if self._fetcher is None:
+            self._refresh_cookies(tab.handle)
+        fetcher = self._fetcher
+        assert fetcher is not None
+        if tab.downloads_started is None:
+            tab.downloads_started = time.monotonic()
+        staging = tab.folder.staging_dir("fetch")
+        deadline = min(tab.deadline, time.monotonic() + self.config.coupa.download_timeout)
+        future = self._pool.submit(fetcher.fetch, planned.attachment.url, staging, deadline)
+        tab.fetches[future] = planned
+
+    def _collect_fetches(self, tab: Tab) -> None:
+        for future in [f for f in tab.fetches if f.done()]:
+            planned = tab.fetches.pop(future)
+            name = planned.attachment.name or planned.attachment.url or "attachment"
+            try:
+                fetched = future.result()
+            except SignInRequired as exc:
+                if planned.key not in tab.refetched:
+                    # The session cookie may have been renewed since it was copied: once more.
+                    tab.refetched.add(planned.key)
+                    self._refresh_cookies(tab.handle)
+                    self._start_fetch(tab, planned)
+                else:
+                    tab.signed_out = f"{name}: {exc}"
+                continue
+            except DownloadError as exc:
+                tab.fail(f"{name}: {exc}", getattr(exc, "retry_after", None))
+                continue
+            except concurrent.futures.CancelledError:
+                continue
+            except Exception as exc:  # a worker thread must never take the PO down silently
+                log.warning("%s: download of %s failed: %s", tab.job.po, name, exc)
+                tab.fail(f"{name}: {exc}")
+                continue
+            assert tab.folder is not None
+            original = fetched.filename or planned.attachment.name or Path(fetched.path).name
+            tab.folder.add_file(
+                fetched.path, original, fetched.url, planned.source, planned.key, sha256=fetched.sha256
+            )
+
+    def _click(self, tab: Tab, now: float) -> PoResult | None:
+        if self._click_owner is not None and self._click_owner is not tab:
+            return None  # another tab owns the browser-wide download folder
+        if tab.clicking is not None:
+            return self._await_click_start(tab, now)
+        while tab.clicks:
+            planned = tab.clicks.popleft()
+            if tab.folder is not None and tab.folder.entry_for(planned.key) is not None:
+                continue
+            self._start_click(tab, planned, now)
+            return None
+        self._click_owner = None
+        if tab.target == "po" and tab.requisition_id is not None and tab.signed_out is None:
+            self._to_requisition(tab, now)
+            return None
+        tab.stage = Stage.DOWNLOADS
+        return self._downloads(tab, now)
+
+    def _start_click(self, tab: Tab, planned: Planned, now: float) -> None:
+        assert tab.folder is not None and planned.attachment.index is not None
+        name = planned.attachment.name
+        self._switch(tab.handle)
+        element = self._driver.execute_script(CLICK_TARGET_JS, planned.attachment.index, name)
+        if element is None:
+            tab.fail(f"{name or 'attachment'}: it disappeared from the page before it was clicked")
+            return
+        self._click_owner = tab
+        staging = tab.folder.staging_dir("click")
+        set_browser_download_dir(self._driver, staging)
+        if tab.downloads_started is None:
+            tab.downloads_started = now
+        self._driver.execute_script(SCROLL_TO_CENTRE_JS, element)
+        try:
+            element.click()
+        except (ElementClickInterceptedException, ElementNotInteractableException):
+            # Something (the floating toolbar) covers the element: click it without the mouse.
+            self._driver.execute_script("arguments[0].click();", element)
+        tab.clicking = ClickDownload(planned, staging, clicked_at=time.monotonic())
+
+    def _await_click_start(self, tab: Tab, now: float) -> PoResult | None:
+        download = tab.clicking
+        assert download is not None
+        state = browser_download_state(download.staging)
+        if state.started:
+            download.started = True
+            download.last_progress = now
+            tab.browser_downloads.append(download)
+            tab.clicking = None
+            self._click_owner = None
+            return None
+        limit = min(CLICK_START_TIMEOUT, self.config.coupa.download_timeout)
+        if now - download.clicked_at < limit:
+            return None
+        tab.clicking = None
+        self._click_owner = None
+        snap = self._look(tab, full=False)
+        if snap is not None and classify(snap, self.base, tab.expected_path, settled=False).kind is PageKind.SIGNED_OUT:
+            tab.signed_out = f"clicking {download.planned.attachment.name} led to the sign-in page"
+            tab.clicks.clear()
+        else:
+            tab.fail(f"{download.planned.attachment.name}: clicking it started no download "
+                     f"within {limit:.0f} s")
+        return None
+
+    def _downloads(self, tab: Tab, now: float) -> PoResult | None:
+        timeout = self.config.coupa.download_timeout
+        for download in list(tab.browser_downloads):
+            state = browser_download_state(download.staging)
+            name = download.planned.attachment.name
+            if state.done_path is not None:
+                tab.browser_downloads.remove(download)
+                assert tab.folder is not None
+                original = name or state.done_path.name
+                tab.folder.add_file(
+                    state.done_path, original, f"click:{name}", download.planned.source,
+                    download.planned.key,
+                )
+                continue
+            if state.partial_bytes != download.last_bytes:
+                download.last_bytes = state.partial_bytes
+                download.last_progress = now
+            stalled = now - download.last_progress > min(STALL_TIMEOUT, timeout)
+            if stalled or now - download.clicked_at > timeout:
+                tab.browser_downloads.remove(download)
+                why = "stalled" if stalled else f"took longer than {timeout:.0f} s"
+                tab.fail(f"{name}: the browser download {why}")
+        return self._finish_when_idle(tab)
+
+    # ---- the end of a PO ----------------------------------------------------------------
+
+    def _stop(self, tab: Tab, outcome: Outcome, reason: str) -> PoResult | None:
+        """A page ended the PO: start nothing more, finish once running downloads end."""
+        tab.clicks.clear()
+        tab.requisition_id = None
+        tab.stage = Stage.DOWNLOADS
+        if outcome is Outcome.SIGNED_OUT:
+            tab.signed_out = reason
+        else:
+            tab.page_outcome = outcome
+            tab.page_reason = reason
+        return self._finish_when_idle(tab)
+
+    def _finish_when_idle(self, tab: Tab) -> PoResult | None:
+        """Finish the PO once nothing of it is still clicking or downloading."""
+        if tab.stage is not Stage.DOWNLOADS or tab.fetches or tab.browser_downloads or tab.clicking:
+            return None
+        if tab.downloads_started is not None:
+            self._time(tab, "downloads", time.monotonic() - tab.downloads_started)
+        if tab.signed_out is not None:
+            return self._finish(tab, Outcome.SIGNED_OUT, tab.signed_out)
+        if tab.page_outcome is not None:
+            reasons = [tab.page_reason, *tab.failures, *tab.notes]
+            return self._finish(tab, tab.page_outcome, "; ".join(reasons))
+        if tab.failures:
+            return self._finish(tab, Outcome.ERROR, "; ".join(tab.failures + tab.notes))
+        outcome = Outcome.COMPLETED if tab.planned else Outcome.NO_ATTACHMENTS
+        return self._finish(tab, outcome, "; ".join(tab.notes))
+
+    def _finish(self, tab: Tab, outcome: Outcome, reason: str, *, close: bool = True) -> PoResult:
+        if tab in self._tabs:
+            self._tabs.remove(tab)
+        if self._click_owner is tab:
+            self._click_owner = None
+        final_url = tab.last_url or tab.url
+        if close and not self._broken:
+            self._close_tab(tab)
+        folder_path: Path | None = tab.folder.path if tab.folder is not None else None
+        if outcome.final:
+            started = time.monotonic()
+            folder = tab.folder or PoFolder.open(self.config.paths.downloads, tab.job.po, tab.job.group)
+            folder_path = folder.finalize(outcome.value)
+            self._time(tab, "finalize", time.monotonic() - started)
+        names: list[str] = []
+        downloaded = 0
+        if tab.folder is not None:
+            for planned in tab.planned:
+                entry = next((e for e in tab.folder.entries if e.key == planned.key), None)
+                if entry is not None:
+                    downloaded += 1
+                    names.append(entry.name)
+        self._time(tab, "total", time.monotonic() - tab.submitted)
+        result = PoResult(
+            job=tab.job,
+            outcome=outcome,
+            reason=reason,
+            supplier=tab.supplier,
+            found=len(tab.planned),
+            downloaded=downloaded,
+            names=tuple(names),
+            folder=folder_path,
+            final_url=final_url,
+            timings=dict(tab.timings),
+            retry_after=tab.retry_after,
+        )
+        log.info("%s %s: %d/%d files in %.1f s%s", tab.job.po, outcome.value, downloaded,
+                 len(tab.planned), tab.timings["total"], f" ({reason})" if reason else "")
+        return result
+
+    def _close_tab(self, tab: Tab) -> None:
+        try:
+            self._close_handle(tab.handle)
+        except WebDriverException as exc:
+            self._check_session(exc)
+
+    def _new_tab(self) -> str:
+        """Open a blank tab with the settle hook installed; return its handle."""
+        self._driver.switch_to.new_window("tab")
+        handle = str(self._driver.current_window_handle)
+        self._current = handle
+        self._driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOOK_JS})
+        return handle
+
+    def _close_handle(self, handle: str) -> None:
+        try:
+            self._switch(handle)
+            self._driver.close()
+        except NoSuchWindowException:
+            pass
+        self._current = ""
+        self._switch(self._home)
+
+    def _note_commits(self) -> None:
+        """Mark tabs whose navigation has committed, asking the browser, not the tabs."""
+        waiting = {t.handle: t for t in self._tabs if t.stage is Stage.LOAD and not t.committed}
+        if not waiting or self.browser is None or self._broken:
+            return
+        try:
+            infos = self._driver.execute_cdp_cmd("Target.getTargets", {})["targetInfos"]
+        except WebDriverException as exc:
+            self._check_session(exc)
+            return
+        for info in infos:
+            tab = waiting.get(info.get("targetId", ""))
+            if tab is not None and info.get("title") != BLANK_TITLE:
+                tab.committed = True
+
+    # ---- browser plumbing ---------------------------------------------------------------
+
+    @property
+    def _driver(self) -> Any:
+        if self.browser is None:
+            raise BrowserError("the engine has not been started")
+        return self.browser.driver
+
+    def _switch(self, handle: str) -> None:
+        if handle != self._current:
+            self._driver.switch_to.window(handle)
+            self._current = handle
+
+    def _look(self, tab: Tab, *, full: bool) -> Snapshot | None:
+        """One snapshot of the tab, or None while its document is being replaced."""
+        self._switch(tab.handle)
+        try:
+            raw = self._driver.execute_script(SNAPSHOT_JS, full)
+        except NoSuchWindowException:
+            raise
+        except WebDriverException as exc:
+            self._check_session(exc)
+            if self._broken:
+                raise
+            log.debug("%s: snapshot failed (%s); trying again", tab.job.po, _short(exc))
+            return None
+        snap = Snapshot.from_js(raw)
+        if _is_web(snap.url):
+            tab.last_url = snap.url
+        return snap
+
+    def _ready_state(self) -> str:
+        try:
+            return str(self._driver.execute_script("return document.readyState"))
+        except WebDriverException:
+            return "loading"
+
+    def _refresh_cookies(self, handle: str) -> None:
+        """Copy the browser's Coupa cookies (HttpOnly included) into the direct fetcher."""
+        self._switch(handle)
+        cookies = self._driver.get_cookies()
+        if self._fetcher is None:
+            self._fetcher = DirectFetcher(
+                self.base,
+                cookies,
+                timeout=min(60.0, self.config.coupa.download_timeout),
+                user_agent=self._user_agent,
+            )
+        else:
+            self._fetcher.update_cookies(cookies)
+
+    def _check_session(self, exc: WebDriverException) -> None:
+        text = (exc.msg or str(exc)).lower()
+        if isinstance(exc, InvalidSessionIdException) or any(m in text for m in _DEAD_SESSION):
+            if not self._broken:
+                log.error("the browser stopped working: %s", _short(exc))
+            self._broken = _short(exc)
+
+    def _next_due(self) -> float:
+        due = [t.last_look + LOOK_INTERVAL for t in self._tabs if t.stage is Stage.LOAD and t.committed]
+        return min(due) if due else time.monotonic() + LOOK_INTERVAL
+
+    def _wait(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        futures = [f for t in self._tabs for f in t.fetches]
+        if futures:
+            concurrent.futures.wait(futures, timeout=seconds, return_when=concurrent.futures.FIRST_COMPLETED)
+        else:
+            time.sleep(seconds)
+
+    @staticmethod
+    def _time(tab: Tab, stage: str, seconds: float) -> None:
+        tab.timings[stage] = round(tab.timings.get(stage, 0.0) + seconds, 4)
+
+
+def _is_web(url: str) -> bool:
+    return urlsplit(url).scheme in ("http", "https")
+
+
+def _short(exc: BaseException) -> str:
+    text = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
+    return text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__

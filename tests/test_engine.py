@@ -1,0 +1,379 @@
+"""The PO engine against the simulator with real Chromium: one test per outcome and mode.
+
+One simulator (with a scenario that defines every PO used here) and one signed-in engine
+with three tabs are shared by the module; each test gets its own download root.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from coupad.engine import Engine, Outcome, PoResult
+from coupad.folders import group_folder_name
+from coupad.sim.testing import SimHandle, sim_server
+from enginekit import (
+    assert_fetched_once,
+    assert_folder_matches,
+    config_for,
+    engine_for,
+    files_under,
+    job,
+    run_all,
+)
+
+pytestmark = [pytest.mark.browser]
+
+
+def attachments(*specs: tuple[str, str, str]) -> list[dict[str, Any]]:
+    return [{"name": n, "size": 1500 + 97 * i, "shape": shape, "disposition": disp}
+            for i, (n, shape, disp) in enumerate(specs)]
+
+
+BOTH = attachments(
+    ("quote.pdf", "link", "plain"),
+    ("terms & conditions.docx", "button", "rfc5987"),
+    ("prices.xlsx", "link", "rfc5987"),
+    ("approval.msg", "button", "plain"),
+)
+SLOW = {"bandwidth": 150_000}
+SCENARIO: dict[str, Any] = {
+    "po": {
+        "31000001": {"supplier": "ACME Corp", "attachments": BOTH, "banner": "Revised: not found"},
+        "31000002": {"supplier": "Empty Ltd"},
+        "31000003": {"error": "not_found"},
+        "31000004": {"error": "access_denied"},
+        "31000014": {"error": "access_denied_fr"},
+        "31000005": {"attachments": attachments(("a.pdf", "link", "plain"), ("b.pdf", "button", "plain")),
+                     "trouble": {"throttle_first": 1}},
+        "31000015": {"attachments": attachments(("t.pdf", "link", "plain")),
+                     "trouble": {"throttle_page_first": 1}},
+        "31000006": {"attachments": attachments(("c.pdf", "link", "plain"), ("d.pdf", "button", "plain")),
+                     "trouble": {"server_error_first": 1}},
+        "31000007": {"attachments": attachments(
+            ("report.pdf", "link", "plain"), ("report.pdf", "button", "plain"),
+            ("REPORT.pdf", "link", "rfc5987"))},
+        "31000008": {"attachments": attachments(("e.pdf", "link", "plain"), ("f.pdf", "button", "plain"))},
+        "31000009": {"supplier": "Müller & Söhne GmbH / Berlin",
+                     "attachments": attachments(("g.pdf", "link", "plain"))},
+        "31000010": {"requisition": "9010"},
+        "31000011": {"requisition": "9011", "attachments": attachments(("po-own.msg", "button", "plain"))},
+        "31000012": {"requisition": "9012"},
+        "31000013": {"requisition": "9013", "attachments": attachments(("own.zip", "link", "plain"))},
+        "31000020": {"attachments": [{"name": "slow-a.bin", "size": 150_000, "shape": "link"},
+                                     {"name": "slow-b.bin", "size": 150_000, "shape": "button"}],
+                     "trouble": SLOW},
+        "31000021": {"attachments": [{"name": "slow-a.bin", "size": 160_000, "shape": "button"},
+                                     {"name": "slow-b.bin", "size": 160_000, "shape": "link"}],
+                     "trouble": SLOW},
+        "31000022": {"attachments": [{"name": "slow-a.bin", "size": 170_000, "shape": "link"},
+                                     {"name": "slow-b.bin", "size": 170_000, "shape": "button"}],
+                     "trouble": SLOW},
+        "31000030": {"page_delay": 1.5},
+        "31000031": {"page_delay": 1.5},
+        "31000032": {"page_delay": 1.5},
+        "31000040": {"trouble": {"hang": True}},
+        "31000041": {"attachments": attachments(("h.pdf", "link", "plain"), ("i.pdf", "button", "plain"))},
+        "31000042": {"attachments": [{"name": "big.bin", "size": 400_000, "shape": "button"}],
+                     "trouble": {"bandwidth": 100_000}},
+    },
+    "requisition": {
+        "9010": {"attachments": attachments(("req-quote.pdf", "link", "plain"),
+                                            ("req-approval.msg", "button", "rfc5987"))},
+        "9011": {"attachments": attachments(("req-extra.pdf", "link", "plain"))},
+        "9012": {"attachments": attachments(("only-req.pdf", "button", "plain"))},
+        "9013": {"attachments": attachments(("req-more.pdf", "link", "plain"))},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimHandle]:
+    with sim_server(scenario=SCENARIO, render_delay=0.3) as handle:
+        yield handle
+
+
+@pytest.fixture(scope="module")
+def engine(sim: SimHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    root = tmp_path_factory.mktemp("engine")
+    config = config_for(root, sim.base_url, username=sim.username, password=sim.password)
+    eng = engine_for(config, root, tabs=3)
+    try:
+        eng.start()
+        yield eng
+    finally:
+        eng.close()
+
+
+@pytest.fixture
+def downloads(engine: Engine, tmp_path: Path) -> Iterator[Path]:
+    """A download root of the test's own (the shared engine's config points there)."""
+    original = engine.config
+    root = tmp_path / "downloads"
+    engine.config = original.replace("paths", downloads=root)
+    try:
+        yield root
+    finally:
+        engine.config = original
+        assert engine.busy == 0
+        assert engine.browser is not None
+        assert len(engine.browser.driver.window_handles) == 1, "a tab was left open"
+
+
+def one(engine: Engine, digits: str, **kw: Any) -> PoResult:
+    results = run_all(engine, [job(digits, **kw)])
+    return results[digits]
+
+
+def expect(sim: SimHandle, digits: str, *, requisition: bool = False) -> list[dict[str, Any]]:
+    truth = sim.truth(digits)
+    return list(truth["attachments"]) + (list(truth["requisition_attachments"]) if requisition else [])
+
+
+# ---- final outcomes ------------------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_completed_with_both_shapes_under_the_toolbar(engine: Engine, sim: SimHandle, downloads: Path) -> None:
+    result = one(engine, "31000001")
+    assert result.outcome is Outcome.COMPLETED, result.reason
+    assert (result.found, result.downloaded) == (4, 4)
+    assert result.supplier == "ACME Corp"
+    assert result.folder == downloads / "PO31000001_COMPLETED"
+    assert result.final_url == f"{sim.base_url}/order_headers/31000001"
+    expected = expect(sim, "31000001")
+    assert {a["shape"] for a in expected} == {"link", "button"}
+    assert_folder_matches(result.folder, expected)
+    assert_fetched_once(sim.counters(), expected)
+    assert sorted(result.names) == sorted(p.name for p in result.folder.iterdir() if p.name != "manifest.json")
+    assert set(result.timings) >= {"page", "settle", "discovery", "downloads", "finalize", "total"}
+    assert files_under(downloads) == sorted(result.folder.iterdir())
+
+
+@pytest.mark.timeout(60)
+def test_no_attachments_finishes_with_an_empty_folder(engine: Engine, sim: SimHandle, downloads: Path) -> None:
+    started = time.monotonic()
+    result = one(engine, "31000002")
+    assert result.outcome is Outcome.NO_ATTACHMENTS, result.reason
+    assert (result.found, result.downloaded, result.names) == (0, 0, ())
+    assert result.folder == downloads / "PO31000002_NO_ATTACHMENTS"
+    assert list(result.folder.iterdir()) == []
+    # No fixed wait: the page settles right after its (0.3 s) attachment request returns.
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("digits, outcome", [
+    ("31000003", Outcome.NOT_FOUND),
+    ("31000004", Outcome.ACCESS_DENIED),
+    ("31000014", Outcome.ACCESS_DENIED),
+])
+def test_error_pages_are_final_and_visited_once(
+    engine: Engine, sim: SimHandle, downloads: Path, digits: str, outcome: Outcome
+) -> None:
+    result = one(engine, digits)
+    assert result.outcome is outcome, result.reason
+    assert result.outcome.final and not result.outcome.retryable
+    assert result.reason.startswith("Coupa says")
+    assert result.folder == downloads / f"PO{digits}_{outcome.value}"
+    assert list(result.folder.iterdir()) == []
+    assert sim.counters()["paths"][f"/order_headers/{digits}"] == 1
+
+
+# ---- retryable outcomes, then success ------------------------------------------------------
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("digits, first", [
+    ("31000005", Outcome.THROTTLED),
+    ("31000015", Outcome.THROTTLED),
+    ("31000006", Outcome.SERVER_ERROR),
+])
+def test_transient_trouble_then_success_on_retry(
+    engine: Engine, sim: SimHandle, downloads: Path, digits: str, first: Outcome
+) -> None:
+    failed = one(engine, digits)
+    assert failed.outcome is first, failed.reason
+    assert failed.outcome.retryable and not failed.outcome.final
+    assert not list(downloads.glob(f"*/PO{digits}_*")) and not list(downloads.glob(f"PO{digits}_*"))
+    retried = one(engine, digits)
+    assert retried.outcome is Outcome.COMPLETED, retried.reason
+    expected = expect(sim, digits)
+    assert_folder_matches(downloads / f"PO{digits}_COMPLETED", expected)
+    assert_fetched_once(sim.counters(), expected)
+
+
+@pytest.mark.timeout(60)
+def test_signed_out_after_expiry_writes_no_final_folder(engine: Engine, sim: SimHandle, downloads: Path) -> None:
+    sim.expire_sessions()
+    try:
+        result = one(engine, "31000008")
+        assert result.outcome is Outcome.SIGNED_OUT, result.reason
+        assert not result.outcome.final and not result.outcome.retryable
+        assert "sign-in" in result.reason
+        assert not [p for p in downloads.rglob("PO31000008_*")]
+        assert sim.counters()["attachments"].get("31000008-1", 0) == 0
+    finally:
+        assert engine.sign_in()
+    result = one(engine, "31000008")
+    assert result.outcome is Outcome.COMPLETED, result.reason
+    expected = expect(sim, "31000008")
+    assert_folder_matches(downloads / "PO31000008_COMPLETED", expected)
+    assert_fetched_once(sim.counters(), expected)
+
+
+# ---- requisition modes ----------------------------------------------------------------------
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("mode, without_own, with_own", [
+    # (PO 31000010/12 have no files of their own; 31000011/13 have one each)
+    ("when_po_has_none", True, False),
+    ("always", True, True),
+    ("never", False, False),
+])
+def test_requisition_files_by_mode(
+    engine: Engine, sim: SimHandle, downloads: Path, mode: str, without_own: bool, with_own: bool
+) -> None:
+    engine.config = engine.config.replace("coupa", requisition_attachments=mode)
+    pos = {"when_po_has_none": ("31000010", "31000011"), "always": ("31000012", "31000013"),
+           "never": ("31000010", "31000011")}[mode]
+    results = run_all(engine, [job(d, key=f"{mode}-{d}") for d in pos])
+    bare, own = results[pos[0]], results[pos[1]]
+    if without_own:
+        assert bare.outcome is Outcome.COMPLETED, bare.reason
+        assert_folder_matches(bare.folder, expect(sim, pos[0], requisition=True))  # type: ignore[arg-type]
+        assert "requisition" in bare.timings
+    else:
+        assert bare.outcome is Outcome.NO_ATTACHMENTS, bare.reason
+        assert list(bare.folder.iterdir()) == []  # type: ignore[union-attr]
+    assert own.outcome is Outcome.COMPLETED, own.reason
+    assert_folder_matches(own.folder, expect(sim, pos[1], requisition=with_own))  # type: ignore[arg-type]
+    manifest_sources = {
+        f["source"] for f in __import__("json").loads((own.folder / "manifest.json").read_text())["files"]  # type: ignore[operator]
+    }
+    assert manifest_sources == ({"po", "requisition"} if with_own else {"po"})
+
+
+# ---- names ---------------------------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_duplicate_names_are_kept_apart(engine: Engine, sim: SimHandle, downloads: Path) -> None:
+    result = one(engine, "31000007")
+    assert result.outcome is Outcome.COMPLETED, result.reason
+    expected = expect(sim, "31000007")
+    assert_folder_matches(result.folder, expected)  # type: ignore[arg-type]
+    names = sorted(n.lower() for n in result.names)
+    assert names == ["report (2).pdf", "report (3).pdf", "report.pdf"]
+    assert_fetched_once(sim.counters(), expected)
+
+
+@pytest.mark.timeout(90)
+def test_every_awkward_name_of_the_catalogue(engine: Engine, sim: SimHandle, downloads: Path) -> None:
+    examples = sim.examples()
+    chosen = examples["awkward_names"][:2] + examples["rfc5987_names"][:1] + examples["inline_pdf"][:1]
+    results = run_all(engine, [job(d) for d in chosen])
+    for digits in chosen:
+        result = results[digits]
+        assert result.outcome is Outcome.COMPLETED, (digits, result.reason)
+        expected = expect(sim, digits)
+        assert result.found == len(expected) == result.downloaded
+        assert_folder_matches(result.folder, expected)  # type: ignore[arg-type]
+        assert_fetched_once(sim.counters(), expected)
+    # Nothing escaped the PO folders, whatever the names said.
+    folders = {results[d].folder for d in chosen}
+    assert all(p.parent in folders for p in files_under(downloads))
+
+
+# ---- tabs ----------------------------------------------------------------------------------
+
+@pytest.mark.timeout(90)
+def test_three_tabs_with_slow_downloads_keep_every_file_in_its_own_folder(
+    engine: Engine, sim: SimHandle, downloads: Path
+) -> None:
+    pos = ["31000020", "31000021", "31000022"]
+    started = time.monotonic()
+    results = run_all(engine, [job(d) for d in pos])
+    elapsed = time.monotonic() - started
+    for digits in pos:
+        assert results[digits].outcome is Outcome.COMPLETED, results[digits].reason
+        expected = expect(sim, digits)
+        assert_folder_matches(downloads / f"PO{digits}_COMPLETED", expected)
+        assert_fetched_once(sim.counters(), expected)
+    # Each PO downloads ~300 KB at 150 KB/s per file; one after another would take over 6 s.
+    serial = sum(results[d].timings["downloads"] for d in pos)
+    assert elapsed < serial, (elapsed, serial)
+
+
+@pytest.mark.timeout(60)
+def test_page_loads_overlap_across_tabs(engine: Engine, downloads: Path) -> None:
+    pos = ["31000030", "31000031", "31000032"]
+    started = time.monotonic()
+    results = run_all(engine, [job(d) for d in pos])
+    elapsed = time.monotonic() - started
+    assert all(r.outcome is Outcome.NO_ATTACHMENTS for r in results.values())
+    assert all(r.timings["page"] >= 1.4 for r in results.values()), [r.timings for r in results.values()]
+    # One after another they would take over 6 s (1.5 s server time + 0.3 s render each).
+    assert elapsed < 4.0, f"three 1.5 s pages took {elapsed:.1f} s: tabs did not overlap"
+
+
+# ---- grouping, deadlines, shutdown ---------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_grouped_by_supplier(engine: Engine, sim: SimHandle, downloads: Path) -> None:
+    engine.config = engine.config.replace("downloads", group_by="supplier")
+    result = one(engine, "31000009")
+    assert result.outcome is Outcome.COMPLETED, result.reason
+    assert result.supplier == "Müller & Söhne GmbH / Berlin"
+    group = downloads / group_folder_name("Müller & Söhne GmbH / Berlin")
+    assert result.folder == group / "PO31000009_COMPLETED"
+    assert group.parent == downloads
+    assert_folder_matches(result.folder, expect(sim, "31000009"))
+
+
+@pytest.mark.timeout(60)
+def test_a_hanging_page_ends_at_the_deadline(engine: Engine, downloads: Path) -> None:
+    started = time.monotonic()
+    result = one(engine, "31000040", deadline_s=2.0)
+    assert result.outcome is Outcome.TIMEOUT, result.reason
+    assert result.outcome.retryable
+    assert 2.0 <= time.monotonic() - started < 6.0
+    assert not list(downloads.rglob("PO31000040*"))
+
+
+@pytest.mark.timeout(60)
+def test_abort_all_leaves_work_folders_for_the_retry(engine: Engine, sim: SimHandle, downloads: Path) -> None:
+    engine.submit(job("31000042"))
+    engine.submit(job("31000041"))
+    done: list[PoResult] = []
+    deadline = time.monotonic() + 20
+    while not done and time.monotonic() < deadline:
+        done += engine.poll(0.1)
+    assert [r.job.po.digits for r in done] == ["31000041"]  # the small PO finished first
+    assert done[0].outcome is Outcome.COMPLETED
+    work = downloads / "PO31000042__WORK"
+    assert work.is_dir(), "the slow PO should be downloading"
+    aborted = engine.abort_all("test shutdown")
+    assert [r.outcome for r in aborted] == [Outcome.ERROR]
+    assert aborted[0].outcome.retryable and "test shutdown" in aborted[0].reason
+    assert aborted[0].folder == work and work.is_dir()
+    assert engine.busy == 0 and engine.free_slots == 3
+
+
+@pytest.mark.timeout(60)
+def test_close_leaves_no_process(sim: SimHandle, tmp_path: Path) -> None:
+    config = config_for(tmp_path, sim.base_url, username=sim.username, password=sim.password)
+    eng = engine_for(config, tmp_path, tabs=2)
+    try:
+        eng.start()
+        assert eng.browser is not None
+        pids = eng.browser.pids()
+        assert len(pids) >= 3  # chromedriver, chromium and its helpers
+        result = one(eng, "31000002")
+        assert result.outcome is Outcome.NO_ATTACHMENTS
+    finally:
+        eng.close()
+    assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert eng.free_slots == 0
