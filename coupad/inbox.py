@@ -191,7 +191,9 @@ class Inbox:
         handed out again until it changes.
         """
         stem = self._free_stem(self.accepted, f.path.stem, f".{batch_id}", [f.path.suffix])
-        return self._move(f, self.accepted / f"{stem}{f.path.suffix}")
+        moved = self._move(f, self.accepted / f"{stem}{f.path.suffix}")
+        log.debug("moved %s to %s", f.path.name, moved)
+        return moved
 
     def reject(self, f: InboxFile, reason: str) -> Path:
         """Move a file to rejected/ with NAME.reason.txt beside it; return where the file is.
@@ -206,7 +208,7 @@ class Inbox:
                 _write_reason(self.rejected / f"{stem}.reason.txt", f.path.name, reason)
             except OSError as exc:
                 log.error("rejected %s but could not write its reason file: %s", moved, exc)
-            log.warning("rejected %s: %s", f.path.name, reason)
+            log.debug("moved %s to %s (%s)", f.path.name, moved, reason)
         return moved
 
     def forget(self, f: InboxFile) -> None:

@@ -71,7 +71,8 @@ class BatchReport:
 
     @property
     def stem(self) -> str:
-        return f"{self.name}.{self.batch_id}"
+        """NAME.<batch-id>, made safe to be one file name in the outbox."""
+        return f"{_safe_part(self.name)}.{_safe_part(self.batch_id)}"
 
     @property
     def header(self) -> tuple[str, ...]:
@@ -98,9 +99,6 @@ def neutralise(cell: str) -> str:
 
 def write_reports(outbox: Path, report: BatchReport) -> list[Path]:
     """Write the CSV report (and the XLSX one for xlsx input), then the summary; return paths."""
-    for part in (report.name, report.batch_id):
-        if not part or "/" in part or "\0" in part or part in (".", ".."):
-            raise ValueError(f"{part!r} cannot be part of a report file name")
     outbox.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     csv_path = outbox / f"{report.stem}.report.csv"
@@ -134,6 +132,13 @@ def summarise(report: BatchReport, files: list[Path]) -> dict[str, object]:
         "timings": {key: round(value, 3) for key, value in report.timings.items()},
         "files": [str(path) for path in files],
     }
+
+
+def _safe_part(part: str) -> str:
+    # Names come from input file names: they never hold a slash, but a report must not be
+    # the one thing that stops the daemon if a caller passes one.
+    part = part.replace("/", "_").replace("\0", "_")
+    return "_" + part if part in ("", ".", "..") or part.startswith(".") else part
 
 
 def _iso(timestamp: float) -> str:

@@ -222,12 +222,16 @@ def test_a_reader_never_sees_a_partial_report(tmp_path):
     assert set(seen) == {rows + 1}
 
 
-def test_unsafe_names_are_refused(tmp_path):
-    for name, batch_id in (("../escape", "b1"), ("ok", "a/b"), ("", "b1"), ("ok", "..")):
-        with pytest.raises(ValueError):
-            write_reports(tmp_path / "out", batch([line(["PO1", ""])], name=name,
+@pytest.mark.parametrize(
+    "name, batch_id, stem",
+    [("../escape", "b1", "_.._escape.b1"), ("ok", "a/b", "ok.a_b"), ("", "b1", "_.b1"),
+     ("ok", "..", "ok._.."), (".hidden", "b1", "_.hidden.b1")],
+)
+def test_unsafe_names_stay_inside_the_outbox_as_visible_files(tmp_path, name, batch_id, stem):
+    paths = write_reports(tmp_path / "out", batch([line(["PO1", ""])], name=name,
                                                   batch_id=batch_id))
-    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+    assert [p.name for p in paths] == [f"{stem}.report.csv", f"{stem}.summary.json"]
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(p.name for p in paths)
 
 
 def test_a_parsed_hostile_file_flows_into_a_safe_report(tmp_path):
