@@ -24,6 +24,7 @@ import io
 import itertools
 import os
 import re
+import stat
 import sys
 import zipfile
 import zlib
@@ -57,17 +58,17 @@ MAX_UNPACKED_BYTES = 2 * 1024 * 1024 * 1024
 
 # A C0 control character (tab, CR and LF aside) or DEL never appears in a text export.
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # compound file: .xls, or an encrypted .xlsx
 _CONTROL_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "a PNG image"),
     (b"PK\x03\x04", "an Excel .xlsx workbook or a ZIP archive"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old .xls workbook or a password-protected file"),
+    (_OLE2, "an old .xls workbook or a password-protected file"),
     (b"%PDF-", "a PDF document"),
     (b"\x1f\x8b", "a gzip archive"),
     (b"\xff\xd8\xff", "a JPEG image"),
     (b"GIF8", "a GIF image"),
 )
-_OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _SEP_LINE = re.compile(r"\Asep=(.)\r?\n", re.IGNORECASE)  # Excel's delimiter hint line
 _EXCEL_TEXT_FORMULA = re.compile(r'\A="(.*)"\Z', re.DOTALL)  # ="0123", Excel's keep-as-text
 # What normalize() accepts unchanged or after a bare PO/PM prefix: "15262984", "PO15262984".
@@ -141,19 +142,26 @@ def parse_file(path: Path, *, max_rows: int) -> ParsedFile:
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        with path.open("rb") as stream:
-            size = os.fstat(stream.fileno()).st_size
-            if size > MAX_FILE_BYTES:
-                raise InputError(
-                    f"the file is too large: {size:,} bytes (the limit is {MAX_FILE_BYTES:,})"
-                )
+        # O_NONBLOCK: a FIFO put in the file's place must not hang the daemon in open().
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
+                raise InputError("this is a folder, not a file")
+            if not stat.S_ISREG(info.st_mode):
+                raise InputError("this is not a regular file (a device, pipe or socket)")
+            if info.st_size > MAX_FILE_BYTES:
+                raise InputError(f"the file is too large: {info.st_size:,} bytes "
+                                 f"(the limit is {MAX_FILE_BYTES:,})")
+        except BaseException:
+            os.close(fd)
+            raise
+        with os.fdopen(fd, "rb") as stream:
             return stream.read()
     except PermissionError:
         raise InputError("the file cannot be read: permission denied") from None
     except FileNotFoundError:
         raise InputError("the file disappeared before it could be read") from None
-    except IsADirectoryError:
-        raise InputError("this is a folder, not a file") from None
     except OSError as exc:
         raise InputError(f"the file cannot be read: {exc.strerror or exc}") from None
 

@@ -1,4 +1,5 @@
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -6,7 +7,7 @@ import pytest
 
 import corpus
 from coupad.errors import InputError
-from coupad.intake import InputRow, parse_file
+from coupad.intake import MAX_FILE_BYTES, InputRow, parse_file
 from coupad.ponumber import InvalidPoNumber, normalize
 
 READ_CASES = [c for c in corpus.CASES if not c.ignored]
@@ -140,3 +141,23 @@ def test_po_cells_read_exactly_as_ponumber_normalize_reads_them(tmp_path, cell):
     except InvalidPoNumber as exc:
         expected = (None, str(exc))
     assert (row.po_digits, row.error) == expected
+
+
+@pytest.mark.timeout(20)
+def test_a_pipe_or_device_in_place_of_the_file_is_refused_without_hanging(tmp_path):
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        parse_file(fifo, max_rows=10)
+    device = tmp_path / "zero.csv"
+    device.symlink_to("/dev/zero")
+    with pytest.raises(InputError, match="not a regular file"):
+        parse_file(device, max_rows=10)
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "huge.csv"
+    with path.open("wb") as stream:
+        stream.truncate(MAX_FILE_BYTES + 1)  # sparse: no disk used, nothing read
+    with pytest.raises(InputError, match=r"the file is too large: 268,435,457 bytes"):
+        parse_file(path, max_rows=10)
