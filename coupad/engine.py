@@ -30,6 +30,7 @@ from __future__ import annotations
 import concurrent.futures
 import enum
 import logging
+import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -48,15 +49,9 @@ from selenium.common.exceptions import (
 
 from coupad.browser import BrowserLike
 from coupad.config import Config
-from coupad.download import (
-    DirectFetcher,
-    DownloadError,
-    Fetched,
-    browser_download_state,
-    set_browser_download_dir,
-)
+from coupad.download import DirectFetcher, DownloadError, Fetched, browser_download_state
 from coupad.errors import BrowserError, CoupadError, SignInRequired
-from coupad.folders import PoFolder
+from coupad.folders import STAGING, PoFolder
 from coupad.page import (
     CLICK_TARGET_JS,
     HOOK_JS,
@@ -197,7 +192,7 @@ class Tab:
     clicks: deque[Planned] = field(default_factory=deque)
     clicking: ClickDownload | None = None
     browser_downloads: list[ClickDownload] = field(default_factory=list)
-    fetches: dict[concurrent.futures.Future[Fetched], Planned] = field(default_factory=dict)
+    fetches: dict[concurrent.futures.Future[Fetched], tuple[Planned, Path]] = field(default_factory=dict)
     refetched: set[str] = field(default_factory=set)
     failures: list[str] = field(default_factory=list)
     signed_out: str | None = None
@@ -529,37 +524,43 @@ class Engine:
         staging = tab.folder.staging_dir("fetch")
         deadline = min(tab.deadline, time.monotonic() + self.config.coupa.download_timeout)
         future = self._pool.submit(fetcher.fetch, planned.attachment.url, staging, deadline)
-        tab.fetches[future] = planned
+        tab.fetches[future] = (planned, staging)
 
     def _collect_fetches(self, tab: Tab) -> None:
         for future in [f for f in tab.fetches if f.done()]:
-            planned = tab.fetches.pop(future)
-            name = planned.attachment.name or planned.attachment.url or "attachment"
+            planned, staging = tab.fetches.pop(future)
             try:
-                fetched = future.result()
-            except SignInRequired as exc:
-                if planned.key not in tab.refetched:
-                    # The session cookie may have been renewed since it was copied: once more.
-                    tab.refetched.add(planned.key)
-                    self._refresh_cookies(tab.handle)
-                    self._start_fetch(tab, planned)
-                else:
-                    tab.signed_out = f"{name}: {exc}"
-                continue
-            except DownloadError as exc:
-                tab.fail(f"{name}: {exc}", getattr(exc, "retry_after", None))
-                continue
-            except concurrent.futures.CancelledError:
-                continue
-            except Exception as exc:  # a worker thread must never take the PO down silently
-                log.warning("%s: download of %s failed: %s", tab.job.po, name, exc)
-                tab.fail(f"{name}: {exc}")
-                continue
-            assert tab.folder is not None
-            original = fetched.filename or planned.attachment.name or Path(fetched.path).name
-            tab.folder.add_file(
-                fetched.path, original, fetched.url, planned.source, planned.key, sha256=fetched.sha256
-            )
+                self._store_fetch(tab, planned, future)
+            finally:
+                _remove(staging)
+
+    def _store_fetch(self, tab: Tab, planned: Planned, future: concurrent.futures.Future[Fetched]) -> None:
+        name = planned.attachment.name or planned.attachment.url or "attachment"
+        try:
+            fetched = future.result()
+        except SignInRequired as exc:
+            if planned.key not in tab.refetched:
+                # The session cookie may have been renewed since it was copied: once more.
+                tab.refetched.add(planned.key)
+                self._refresh_cookies(tab.handle)
+                self._start_fetch(tab, planned)
+            else:
+                tab.signed_out = f"{name}: {exc}"
+            return
+        except DownloadError as exc:
+            tab.fail(f"{name}: {exc}", exc.retry_after)
+            return
+        except concurrent.futures.CancelledError:
+            return
+        except Exception as exc:  # a worker thread must never take the PO down silently
+            log.warning("%s: download of %s failed: %s", tab.job.po, name, exc)
+            tab.fail(f"{name}: {exc}")
+            return
+        assert tab.folder is not None
+        original = fetched.filename or planned.attachment.name or Path(fetched.path).name
+        tab.folder.add_file(
+            fetched.path, original, fetched.url, planned.source, planned.key, sha256=fetched.sha256
+        )
 
     def _click(self, tab: Tab, now: float) -> PoResult | None:
         if self._click_owner is not None and self._click_owner is not tab:
@@ -589,7 +590,7 @@ class Engine:
             return
         self._click_owner = tab
         staging = tab.folder.staging_dir("click")
-        set_browser_download_dir(self._driver, staging)
+        _download_into(self._driver, staging)
         if tab.downloads_started is None:
             tab.downloads_started = now
         self._driver.execute_script(SCROLL_TO_CENTRE_JS, element)
@@ -616,6 +617,7 @@ class Engine:
             return None
         tab.clicking = None
         self._click_owner = None
+        _remove(download.staging)
         snap = self._look(tab, full=False)
         if snap is not None and classify(snap, self.base, tab.expected_path, settled=False).kind is PageKind.SIGNED_OUT:
             tab.signed_out = f"clicking {download.planned.attachment.name} led to the sign-in page"
@@ -633,11 +635,12 @@ class Engine:
             if state.done_path is not None:
                 tab.browser_downloads.remove(download)
                 assert tab.folder is not None
-                original = name or state.done_path.name
+                original = name or "attachment"
                 tab.folder.add_file(
                     state.done_path, original, f"click:{name}", download.planned.source,
                     download.planned.key,
                 )
+                _remove(download.staging)
                 continue
             if state.partial_bytes != download.last_bytes:
                 download.last_bytes = state.partial_bytes
@@ -647,6 +650,7 @@ class Engine:
                 tab.browser_downloads.remove(download)
                 why = "stalled" if stalled else f"took longer than {timeout:.0f} s"
                 tab.fail(f"{name}: the browser download {why}")
+                _remove(download.staging)
         return self._finish_when_idle(tab)
 
     # ---- the end of a PO ----------------------------------------------------------------
@@ -688,6 +692,10 @@ class Engine:
         if close and not self._broken:
             self._close_tab(tab)
         folder_path: Path | None = tab.folder.path if tab.folder is not None else None
+        if tab.folder is not None and not outcome.final:
+            for download in tab.browser_downloads + ([tab.clicking] if tab.clicking else []):
+                _remove(download.staging)
+            _remove_if_empty(tab.folder.path / STAGING)
         if outcome.final:
             started = time.monotonic()
             folder = tab.folder or PoFolder.open(self.config.paths.downloads, tab.job.po, tab.job.group)
@@ -831,6 +839,32 @@ class Engine:
     @staticmethod
     def _time(tab: Tab, stage: str, seconds: float) -> None:
         tab.timings[stage] = round(tab.timings.get(stage, 0.0) + seconds, 4)
+
+
+def _download_into(driver: Any, staging: Path) -> None:
+    """Send the browser's next download into ``staging`` under a GUID name.
+
+    Unlike coupad.download.set_browser_download_dir ("allow"), this uses "allowAndName":
+    with "allow" Chromium names the file itself and silently drops a download whose name
+    the file system refuses (a 300-character name starts no download at all). The GUID name
+    still goes through ``.crdownload`` first, so completion reads the same; the attachment's
+    name comes from the page, which is the name Coupa shows.
+    """
+    driver.execute_cdp_cmd(
+        "Browser.setDownloadBehavior",
+        {"behavior": "allowAndName", "downloadPath": str(staging), "eventsEnabled": False},
+    )
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # absent, or a download thread still owns a staging folder: the next open sweeps it
 
 
 def _is_web(url: str) -> bool:

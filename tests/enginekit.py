@@ -12,7 +12,7 @@ from typing import Any
 from coupad.browser import Browser, BrowserSpec
 from coupad.config import Config, load
 from coupad.engine import Engine, PoJob, PoResult
-from coupad.names import safe_name
+from coupad.names import safe_name, unique_name
 from coupad.ponumber import PoNumber
 
 NAME_VARIANT_LIMIT = 10
@@ -101,14 +101,10 @@ def files_under(root: Path) -> list[Path]:
 
 def name_variants(name: str) -> set[str]:
     """The names a file may carry in a folder: its safe name, or that with " (n)"."""
-    safe = safe_name(name)
-    stem, dot, ext = safe.rpartition(".")
-    if not stem or len(ext) > 16:
-        stem, dot, ext = safe, "", ""
-    variants = {safe}
-    for n in range(2, NAME_VARIANT_LIMIT):
-        variants.add(f"{stem} ({n}){dot}{ext}")
-    return variants
+    taken = [safe_name(name)]
+    for _ in range(2, NAME_VARIANT_LIMIT):
+        taken.append(unique_name(taken[0], taken))
+    return set(taken)
 
 
 def assert_folder_matches(folder: Path, expected: list[dict[str, Any]]) -> None:
