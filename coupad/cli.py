@@ -13,6 +13,31 @@ from coupad.errors import CoupadError, ExitCode
 # subcommand -> (module, one-line help, example). Each module provides
 # add_arguments(parser) and main(args) -> int.
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": (
+        "coupad.daemon",
+        "run the daemon in the foreground (stops cleanly on SIGTERM/SIGINT)",
+        "coupad run -c /etc/coupad/coupad.toml",
+    ),
+    "demo": (
+        "coupad.demo",
+        "simulator + daemon on temporary folders, a sample CSV, live progress, the summary",
+        "coupad demo",
+    ),
+    "login": (
+        "coupad.login",
+        "sign the base browser profile in to Coupa in a visible browser (SSO included)",
+        "coupad login -c /etc/coupad/coupad.toml",
+    ),
+    "check": (
+        "coupad.check",
+        "validate config, folders, browser and driver, tenant and sign-in; exit 0 when ready",
+        "coupad check -c /etc/coupad/coupad.toml",
+    ),
+    "fetch": (
+        "coupad.fetch",
+        "process a few POs with one browser and print one line per PO (to check the config)",
+        "coupad fetch -c /etc/coupad/coupad.toml PO15262984 PO15262985",
+    ),
     "sim": (
         "coupad.sim.cli",
         "run the Coupa simulator on its own",

@@ -234,3 +234,7 @@ def _submit(args: argparse.Namespace) -> int:
         for path in placed:
             print(f"submitted {path}")
     return int(ExitCode.OK)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

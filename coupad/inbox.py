@@ -59,7 +59,8 @@ def is_candidate(path: Path) -> bool:
     lowered = name.lower()
     if name.startswith((".", "~$")) or lowered.endswith(_TEMPORARY_SUFFIXES):
         return False
-    return lowered.endswith(SUFFIXES) and len(lowered) > max(map(len, SUFFIXES))
+    suffix = next((s for s in SUFFIXES if lowered.endswith(s)), None)
+    return suffix is not None and len(lowered) > len(suffix)
 
 
 @dataclass(frozen=True)

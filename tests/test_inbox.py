@@ -79,9 +79,10 @@ def daemon_pass(inbox: Inbox, outcomes: dict[str, str]) -> None:
      ("~$orders.xlsx", False), (".~lock.orders.csv#", False), ("orders.csv.part", False),
      ("orders.csv.tmp", False), ("orders.xlsx.crdownload", False), (".orders.csv", False),
      (".csv", False), ("orders.csv~", False), ("orders.txt", False), ("orders.xls", False),
-     ("csv", False)],
+     ("csv", False), ("a.csv", True), ("b.xlsx", True), (".xlsx", False)],
 )
 def test_is_candidate(name, candidate):
+    # Regression: one-letter names (a.csv) were taken for bare extensions and never read.
     assert is_candidate(Path("/inbox") / name) is candidate
 
 

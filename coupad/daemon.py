@@ -1,0 +1,651 @@
+"""`coupad run`: the daemon's main loop — inbox → journal → workers → journal → outbox.
+
+One loop does a fixed sequence per pass, each step taking ``now`` (epoch seconds):
+
+1. signals (handlers only record; the loop acts)
+2. inbox: complete files become batches, or are rejected with a reason
+3. leases: claimed POs whose worker went silent return to the queue (attempt counted)
+4. workers: reap exits, kill hung ones, recycle bloated ones, restart with backoff
+5. dispatch: claim POs for free tabs (unless paused, draining or waiting for sign-in)
+6. batches: a batch whose POs are all final gets its report
+7. status: publish a snapshot for the control plane
+8. wait for worker messages (results, heartbeats) until the next pass
+
+The daemon process is the journal's only writer: it claims POs on behalf of workers, in the
+worker's name, and records their results. Workers hold no state that a crash could lose.
+
+Shutdown has two stages. The first SIGTERM or SIGINT drains: nothing new is claimed, in-flight
+POs finish within ``pool.shutdown_timeout``, browsers close, exit status 0. A second signal,
+or the deadline, forces: in-flight POs are abandoned and stay queued (no attempt counted),
+workers and browsers are killed, exit status 75 (EX_TEMPFAIL) so a supervisor can tell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from coupad import __version__, logs
+from coupad import config as configuration
+from coupad.browser import sweep_leftovers
+from coupad.config import Config
+from coupad.control import CommandFailed, ControlServer
+from coupad.errors import CoupadError, ExitCode, InputError
+from coupad.folders import PoFolder
+from coupad.inbox import Inbox, InboxFile
+from coupad.intake import parse_file
+from coupad.notify import Notifier
+from coupad.journal import FileRecord, Journal, RetryPolicy, RowIn, TaskOutcome
+from coupad.ponumber import PoNumber
+from coupad.pool import Exit, Pool, Slot
+from coupad.report import BatchReport, ReportLine, write_reports
+from coupad.states import TaskState, WorkerState
+from coupad.status import build_snapshot, status_line
+from coupad.worker import job_to_wire
+
+log = logging.getLogger("coupad.daemon")
+
+MEMORY_SAMPLE_SECONDS = 5.0
+MAX_WAIT = 0.5
+
+
+@dataclass
+class Flags:
+    """What signal handlers record for the loop to act on."""
+
+    stop_requests: int = 0
+    reload: bool = False
+
+
+@dataclass
+class SignIn:
+    """Whether the pool can work: signed in, or waiting for someone to sign in."""
+
+    needed: bool = False
+    since: float = 0.0
+    detail: str = ""
+    profile_stamp: float = 0.0  # base profile cookie mtime when sign-in was found missing
+
+
+@dataclass
+class Daemon:
+    config: Config
+    engine: str = "chromium"
+    flags: Flags = field(default_factory=Flags)
+    started_at: float = field(default_factory=time.time)
+    paused: bool = False
+    stopping_since: float | None = None
+    forced: bool = False
+    sign_in: SignIn = field(default_factory=SignIn)
+    snapshot: dict[str, Any] = field(default_factory=dict)
+    _last_memory_sample: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.journal: Journal | None = None
+        self.inbox: Inbox | None = None
+        self.pool = Pool(self.config, engine=self.engine)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.control = ControlServer(
+            self.config.socket_path, lambda: self.snapshot, group=self.config.control.group,
+            wake=self._wake,
+        )
+        self.draining = False  # `coupactl drain`: paused, and browsers closed once idle
+        self.notifier = Notifier()
+        self._ready_sent = False
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except BlockingIOError:
+            pass  # already awake
+
+    # -- life ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped; return the exit status."""
+        self._install_signals()
+        self._startup(time.time())
+        try:
+            while not self._finished(time.time()):
+                self.step(time.time())
+                for slot, message in self.pool.receive(self._wait_time(), [self._wake_r]):
+                    self.on_message(slot, message, time.time())
+                try:
+                    self._wake_r.recv(4096)
+                except BlockingIOError:
+                    pass
+        finally:
+            self._teardown(time.time())
+        return int(ExitCode.FORCED_STOP if self.forced else ExitCode.OK)
+
+    def _startup(self, now: float) -> None:
+        paths = self.config.paths
+        for folder in (paths.state, paths.outbox, paths.downloads, paths.profiles):
+            folder.mkdir(parents=True, exist_ok=True)
+        # First, so that a second daemon on the same state stops here, touching nothing.
+        self.control.start()
+        swept = sweep_leftovers(paths.profiles)
+        if swept:
+            log.warning("killed %d leftover browser process group(s) from an earlier run", swept)
+        self._remove_stale_profiles()
+        self.journal = Journal.open(paths.journal, retry=RetryPolicy(
+            base_seconds=self.config.tasks.retry_base_seconds,
+            max_seconds=self.config.tasks.retry_max_seconds,
+        ))
+        # Every lease in the journal belongs to a worker of an earlier daemon life: its
+        # POs go back to the queue now rather than when the lease would have run out.
+        lost = self.journal.expire_leases(float("inf"))
+        if lost:
+            log.warning("requeued %d PO(s) left in flight by an earlier run", len(lost))
+            self._finalize_exhausted(lost)
+        self.journal.log_event("daemon_started", now, pid=os.getpid(), version=__version__)
+        self.inbox = Inbox(
+            paths.inbox, quiet_seconds=self.config.inbox.quiet_seconds,
+            polling=self.config.inbox.polling,
+        )
+        self.inbox.start()
+        self.pool.start_due(now)
+        log.info(
+            "coupad %s running: %d workers x %d tabs, inbox %s, journal %s",
+            __version__, len(self.pool.slots), self.config.pool.tabs_per_worker,
+            paths.inbox, paths.journal,
+        )
+
+    def _remove_stale_profiles(self) -> None:
+        import shutil
+
+        root = self.config.paths.profiles
+        for entry in root.iterdir():
+            if entry.is_dir() and entry.name != "base":
+                shutil.rmtree(entry, ignore_errors=True)
+
+    def _teardown(self, now: float) -> None:
+        if self.pool.alive:
+            self.pool.stop_all("daemon exiting")
+            deadline = time.time() + 5
+            while self.pool.alive and time.time() < deadline:
+                for slot, message in self.pool.receive(0.2):
+                    self.on_message(slot, message, time.time())
+                self._reap(time.time())
+            self.pool.kill_all()
+            self._reap(time.time())
+        if self.inbox is not None:
+            self.inbox.stop()
+        self.control.stop()
+        if self.journal is not None:
+            self.journal.log_event("daemon_stopped", now, forced=self.forced)
+            self.journal.close()
+        log.info("stopped (%s)", "forced" if self.forced else "clean")
+
+    def _install_signals(self) -> None:
+        def on_stop(signo: int, _frame: Any) -> None:
+            self.flags.stop_requests += 1
+
+        def on_hup(_signo: int, _frame: Any) -> None:
+            self.flags.reload = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def _finished(self, now: float) -> bool:
+        if self.stopping_since is None:
+            return False
+        return not self.pool.alive
+
+    def _wait_time(self) -> float:
+        return MAX_WAIT
+
+    # -- one pass ------------------------------------------------------------------------
+
+    def step(self, now: float) -> None:
+        """One pass of the loop (tests call it with a chosen ``now``)."""
+        self._signals(now)
+        self._control(now)
+        self._intake(now)
+        self._leases(now)
+        self._workers(now)
+        self._dispatch(now)
+        self._batches(now)
+        self._publish(now)
+
+    def _signals(self, now: float) -> None:
+        if self.flags.stop_requests and self.stopping_since is None:
+            self.request_stop(now)
+        if self.stopping_since is not None:
+            deadline = self.stopping_since + self.config.pool.shutdown_timeout
+            if (self.flags.stop_requests >= 2 or now >= deadline) and not self.forced:
+                log.warning("forcing the stop: in-flight POs stay queued")
+                self.forced = True
+                self.pool.stop_all("forced stop")
+        if self.flags.reload:
+            self.flags.reload = False
+            log.info("SIGHUP: configuration reload is not supported yet; restart to apply")
+
+    def request_stop(self, now: float) -> None:
+        """First stage of shutdown: claim nothing new, let in-flight POs finish."""
+        if self.stopping_since is not None:
+            return
+        self.stopping_since = now
+        self.notifier.stopping()
+        log.info("stopping: finishing in-flight POs (at most %.0f s)",
+                 self.config.pool.shutdown_timeout)
+        for slot in self.pool.slots:
+            self.pool.drain(slot, "shutdown")
+
+    def _control(self, now: float) -> None:
+        """Answer the commands coupactl sent since the last pass."""
+        while True:
+            try:
+                request = self.control.requests.get_nowait()
+            except queue.Empty:
+                return
+            handler = getattr(self, f"cmd_{request.command}", None)
+            if handler is None:
+                request.fail("UNKNOWN_COMMAND", f"unknown command {request.command!r}")
+                continue
+            try:
+                request.answer(handler(now, **request.args))
+            except CommandFailed as exc:
+                request.fail(exc.code, str(exc))
+            except TypeError as exc:
+                request.fail("BAD_REQUEST", f"wrong arguments for {request.command}: {exc}")
+            except CoupadError as exc:
+                request.fail("FAILED", str(exc))
+
+    # -- control commands (coupactl) -----------------------------------------------------
+
+    def cmd_batches(self, now: float) -> list[dict[str, Any]]:
+        assert self.journal is not None
+        counts = self.journal.counts()
+        return [_batch_dict(b, counts.get(b.id, {})) for b in self.journal.batches()]
+
+    def cmd_batch(self, now: float, id: str) -> dict[str, Any]:
+        assert self.journal is not None
+        batch = self._batch_or_fail(id)
+        data = _batch_dict(batch, self.journal.counts().get(batch.id, {}))
+        data["tasks"] = [_task_dict(t) for t in self.journal.tasks(batch.id)]
+        return data
+
+    def cmd_pause(self, now: float) -> dict[str, Any]:
+        self.paused = True
+        log.info("paused: no new POs start; in-flight POs finish")
+        return {"paused": True}
+
+    def cmd_resume(self, now: float) -> dict[str, Any]:
+        self.paused = self.draining = False
+        log.info("resumed")
+        return {"paused": False}
+
+    def cmd_drain(self, now: float) -> dict[str, Any]:
+        self.paused = self.draining = True
+        for slot in self.pool.slots:
+            self.pool.drain(slot, "drained by coupactl")
+        log.info("draining: in-flight POs finish, then browsers close until `resume`")
+        return {"paused": True, "draining": True}
+
+    def cmd_retry(self, now: float, id: str | None = None, failed: bool = False) -> dict[str, Any]:
+        assert self.journal is not None
+        if id is None and not failed:
+            raise CommandFailed("BAD_REQUEST", "give a batch id or --failed")
+        batch_id = self._batch_or_fail(id).id if id else None
+        count = self.journal.requeue(batch_id=batch_id, failed_only=failed or batch_id is None,
+                                     now=now)
+        log.info("requeued %d PO(s) for a re-run", count)
+        return {"requeued": count}
+
+    def cmd_cancel(self, now: float, id: str) -> dict[str, Any]:
+        assert self.journal is not None
+        batch = self._batch_or_fail(id)
+        count = self.journal.cancel_batch(batch.id, now)
+        log.info("cancelled batch %s (%d PO(s) not started)", batch.id, count)
+        return {"cancelled": count, "batch": batch.id}
+
+    def cmd_stop(self, now: float) -> dict[str, Any]:
+        self.request_stop(now)
+        return {"stopping": True}
+
+    def cmd_paths(self, now: float) -> dict[str, str]:
+        paths = self.config.paths
+        return {"inbox": str(paths.inbox), "outbox": str(paths.outbox),
+                "downloads": str(paths.downloads), "state": str(paths.state)}
+
+    def cmd_profile_updated(self, now: float) -> dict[str, Any]:
+        self.base_profile_updated(now)
+        return {"ok": True}
+
+    def _batch_or_fail(self, batch_id: str) -> Any:
+        assert self.journal is not None
+        batch = self.journal.batch(str(batch_id))
+        if batch is None:
+            raise CommandFailed("NO_SUCH_BATCH", f"no batch {batch_id!r}")
+        return batch
+
+    def _intake(self, now: float) -> None:
+        assert self.inbox is not None and self.journal is not None
+        if self.stopping_since is not None:
+            return
+        for item in self.inbox.ready(now):
+            self._take(item, now)
+
+    def _take(self, item: InboxFile, now: float) -> None:
+        assert self.inbox is not None and self.journal is not None
+        try:
+            parsed = parse_file(item.path, max_rows=self.config.inbox.max_rows)
+        except InputError as exc:
+            self.inbox.reject(item, str(exc))
+            log.warning("rejected %s: %s", item.path.name, exc)
+            self.journal.log_event("file_rejected", now, file=item.path.name, reason=str(exc))
+            return
+        except FileNotFoundError:
+            self.inbox.forget(item)
+            return
+        existing = self.journal.open_batch_with_content(parsed.content_sha256)
+        if existing is not None:
+            self.inbox.accept(item, existing.id)
+            log.info("%s has the same content as open batch %s; not added again",
+                     item.path.name, existing.id)
+            return
+        rows = [RowIn(row_no=r.row_no, values=r.values, po_digits=r.po_digits, error=r.error)
+                for r in parsed.rows]
+        batch = self.journal.create_batch(
+            name=parsed.name, source=item.path.name, content_sha256=parsed.content_sha256,
+            priority=item.priority or self.config.inbox.default_priority, fmt=parsed.fmt,
+            columns=list(parsed.columns), po_column=parsed.po_column, rows=rows, now=now,
+            skip_completed=self.config.tasks.skip_completed,
+            max_attempts=self.config.tasks.max_attempts,
+        )
+        self.inbox.accept(item, batch.id)
+        invalid = sum(1 for r in parsed.rows if r.error)
+        log.info("batch %s from %s: %d rows, %d POs, %d invalid rows", batch.id,
+                 item.path.name, len(parsed.rows), batch.task_count, invalid)
+
+    def _leases(self, now: float) -> None:
+        assert self.journal is not None
+        expired = self.journal.expire_leases(now)
+        if expired:
+            log.warning("%d lease(s) expired; POs requeued", len(expired))
+            held = {t.id for t in expired}
+            for slot in self.pool.slots:
+                slot.in_flight = {k: v for k, v in slot.in_flight.items() if v not in held}
+            self._finalize_exhausted(expired)
+
+    def _workers(self, now: float) -> None:
+        self._reap(now)
+        for slot in self.pool.hung(now, self.config.pool.lease_seconds):
+            self.pool.kill(slot, f"no heartbeat for {self.config.pool.lease_seconds:.0f} s")
+        self._reap(now)
+        if now - self._last_memory_sample >= MEMORY_SAMPLE_SECONDS:
+            self._last_memory_sample = now
+            self.pool.sample_memory()
+            for slot in self.pool.slots:
+                if slot.memory_mb > self.config.pool.max_browser_mb and not slot.draining:
+                    self.pool.drain(slot, f"browser uses {slot.memory_mb:.0f} MB "
+                                          f"(pool.max_browser_mb = {self.config.pool.max_browser_mb})")
+        if self.stopping_since is None and not self.draining:
+            self.pool.start_due(now)
+
+    def _reap(self, now: float) -> None:
+        assert self.journal is not None
+        for ended in self.pool.reap(now, lambda slot, m: self.on_message(slot, m, now)):
+            self._requeue_held(ended, now)
+            self.journal.log_event("worker_exit", now, slot=ended.slot.index,
+                                   exitcode=ended.exitcode, expected=ended.expected,
+                                   reason=ended.slot.last_error)
+
+    def _requeue_held(self, ended: Exit, now: float) -> None:
+        """POs held by a worker that died count one attempt each and go back to the queue."""
+        assert self.journal is not None
+        owner = f"w{ended.slot.index}.{ended.slot.generation}"
+        why = ended.slot.last_error or "worker ended"
+        for task_id in ended.in_flight.values():
+            if self.forced:
+                self.journal.release(owner, [task_id], now)
+                continue
+            outcome = TaskOutcome(status="ERROR", reason=f"worker lost: {why}")
+            task = self.journal.record(task_id, owner, outcome, now)
+            self._after_record(task, now)
+
+    def _dispatch(self, now: float) -> None:
+        assert self.journal is not None
+        if self.draining:
+            return
+        if self.paused or self.stopping_since is not None or self.sign_in.needed:
+            return
+        for slot in self.pool.slots:
+            free = slot.free
+            if free <= 0:
+                continue
+            tasks = self.journal.claim(slot.name, free, now, self.config.pool.lease_seconds)
+            if not tasks:
+                return
+            jobs = [job_to_wire(t.id, t.po_digits, None, self.config.tasks.po_timeout)
+                    for t in tasks]
+            if not self.pool.send(slot, "run", jobs):
+                self.journal.release(slot.name, [t.id for t in tasks], now)
+                continue
+            for task in tasks:
+                slot.in_flight[str(task.id)] = task.id
+            if slot.state == WorkerState.READY:
+                self.pool.move(slot, WorkerState.BUSY)
+
+    def _batches(self, now: float) -> None:
+        assert self.journal is not None
+        for batch in self.journal.finished_batches():
+            lines = []
+            for row in self.journal.report_rows(batch.id):
+                lines.append(_report_line(row))
+            report = BatchReport(
+                name=batch.name, batch_id=batch.id, fmt=batch.fmt,
+                columns=tuple(batch.columns), lines=tuple(lines),
+                started_at=batch.created_at, finished_at=now, timings={},
+            )
+            try:
+                paths = write_reports(self.config.paths.outbox, report)
+            except OSError as exc:
+                log.error("cannot write the report of batch %s: %s", batch.id, exc)
+                continue
+            self.journal.mark_done(batch.id, now, [str(p) for p in paths])
+            log.info("batch %s done: report %s", batch.id, paths[0])
+
+    def _publish(self, now: float) -> None:
+        assert self.journal is not None
+        self.snapshot = build_snapshot(self, now)
+        line = status_line(self.snapshot)
+        if not self._ready_sent and not any(
+            s.state == WorkerState.STARTING for s in self.pool.slots
+        ):
+            # Ready once every slot's first browser is warm (or has failed and is backing
+            # off: the daemon serves its socket and inbox even when no browser can start).
+            self._ready_sent = True
+            self.notifier.ready(line)
+            log.info("ready: %s", line)
+        else:
+            self.notifier.status(line)
+        self.notifier.watchdog()
+
+    # -- worker messages -----------------------------------------------------------------
+
+    def on_message(self, slot: Slot, message: tuple[Any, ...], now: float) -> None:
+        assert self.journal is not None
+        kind = message[0]
+        if kind == "ready":
+            if slot.state == WorkerState.STARTING:
+                self.pool.move(slot, WorkerState.READY)
+            slot.pgid = message[1].get("pgid")
+            slot.last_heartbeat = now
+            if self.sign_in.needed and self._sign_in_source_changed():
+                self._signed_in_again(now)
+        elif kind == "heartbeat":
+            slot.last_heartbeat = now
+            ids = [slot.in_flight[k] for k in message[1]["busy"] if k in slot.in_flight]
+            if ids:
+                self.journal.heartbeat(slot.name, ids, now, self.config.pool.lease_seconds)
+        elif kind == "result":
+            self._on_result(slot, message[1], now)
+        elif kind == "released":
+            task_id = slot.in_flight.pop(message[1], None)
+            if task_id is not None:
+                self.journal.release(slot.name, [task_id], now)
+        elif kind == "fatal":
+            slot.last_error = str(message[1])
+        elif kind == "signed_in":
+            if message[1]:
+                self._signed_in_again(now)
+        else:
+            log.warning("slot %d sent an unknown message %r", slot.index, kind)
+
+    def _on_result(self, slot: Slot, wire: dict[str, Any], now: float) -> None:
+        assert self.journal is not None
+        task_id = slot.in_flight.pop(wire["key"], None)
+        if task_id is None:
+            log.warning("slot %d reported a PO it does not hold (%s); ignored",
+                        slot.index, wire["key"])
+            return
+        slot.last_heartbeat = now
+        slot.pos_done += 1
+        if not slot.in_flight and slot.state == WorkerState.BUSY:
+            self.pool.move(slot, WorkerState.READY)
+        outcome = TaskOutcome(
+            status=wire["outcome"], reason=wire["reason"], supplier=wire["supplier"],
+            found=wire["found"], downloaded=wire["downloaded"], names=tuple(wire["names"]),
+            folder=wire["folder"], url=wire["url"], retry_after=wire["retry_after"],
+            timings=wire["timings"],
+            files=tuple(
+                FileRecord(name=f.get("name", ""), original_name=f.get("original_name", ""),
+                           size=int(f.get("size", 0)), sha256=f.get("sha256", ""),
+                           source_url=f.get("source_url", ""), source=f.get("source", "po"))
+                for f in wire["files"]
+            ),
+        )
+        task = self.journal.record(task_id, slot.name, outcome, now)
+        self._after_record(task, now)
+        if wire["outcome"] == "SIGNED_OUT" and not self.sign_in.needed:
+            self._signed_out(now, wire["reason"])
+        if slot.pos_done >= self.config.pool.recycle_after_pos and not slot.draining:
+            self.pool.drain(slot, f"recycling after {slot.pos_done} POs")
+
+    def _after_record(self, task: Any, now: float) -> None:
+        """Give a PO that ended without the engine's help (retries exhausted) its folder."""
+        if task.state in (TaskState.FAILED, TaskState.PARTIAL):
+            self._finalize_exhausted([task])
+
+    def _finalize_exhausted(self, tasks: list[Any]) -> None:
+        assert self.journal is not None
+        for task in tasks:
+            if task.state not in (TaskState.FAILED, TaskState.PARTIAL):
+                continue
+            folder = PoFolder.open(self.config.paths.downloads, PoNumber(task.po_digits))
+            final = folder.finalize(task.state.value)
+            self.journal.set_folder(task.id, str(final))
+
+    # -- sign-in -------------------------------------------------------------------------
+
+    def _signed_out(self, now: float, detail: str) -> None:
+        log.warning("Coupa session expired or signed out: %s. Work pauses until sign-in.", detail)
+        self.sign_in = SignIn(needed=True, since=now, detail=detail,
+                              profile_stamp=self._profile_stamp())
+        assert self.journal is not None
+        self.journal.log_event("sign_in_needed", now, detail=detail)
+        if self.config.coupa.sign_in == "form":
+            # Fresh browsers sign in on the native form when they start.
+            for slot in self.pool.slots:
+                self.pool.drain(slot, "signing in again")
+
+    def _sign_in_source_changed(self) -> bool:
+        if self.config.coupa.sign_in == "form":
+            return True
+        return self._profile_stamp() != self.sign_in.profile_stamp
+
+    def _profile_stamp(self) -> float:
+        cookies = self.config.paths.base_profile / "Default" / "Cookies"
+        try:
+            return cookies.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def _signed_in_again(self, now: float) -> None:
+        assert self.journal is not None
+        released = self.journal.release_auth_wait(now)
+        log.info("signed in again; %d PO(s) waiting for sign-in are queued", released)
+        self.sign_in = SignIn()
+        self.journal.log_event("signed_in", now, released=released)
+
+    def base_profile_updated(self, now: float) -> None:
+        """`coupad login` signed the base profile in: give every worker a fresh copy."""
+        if self.sign_in.needed:
+            for slot in self.pool.slots:
+                self.pool.drain(slot, "picking up the new sign-in")
+            self.sign_in.profile_stamp = -1.0  # any stamp now counts as changed
+
+
+def _batch_dict(batch: Any, counts: dict[str, int]) -> dict[str, Any]:
+    total = sum(counts.values())
+    done = sum(n for state, n in counts.items() if TaskState(state).final)
+    return {
+        "id": batch.id, "name": batch.name, "priority": batch.priority,
+        "state": getattr(batch.state, "value", batch.state), "total": total, "done": done,
+        "counts": counts, "created_at": batch.created_at, "finished_at": batch.finished_at,
+        "reports": list(batch.report_paths or ()),
+    }
+
+
+def _task_dict(task: Any) -> dict[str, Any]:
+    return {
+        "id": task.id, "po": f"PO{task.po_digits}", "state": task.state.value,
+        "attempts": task.attempts, "supplier": task.supplier, "found": task.found,
+        "downloaded": task.downloaded, "folder": task.folder, "reason": task.reason,
+        "last_processed": task.last_processed,
+    }
+
+
+def _report_line(row: Any) -> ReportLine:
+    task = row.task
+    if task is None:
+        return ReportLine(values=tuple(row.values), status="INVALID", supplier="", found=None,
+                          downloaded=None, names=(), last_processed="", error=row.error or "",
+                          folder="", url="")
+    return ReportLine(
+        values=tuple(row.values), status=task.state.value, supplier=task.supplier or "",
+        found=task.found, downloaded=task.downloaded, names=tuple(task.names),
+        last_processed=task.last_processed or "", error=task.reason or "",
+        folder=task.folder or "", url=task.url or "",
+    )
+
+
+# -- the `coupad run` command --------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", help="config file (default: search order of the README)")
+    parser.add_argument("--workers", type=int, help="override pool.workers")
+    parser.add_argument("--tabs", type=int, help="override pool.tabs_per_worker")
+    parser.add_argument("--log-format", choices=("text", "json"), help="override log.format")
+
+
+def main(args: argparse.Namespace) -> int:
+    config = configuration.load(
+        args.config,
+        overrides={"pool.workers": args.workers, "pool.tabs_per_worker": args.tabs,
+                   "log.format": args.log_format},
+    )
+    logs.setup(config.log.level, config.log.format)
+    config.coupa.require_base_url()
+    # COUPAD_TEST_ENGINE ("module:Class") swaps the browser engine for a scripted fake in
+    # tests of pool policy; production never sets it.
+    engine = os.environ.get("COUPAD_TEST_ENGINE", "chromium")
+    try:
+        return Daemon(config, engine=engine).run()
+    except CoupadError:
+        raise
+    except OSError as exc:
+        raise CoupadError(f"cannot run: {exc}") from exc

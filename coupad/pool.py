@@ -1,0 +1,342 @@
+"""The worker pool: start, watch, recycle and restart worker processes, one per slot.
+
+The pool executes; the daemon's loop decides. Supervision follows supervisor's model: a slot
+that exits is reaped and its exit decoded; it restarts after a backoff that doubles with each
+fast failure (one within ``FAST_FAILURE_SECONDS`` of its start), and after
+``pool.max_fast_failures`` fast failures in a row it becomes FATAL and stays down, visible in
+status, while the other slots go on. A worker whose heartbeat stops (a hung WebDriver call)
+is killed together with its browser's process group. Only processes the pool started are
+ever signalled.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from coupad.browser import copy_profile, new_profile_dir
+from coupad.config import Config
+from coupad.states import WorkerState, check_worker
+from coupad.worker import FATAL_EXIT, WorkerSpec, worker_main
+
+log = logging.getLogger("coupad.pool")
+
+FAST_FAILURE_SECONDS = 30.0
+START_TIMEOUT = 60.0  # a browser that is not ready by then counts as a failed start
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+@dataclass
+class Slot:
+    """One place in the pool, and the worker process currently filling it."""
+
+    index: int
+    tabs: int
+    state: WorkerState = WorkerState.STOPPED
+    generation: int = 0
+    process: BaseProcess | None = None
+    conn: Connection | None = None
+    profile_dir: Path | None = None
+    pgid: int | None = None
+    started_at: float = 0.0
+    last_heartbeat: float = 0.0
+    in_flight: dict[str, int] = field(default_factory=dict)  # job key -> task id
+    pos_done: int = 0
+    restarts: int = 0
+    fast_failures: int = 0
+    next_start: float = 0.0
+    last_error: str = ""
+    draining: bool = False
+    recycle_reason: str = ""
+    memory_mb: float = 0.0
+
+    @property
+    def name(self) -> str:
+        """The lease owner name: unique for each process that fills this slot."""
+        return f"w{self.index}.{self.generation}"
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None
+
+    @property
+    def free(self) -> int:
+        if self.state not in (WorkerState.READY, WorkerState.BUSY) or self.draining:
+            return 0
+        return max(0, self.tabs - len(self.in_flight))
+
+
+@dataclass(frozen=True)
+class Exit:
+    """A worker process that ended, with the POs it still held."""
+
+    slot: Slot
+    exitcode: int | None
+    in_flight: dict[str, int]
+    expected: bool
+
+
+class Pool:
+    """A fixed number of slots, each running one worker process with its own browser."""
+
+    def __init__(self, config: Config, *, engine: str = "chromium") -> None:
+        self.config = config
+        self.engine = engine
+        self.slots = [Slot(index=i + 1, tabs=config.pool.tabs_per_worker)
+                      for i in range(config.pool.workers)]
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    @staticmethod
+    def move(slot: Slot, new: WorkerState) -> None:
+        """Change a slot's state through the table of legal worker moves."""
+        if slot.state != new:
+            check_worker(slot.state, new)
+            slot.state = new
+
+    def start_due(self, now: float) -> None:
+        """Start every stopped or backed-off slot whose backoff has elapsed."""
+        for slot in self.slots:
+            if slot.process is None and slot.state in (WorkerState.STOPPED, WorkerState.BACKOFF):
+                if now >= slot.next_start:
+                    self._start(slot, now)
+
+    def _start(self, slot: Slot, now: float) -> None:
+        slot.generation += 1
+        profiles = self.config.paths.profiles
+        profiles.mkdir(parents=True, exist_ok=True)
+        slot.profile_dir = new_profile_dir(profiles, f"w{slot.index}")
+        try:
+            copy_profile(self.config.paths.base_profile, slot.profile_dir)
+        except OSError as exc:
+            self._failed_start(slot, now, f"cannot copy the base profile: {exc}")
+            return
+        spec = WorkerSpec(
+            slot=slot.index,
+            name=slot.name,
+            config=self.config,
+            tabs=slot.tabs,
+            profile_dir=slot.profile_dir,
+            engine=self.engine,
+        )
+        parent_conn, child_conn = _SPAWN.Pipe()
+        process = _SPAWN.Process(target=worker_main, args=(spec, child_conn), name=slot.name)
+        process.start()
+        child_conn.close()
+        slot.process, slot.conn = process, parent_conn
+        self.move(slot, WorkerState.STARTING)
+        slot.started_at = slot.last_heartbeat = now
+        slot.draining = False
+        slot.recycle_reason = ""
+        slot.in_flight = {}
+        slot.pos_done = 0
+        slot.pgid = None
+        log.info("slot %d: started worker %s pid=%s", slot.index, slot.name, process.pid)
+
+    def _failed_start(self, slot: Slot, now: float, why: str) -> None:
+        slot.last_error = why
+        slot.fast_failures += 1
+        self.move(slot, WorkerState.BACKOFF)
+        if slot.fast_failures >= self.config.pool.max_fast_failures:
+            self.move(slot, WorkerState.FATAL)
+            log.error("slot %d: %d fast failures in a row, giving up: %s",
+                      slot.index, slot.fast_failures, why)
+            return
+        delay = min(self.config.pool.restart_backoff_max, 2.0 ** (slot.fast_failures - 1))
+        slot.next_start = now + delay
+        log.warning("slot %d: %s; restarting in %.0f s", slot.index, why, delay)
+
+    def reap(
+        self, now: float, on_message: Callable[[Slot, tuple[Any, ...]], None]
+    ) -> list[Exit]:
+        """Collect workers that exited, decide their restart, return what they still held.
+
+        Messages a worker sent just before it exited (results, releases) are handed to
+        ``on_message`` first, so that nothing it finished is counted as lost.
+        """
+        exits = []
+        for slot in self.slots:
+            process = slot.process
+            if process is None or process.is_alive():
+                continue
+            process.join(0)
+            for message in self._pending(slot):
+                on_message(slot, message)
+            code = process.exitcode
+            held = dict(slot.in_flight)
+            expected = slot.draining and not held and code == 0
+            self._cleanup(slot)
+            exits.append(Exit(slot=slot, exitcode=code, in_flight=held, expected=expected))
+            if expected:
+                self.move(slot, WorkerState.STOPPED)
+                slot.fast_failures = 0
+                slot.next_start = now
+                log.info("slot %d: worker %s ended (%s)", slot.index, slot.name,
+                         slot.recycle_reason or "drained")
+                continue
+            slot.restarts += 1
+            why = slot.last_error if code == FATAL_EXIT and slot.last_error else _describe(code)
+            if now - slot.started_at < FAST_FAILURE_SECONDS or code == FATAL_EXIT:
+                self._failed_start(slot, now, f"worker {slot.name} {why}")
+            else:
+                slot.fast_failures = 0
+                slot.last_error = f"worker {slot.name} {why}"
+                self.move(slot, WorkerState.STOPPED)
+                slot.next_start = now
+                log.warning("slot %d: worker %s %s; restarting", slot.index, slot.name, why)
+        return exits
+
+    @staticmethod
+    def _pending(slot: Slot) -> list[tuple[Any, ...]]:
+        messages = []
+        try:
+            while slot.conn is not None and slot.conn.poll():
+                messages.append(slot.conn.recv())
+        except (EOFError, OSError):
+            pass
+        return messages
+
+    def _cleanup(self, slot: Slot) -> None:
+        if slot.pgid:
+            _kill_group(slot.pgid)
+        if slot.conn is not None:
+            slot.conn.close()
+        if slot.profile_dir is not None:
+            import shutil
+
+            shutil.rmtree(slot.profile_dir, ignore_errors=True)
+        slot.process = slot.conn = None
+        slot.pgid = None
+        slot.in_flight = {}
+
+    def kill(self, slot: Slot, why: str) -> None:
+        """Kill a worker and its browser at once (hung, or over its memory limit)."""
+        if slot.process is None:
+            return
+        log.warning("slot %d: killing worker %s: %s", slot.index, slot.name, why)
+        slot.last_error = why
+        if slot.pgid:
+            _kill_group(slot.pgid)
+        try:
+            if slot.process.pid:
+                os.kill(slot.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        slot.process.join(5)
+
+    # -- messages ------------------------------------------------------------------------
+
+    def connections(self) -> list[Connection]:
+        return [s.conn for s in self.slots if s.conn is not None]
+
+    def receive(self, timeout: float, extra: Sequence[Any] = ()) -> list[tuple[Slot, tuple[Any, ...]]]:
+        """Wait up to ``timeout`` for messages from any worker (or for ``extra`` to become
+        readable); return the worker messages."""
+        by_conn = {id(s.conn): s for s in self.slots if s.conn is not None}
+        messages: list[tuple[Slot, tuple[Any, ...]]] = []
+        ready = wait([*(s.conn for s in self.slots if s.conn is not None), *extra], timeout)
+        for item in ready:
+            slot = by_conn.get(id(item))
+            if slot is None or slot.conn is None:
+                continue
+            try:
+                while slot.conn.poll():
+                    messages.append((slot, slot.conn.recv()))
+            except (EOFError, OSError):
+                continue  # the process ended; reap() handles it
+        return messages
+
+    def send(self, slot: Slot, *message: Any) -> bool:
+        if slot.conn is None:
+            return False
+        try:
+            slot.conn.send(message)
+            return True
+        except (BrokenPipeError, OSError):
+            return False
+
+    # -- policy hooks used by the daemon ------------------------------------------------
+
+    def hung(self, now: float, silence: float) -> list[Slot]:
+        """Workers whose heartbeat has been silent for longer than ``silence`` seconds."""
+        limit = {WorkerState.STARTING: max(silence, START_TIMEOUT)}
+        return [
+            s for s in self.slots
+            if s.process is not None
+            and now - s.last_heartbeat > limit.get(s.state, silence)
+        ]
+
+    def sample_memory(self) -> None:
+        """Update each slot's browser memory (PSS summed over its process group), in MB."""
+        for slot in self.slots:
+            if slot.pgid:
+                slot.memory_mb = group_pss_mb(slot.pgid)
+
+    def drain(self, slot: Slot, reason: str) -> None:
+        """Ask a worker to finish its POs and exit (recycling, or shutdown)."""
+        if slot.process is None or slot.draining:
+            return
+        slot.draining = True
+        slot.recycle_reason = reason
+        if slot.state in (WorkerState.READY, WorkerState.BUSY):
+            self.move(slot, WorkerState.RECYCLING)
+        self.send(slot, "drain")
+
+    def stop_all(self, reason: str) -> None:
+        for slot in self.slots:
+            if slot.process is not None:
+                slot.draining = True
+                self.send(slot, "stop", reason)
+
+    def kill_all(self) -> None:
+        for slot in self.slots:
+            self.kill(slot, "forced stop")
+
+    @property
+    def alive(self) -> list[Slot]:
+        return [s for s in self.slots if s.process is not None]
+
+
+def group_pss_mb(pgid: int) -> float:
+    """Proportional set size of a process group in MB (summed RSS would count shared pages
+    once per process, overstating a browser about six times)."""
+    total = 0
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) != pgid:
+                continue
+            info = proc.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return total / (1024 * 1024)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _describe(code: int | None) -> str:
+    if code is None:
+        return "did not exit"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    if code == FATAL_EXIT:
+        return "could not start its browser"
+    return f"exited with status {code}"

@@ -1,0 +1,297 @@
+"""A worker process: one warm browser running several POs at once, driven over a pipe.
+
+The daemon starts each worker with the ``spawn`` method and talks to it with plain tuples:
+
+daemon → worker
+    ``("run", [job, ...])``   start these POs (each a dict from :func:`job_to_wire`)
+    ``("sign_in",)``          sign in again on the native form (``sign_in = "form"``)
+    ``("drain",)``            take nothing new, finish what is in flight, then exit 0
+    ``("stop", reason)``      abandon in-flight POs (reported back as released), exit 0
+
+worker → daemon
+    ``("ready", info)``       the browser is up; info has pid, pgid, tabs
+    ``("heartbeat", info)``   sent from the thread that drives WebDriver, so a hung call
+                              stops the heartbeat and the daemon can tell
+    ``("result", result)``    one PO ended (a dict from :func:`result_to_wire`)
+    ``("released", key)``     an in-flight PO abandoned at stop, not attempted
+    ``("signed_in", ok, why)`` outcome of a ``sign_in`` request
+    ``("fatal", why)``        the browser cannot start; the worker exits with FATAL_EXIT
+
+A worker never touches the journal: the daemon is its single writer. If the daemon dies
+(even by ``kill -9``), the worker sees the pipe close, kills its browser's process group and
+exits, so no browser outlives the daemon; the daemon's start-up sweep covers the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Protocol
+
+from coupad import logs
+from coupad.config import Config
+from coupad.errors import BrowserError, CoupadError
+from coupad.ponumber import PoNumber
+
+FATAL_EXIT = 3  # the browser could not start: restarting at once will not help
+LOST_PARENT_EXIT = 4
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process needs, as plain data (it crosses a spawn boundary)."""
+
+    slot: int
+    name: str  # lease owner in the journal, unique per process life ("w1.3")
+    config: Config
+    tabs: int
+    profile_dir: Path
+    # "chromium", or "package.module:Class" naming an EngineLike (fast tests of pool policy
+    # use a scripted fake engine this way).
+    engine: str = "chromium"
+
+
+class EngineLike(Protocol):
+    """What a worker needs of an engine (coupad.engine.Engine, or a fake in tests)."""
+
+    @property
+    def free_slots(self) -> int: ...
+
+    @property
+    def busy(self) -> int: ...
+
+    def start(self) -> None: ...
+
+    def submit(self, job: Any) -> None: ...
+
+    def poll(self, max_wait: float = 0.05) -> list[Any]: ...
+
+    def abort_all(self, reason: str) -> list[Any]: ...
+
+    def sign_in(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def browser_pgid(self) -> int | None: ...
+
+
+def job_to_wire(task_id: int, digits: str, group: str | None, deadline_s: float) -> dict[str, Any]:
+    return {"key": str(task_id), "digits": digits, "group": group, "deadline_s": deadline_s}
+
+
+def result_to_wire(result: Any) -> dict[str, Any]:
+    """A PoResult as plain data, plus the files listed in the folder's manifest."""
+    folder = Path(result.folder) if result.folder else None
+    return {
+        "key": result.job.key,
+        "outcome": result.outcome.name,
+        "reason": result.reason,
+        "supplier": result.supplier,
+        "found": result.found,
+        "downloaded": result.downloaded,
+        "names": list(result.names),
+        "folder": str(folder) if folder else None,
+        "url": result.final_url,
+        "timings": dict(result.timings),
+        "retry_after": result.retry_after,
+        "files": _manifest_files(folder),
+    }
+
+
+def _manifest_files(folder: Path | None) -> list[dict[str, Any]]:
+    if folder is None:
+        return []
+    try:
+        data = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        return [dict(f) for f in data.get("files", [])]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def make_engine(spec: WorkerSpec) -> EngineLike:
+    """Build the engine a spec asks for."""
+    if spec.engine != "chromium":
+        import importlib
+
+        module_name, _, class_name = spec.engine.partition(":")
+        engine_class = getattr(importlib.import_module(module_name), class_name)
+        engine: EngineLike = engine_class(spec.config, tabs=spec.tabs)
+        return engine
+    from coupad.browser import Browser, BrowserSpec
+    from coupad.engine import Engine
+
+    config = spec.config
+
+    def factory() -> Browser:
+        return Browser.start(
+            BrowserSpec(
+                profile_dir=spec.profile_dir,
+                download_dir=spec.profile_dir / "downloads",
+                chromium=config.browser.chromium,
+                chromedriver=config.browser.chromedriver,
+                headless=config.browser.headless,
+                extra_args=config.browser.extra_args,
+                page_load_timeout=config.coupa.page_timeout,
+            )
+        )
+
+    return _ChromiumEngine(Engine(config, browser_factory=factory, tabs=spec.tabs))
+
+
+class _ChromiumEngine:
+    """Adapts coupad.engine.Engine to EngineLike (adds the browser's process group)."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    @property
+    def free_slots(self) -> int:
+        return int(self._engine.free_slots)
+
+    @property
+    def busy(self) -> int:
+        return int(self._engine.busy)
+
+    def browser_pgid(self) -> int | None:
+        browser = getattr(self._engine, "browser", None)
+        return getattr(browser, "pgid", None)
+
+
+class _Flags:
+    drain = False
+
+
+def worker_main(spec: WorkerSpec, conn: Connection) -> None:
+    """Entry point of a worker process (module level, so spawn can import it)."""
+    logs.setup(spec.config.log.level, spec.config.log.format)
+    log = logging.getLogger(f"coupad.worker.{spec.slot}")
+    flags = _Flags()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the daemon, which decides
+
+    def on_term(_signo: int, _frame: Any) -> None:
+        flags.drain = True
+
+    signal.signal(signal.SIGTERM, on_term)
+
+    engine = make_engine(spec)
+    send_lock = threading.Lock()
+
+    def send(*message: Any) -> None:
+        with send_lock:
+            conn.send(message)
+
+    _watch_parent(conn, engine.browser_pgid, log)
+    try:
+        engine.start()
+    except (BrowserError, CoupadError, OSError) as exc:
+        log.error("browser did not start: %s", exc)
+        _safe_close(engine, log)
+        try:
+            send("fatal", str(exc))
+        except OSError:
+            pass
+        os._exit(FATAL_EXIT)
+    send("ready", {"pid": os.getpid(), "pgid": engine.browser_pgid(), "tabs": spec.tabs})
+    log.info("ready with %d tabs", spec.tabs)
+    try:
+        _loop(spec, conn, engine, send, flags, log)
+    finally:
+        _safe_close(engine, log)
+        _remove_profile(spec.profile_dir, log)
+    log.info("exiting")
+
+
+def _loop(
+    spec: WorkerSpec,
+    conn: Connection,
+    engine: EngineLike,
+    send: Callable[..., None],
+    flags: _Flags,
+    log: logging.Logger,
+) -> None:
+    from coupad.engine import PoJob
+
+    heartbeat_every = spec.config.pool.heartbeat_seconds / 2
+    last_beat = 0.0
+    in_flight: set[str] = set()
+    while True:
+        while conn.poll():
+            message = conn.recv()
+            kind = message[0]
+            if kind == "run":
+                for wire in message[1]:
+                    job = PoJob(
+                        po=PoNumber(wire["digits"]),
+                        key=wire["key"],
+                        group=wire["group"],
+                        deadline_s=wire["deadline_s"],
+                    )
+                    engine.submit(job)
+                    in_flight.add(job.key)
+            elif kind == "sign_in":
+                try:
+                    ok = engine.sign_in()
+                    send("signed_in", ok, "" if ok else "still signed out")
+                except CoupadError as exc:
+                    send("signed_in", False, str(exc))
+            elif kind == "drain":
+                flags.drain = True
+            elif kind == "stop":
+                for result in engine.abort_all(str(message[1])):
+                    in_flight.discard(result.job.key)
+                    send("released", result.job.key)
+                return
+        for result in engine.poll(max_wait=0.05):
+            in_flight.discard(result.job.key)
+            send("result", result_to_wire(result))
+        now = time.monotonic()
+        if now - last_beat >= heartbeat_every:
+            send("heartbeat", {"busy": sorted(in_flight), "free": engine.free_slots})
+            last_beat = now
+        if flags.drain and not in_flight:
+            return
+
+
+def _watch_parent(conn: Connection, pgid: Callable[[], int | None], log: logging.Logger) -> None:
+    """Exit, killing our browser, as soon as the daemon is gone (even after kill -9)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                group = pgid()
+                log.warning("daemon is gone; killing browser group %s and exiting", group)
+                if group:
+                    try:
+                        os.killpg(group, signal.SIGKILL)
+                    except OSError:
+                        pass
+                os._exit(LOST_PARENT_EXIT)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _safe_close(engine: EngineLike, log: logging.Logger) -> None:
+    try:
+        engine.close()
+    except Exception as exc:  # the process is ending; the daemon's sweep is the last resort
+        log.warning("closing the browser failed: %s", exc)
+
+
+def _remove_profile(path: Path, log: logging.Logger) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    log.debug("removed profile %s", path)

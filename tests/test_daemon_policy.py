@@ -1,0 +1,207 @@
+"""The real daemon and coupactl as subprocesses, with a scripted engine for pool policy.
+
+The scripted engine (tests/fakeengine.py) decides each PO's fate from its digits, so these
+tests exercise supervision, retries, shutdown and crash recovery in seconds. The same paths
+run with real Chromium in test_daemon_browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from daemonkit import daemon, our_processes
+from util import wait_until
+
+pytestmark = [pytest.mark.timeout(180)]
+FAKE = "fakeengine:FakeEngine"
+BASE = "http://127.0.0.1:9"  # never contacted by the scripted engine
+
+
+def csv_of(*pos: str, header: str = "PO Number") -> str:
+    return header + ",Note\n" + "".join(f"{po},row {i}\n" for i, po in enumerate(pos))
+
+
+def coupactl(proc, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "coupad.ctl", "--socket", str(proc.socket), *args],
+        capture_output=True, text=True, timeout=30, env=proc.env,
+    )
+
+
+def test_csv_dropped_gives_report_folders_and_status(tmp_path):
+    with daemon(tmp_path, BASE, engine=FAKE) as d:
+        d.drop("orders.csv", csv_of("PO100001", "200002", "300003", "not-a-po", "po 100001"))
+        summary = d.wait_report("orders")
+        rows = d.report_rows("orders")
+        assert [r["STATUS"] for r in rows] == [
+            "COMPLETED", "NO_ATTACHMENTS", "NOT_FOUND", "INVALID", "COMPLETED"]
+        assert [r["Note"] for r in rows] == [f"row {i}" for i in range(5)]
+        assert "not a PO number" in rows[3]["ERROR_MESSAGE"]
+        assert d.finals() == {"PO100001": "COMPLETED", "PO200002": "NO_ATTACHMENTS",
+                              "PO300003": "NOT_FOUND"}
+        assert (d.downloads / "PO100001_COMPLETED" / "quote.pdf").read_bytes() == b"100001"
+        assert summary["batch_id"] in rows[0]["DOWNLOAD_FOLDER"] or rows[0]["DOWNLOAD_FOLDER"]
+        assert list((d.inbox / "accepted").glob("orders.*.csv"))
+        out = coupactl(d, "status", "--json")
+        assert out.returncode == 0, out.stderr
+        snap = json.loads(out.stdout)
+        assert snap["daemon"]["state"] == "running"
+        assert len(snap["workers"]) == 2
+        batches = json.loads(coupactl(d, "batches", "--json").stdout)
+        assert batches[0]["state"] == "DONE" and batches[0]["done"] == 3
+        assert d.terminate() == 0
+
+
+def test_three_files_at_once_make_three_batches_and_bad_files_do_not_stop_it(tmp_path):
+    with daemon(tmp_path, BASE, engine=FAKE) as d:
+        d.drop("empty.csv", "")
+        d.drop("nopo.csv", "Name,Amount\nx,1\n")
+        (d.inbox / "binary.csv").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+        for name in ("a", "b", "c"):
+            d.drop(f"{name}.csv", csv_of(f"1000{ord(name)}1", f"1000{ord(name)}2"))
+        for name in ("a", "b", "c"):
+            assert d.wait_report(name)["counts"] == {"COMPLETED": 2}
+        rejected = d.inbox / "rejected"
+        wait_until(lambda: len(list(rejected.glob("*.reason.txt"))) == 3, 30)
+        assert "empty" in (rejected / "empty.reason.txt").read_text()
+        assert "PO" in (rejected / "nopo.reason.txt").read_text()
+        assert (rejected / "binary.csv").exists()
+
+
+def test_same_content_twice_while_open_is_one_batch(tmp_path):
+    with daemon(tmp_path, BASE, engine=FAKE, env={"COUPAD_FAKE_DELAY": "1.5"}) as d:
+        text = csv_of("100011", "100012", "100013", "100014", "100015")
+        d.drop("twice.csv", text)
+        wait_until(lambda: d.status()["batches"], 30, what="the first batch")
+        d.drop("twice-again.csv", text)
+        wait_until(lambda: len(list((d.inbox / "accepted").iterdir())) == 2, 30)
+        d.wait_report("twice")
+        assert len(d.call("batches")) == 1
+
+
+def test_worker_killed_mid_po_is_replaced_and_the_batch_completes(tmp_path):
+    # 8xxxxx kills its worker process every time: after max_attempts it is FAILED, with one
+    # final folder, while the others complete on the restarted workers.
+    with daemon(tmp_path, BASE, engine=FAKE, pool={"workers": 2, "max_fast_failures": 10}) as d:
+        d.drop("crash.csv", csv_of("100021", "800022", "100023", "100024"))
+        d.wait_report("crash")
+        finals = d.finals()
+        assert finals["PO800022"] == "FAILED"
+        assert [finals[f"PO1000{n}"] for n in (21, 23, 24)] == ["COMPLETED"] * 3
+        row = [r for r in d.report_rows("crash") if r["PO Number"] == "800022"][0]
+        assert "gave up after 3 attempts" in row["ERROR_MESSAGE"]
+        assert "worker lost" in row["ERROR_MESSAGE"]
+        restarts = sum(w["restarts"] for w in d.status()["workers"])
+        assert restarts >= 3
+
+
+def test_hung_worker_is_killed_by_heartbeat_silence(tmp_path):
+    # One tab per worker: a hung browser takes down every PO in its tabs (each counts an
+    # attempt), so the bystander runs in the other worker here.
+    with daemon(tmp_path, BASE, engine=FAKE, pool={"lease_seconds": 3.0, "tabs_per_worker": 1},
+                tasks={"max_attempts": 2}) as d:
+        d.drop("hang.csv", csv_of("900031", "100032"))
+        d.wait_report("hang", timeout=120)
+        assert d.finals() == {"PO900031": "FAILED", "PO100032": "COMPLETED"}
+        assert "no heartbeat" in d.log()
+
+
+def test_slot_that_cannot_start_becomes_fatal_and_the_daemon_stays_up(tmp_path):
+    with daemon(tmp_path, BASE, engine=FAKE, env={"COUPAD_FAKE_START": "fail"},
+                pool={"workers": 2, "max_fast_failures": 3, "restart_backoff_max": 0.5}) as d:
+        d.drop("waiting.csv", csv_of("100041"))
+        snap = wait_until(
+            lambda: (s := d.status()) and all(w["state"] == "FATAL" for w in s["workers"]) and s,
+            60, what="both slots FATAL")
+        assert "fake browser refuses to start" in snap["workers"][0]["last_error"]
+        assert snap["totals"].get("QUEUED") == 1  # kept queued, nothing lost
+        out = coupactl(d, "status")
+        assert out.returncode == 0 and "FATAL" in out.stdout
+
+
+def test_sigterm_drains_in_flight_pos_then_exits_zero(tmp_path):
+    with daemon(tmp_path, BASE, engine=FAKE, env={"COUPAD_FAKE_DELAY": "2"},
+                pool={"workers": 1, "tabs_per_worker": 2}) as d:
+        d.drop("drain.csv", csv_of("100051", "100052", "100053", "100054"))
+        wait_until(lambda: d.status()["totals"].get("LEASED") == 2, 30, what="2 in flight")
+        assert d.terminate() == 0
+        assert "stopped (clean)" in d.log()
+        # The two in flight finished; the two never started stay queued for the next start.
+        assert sorted(d.finals()) == ["PO100051", "PO100052"]
+        d.start()
+        d.wait_report("drain")
+        assert sorted(d.finals().values()) == ["COMPLETED"] * 4
+
+
+def test_second_sigterm_forces_the_stop_and_keeps_pos_queued(tmp_path):
+    with daemon(tmp_path, BASE, engine=FAKE, env={"COUPAD_FAKE_DELAY": "30"},
+                pool={"workers": 1, "tabs_per_worker": 2}) as d:
+        d.drop("force.csv", csv_of("100061", "100062"))
+        wait_until(lambda: d.status()["totals"].get("LEASED") == 2, 30, what="2 in flight")
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "stopping" in d.log(), 10)
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(30) == 75
+        assert d.finals() == {}
+        d.start()
+        snap = d.status()
+        assert snap["totals"].get("QUEUED", 0) + snap["totals"].get("LEASED", 0) == 2
+        with_attempts = d.call("batch", id=snap["batches"][0]["id"])["tasks"]
+        assert [t["attempts"] for t in with_attempts] == [0, 0]  # a forced stop costs none
+
+
+def test_kill_9_of_the_daemon_leaves_no_worker_and_the_restart_resumes(tmp_path):
+    with daemon(tmp_path, BASE, engine=FAKE, env={"COUPAD_FAKE_DELAY": "0.5"},
+                pool={"workers": 2, "tabs_per_worker": 1}) as d:
+        d.drop("k9.csv", csv_of(*(f"1000{n}" for n in range(70, 80))))
+        wait_until(lambda: len(d.finals()) >= 2, 30, what="some POs done")
+        worker_pids = [w["pid"] for w in d.status()["workers"] if w["pid"]]
+        d.kill9()
+        wait_until(lambda: not any(_alive(p) for p in worker_pids), 15,
+                   what="workers to follow the daemon")
+        d.start()
+        d.wait_report("k9")
+        assert sorted(d.finals().values()) == ["COMPLETED"] * 10
+        assert "requeued" in d.log() or len(d.finals()) == 10
+
+
+def test_coupactl_without_a_daemon_exits_3(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "coupad.ctl", "--socket", str(tmp_path / "none.sock"), "status"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 3
+    assert "not running" in out.stderr
+    out = subprocess.run(
+        [sys.executable, "-m", "coupad.ctl", "--socket", str(tmp_path / "none.sock"),
+         "status", "--json"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 3 and json.loads(out.stdout)["running"] is False
+
+
+def test_second_daemon_on_the_same_state_refuses_to_start(tmp_path):
+    with daemon(tmp_path, BASE, engine=FAKE) as d:
+        second = subprocess.run(
+            [sys.executable, "-m", "coupad", "run", "-c", str(d.config)],
+            capture_output=True, text=True, timeout=60, env=d.env,
+        )
+        assert second.returncode != 0
+        assert "another coupad already answers" in second.stderr
+        d.check_alive()
+    assert not our_processes(tmp_path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
