@@ -8,12 +8,15 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test sim browser venv lint typecheck
+.PHONY: test demo sim browser venv
 
 test: browser $(STAMP)
 	$(BIN)/ruff check coupad tests
 	$(BIN)/mypy coupad
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+demo: browser $(STAMP)
+	$(BIN)/coupad demo
 
 sim: $(STAMP)
 	$(BIN)/coupad sim

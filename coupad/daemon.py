@@ -47,7 +47,7 @@ from coupad.ponumber import PoNumber
 from coupad.pool import Exit, Pool, Slot
 from coupad.report import BatchReport, ReportLine, write_reports
 from coupad.states import TaskState, WorkerState
-from coupad.status import build_snapshot, status_line
+from coupad.status import build_snapshot, starting_snapshot, status_line
 from coupad.worker import job_to_wire
 
 log = logging.getLogger("coupad.daemon")
@@ -99,6 +99,7 @@ class Daemon:
             wake=self._wake,
         )
         self.draining = False  # `coupactl drain`: paused, and browsers closed once idle
+        self.snapshot = starting_snapshot(self, time.time())
         self.notifier = Notifier()
         self._ready_sent = False
 
@@ -441,13 +442,11 @@ class Daemon:
     def _batches(self, now: float) -> None:
         assert self.journal is not None
         for batch in self.journal.finished_batches():
-            lines = []
-            for row in self.journal.report_rows(batch.id):
-                lines.append(_report_line(row))
+            rows = self.journal.report_rows(batch.id)
             report = BatchReport(
                 name=batch.name, batch_id=batch.id, fmt=batch.fmt,
-                columns=tuple(batch.columns), lines=tuple(lines),
-                started_at=batch.created_at, finished_at=now, timings={},
+                columns=tuple(batch.columns), lines=tuple(_report_line(r) for r in rows),
+                started_at=batch.created_at, finished_at=now, timings=_mean_timings(rows),
             )
             try:
                 paths = write_reports(self.config.paths.outbox, report)
@@ -608,6 +607,22 @@ def _task_dict(task: Any) -> dict[str, Any]:
     }
 
 
+def _mean_timings(rows: list[Any]) -> dict[str, float]:
+    """Mean seconds per stage over the batch's POs (each PO once, whatever its row count)."""
+    totals: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    seen: set[int] = set()
+    for row in rows:
+        task = row.task
+        if task is None or task.id in seen:
+            continue
+        seen.add(task.id)
+        for stage, seconds in (task.timings or {}).items():
+            totals[stage] = totals.get(stage, 0.0) + float(seconds)
+            counts[stage] = counts.get(stage, 0) + 1
+    return {stage: totals[stage] / counts[stage] for stage in totals}
+
+
 def _report_line(row: Any) -> ReportLine:
     task = row.task
     if task is None:
@@ -615,7 +630,8 @@ def _report_line(row: Any) -> ReportLine:
                           downloaded=None, names=(), last_processed="", error=row.error or "",
                           folder="", url="")
     return ReportLine(
-        values=tuple(row.values), status=task.state.value, supplier=task.supplier or "",
+        values=tuple(row.values), po=f"PO{task.po_digits}", status=task.state.value,
+        supplier=task.supplier or "",
         found=task.found, downloaded=task.downloaded, names=tuple(task.names),
         last_processed=task.last_processed or "", error=task.reason or "",
         folder=task.folder or "", url=task.url or "",

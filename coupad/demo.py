@@ -125,6 +125,7 @@ def _drive(work: Path, config: Path, daemon: subprocess.Popen[bytes],
     print(f"dropped {sample.name} ({len(rows)} rows) into {work / 'inbox'}")
     outbox = work / "outbox"
     summary_path: Path | None = None
+    shown = ""
     while summary_path is None:
         if time.monotonic() > deadline:
             print(f"\ngave up after {timeout:.0f} s; the daemon log is {log_path}")
@@ -132,13 +133,13 @@ def _drive(work: Path, config: Path, daemon: subprocess.Popen[bytes],
         if daemon.poll() is not None:
             print(f"\nthe daemon stopped (status {daemon.returncode}); see {log_path}")
             return 1
-        _show_progress(client)
+        shown = _show_progress(client, shown)
         found = sorted(outbox.glob("sample-pos.*.summary.json"))
         summary_path = found[0] if found else None
         time.sleep(0.5)
     client.close()
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    print("\r" + " " * 100 + "\rbatch done:")
+    print("\nbatch done:")
     for status, count in sorted(summary.get("counts", {}).items()):
         print(f"  {status:<16} {count}")
     duration = summary.get("duration_seconds")
@@ -170,7 +171,8 @@ def _connect(socket_path: Path, daemon: subprocess.Popen[bytes], deadline: float
             time.sleep(0.2)
 
 
-def _show_progress(client: ControlClient) -> None:
+def _show_progress(client: ControlClient, shown: str) -> str:
+    """Print the progress line when it changed: in place on a terminal, else one per line."""
     snap: dict[str, Any] = client.call("status")
     workers = snap["workers"]
     up = sum(1 for w in workers if w["state"] in ("READY", "BUSY"))
@@ -181,7 +183,12 @@ def _show_progress(client: ControlClient) -> None:
                 f"{batch['done']}/{batch['total']}  {line}")
     if snap["sign_in"]["needed"]:
         line += "  (signing in again)"
-    print("\r" + line.ljust(100), end="", flush=True)
+    if line != shown:
+        if sys.stdout.isatty():
+            print("\r" + line.ljust(100), end="", flush=True)
+        else:
+            print(line, flush=True)
+    return line
 
 
 def _stop(daemon: subprocess.Popen[bytes]) -> None:

@@ -87,6 +87,19 @@ def build_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
     }
 
 
+def starting_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
+    """What status shows before the first pass of the loop (journal not open yet)."""
+    return {
+        "daemon": {"pid": os.getpid(), "version": __version__, "state": "starting",
+                   "started_at": daemon.started_at, "uptime_seconds": 0.0,
+                   "config": str(daemon.config.source) if daemon.config.source else None,
+                   "base_url": daemon.config.coupa.base},
+        "sign_in": {"mode": daemon.config.coupa.sign_in, "needed": False, "since": None,
+                    "detail": ""},
+        "workers": [], "batches": [], "totals": {},
+    }
+
+
 def status_line(snap: dict[str, Any]) -> str:
     """One line for systemd's STATUS= and the log."""
     workers = snap["workers"]
