@@ -38,6 +38,7 @@ from coupad.browser import sweep_leftovers
 from coupad.config import Config
 from coupad.control import CommandFailed, ControlServer
 from coupad.errors import CoupadError, ExitCode, InputError
+from coupad.faults import crash_point
 from coupad.folders import PoFolder
 from coupad.inbox import Inbox, InboxFile
 from coupad.intake import parse_file
@@ -365,6 +366,7 @@ class Daemon:
             skip_completed=self.config.tasks.skip_completed,
             max_attempts=self.config.tasks.max_attempts,
         )
+        crash_point("intake")
         self.inbox.accept(item, batch.id)
         invalid = sum(1 for r in parsed.rows if r.error)
         log.info("batch %s from %s: %d rows, %d POs, %d invalid rows", batch.id,

@@ -35,6 +35,7 @@ from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
+from coupad.faults import crash_point
 from coupad.errors import CoupadError
 from coupad.names import safe_name, unique_name
 from coupad.ponumber import PoNumber
@@ -156,6 +157,7 @@ class PoFolder:
                 self._entries.remove(existing)
             if not tmp.is_file() or tmp.is_symlink():
                 raise FolderError(f"{tmp} is not a downloaded file")
+            crash_point("download")
             digest = sha256 or file_sha256(tmp)
             with tmp.open("rb") as handle:
                 os.fsync(handle.fileno())
@@ -193,6 +195,7 @@ class PoFolder:
             target = self.path.parent / f"{self.po.display}_{state.value}"
             if target.exists():
                 raise FolderError(f"cannot finish {self.path}: {target} already exists")
+            crash_point("rename")
             _rename(self.path, target)
             self.path = target
             self._final_path = target

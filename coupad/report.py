@@ -28,6 +28,8 @@ from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.utils import get_column_letter
 
+from coupad.faults import crash_point
+
 ADDED_COLUMNS = (
     "STATUS", "SUPPLIER", "ATTACHMENTS_FOUND", "ATTACHMENTS_DOWNLOADED", "ATTACHMENT_NAMES",
     "LAST_PROCESSED", "ERROR_MESSAGE", "DOWNLOAD_FOLDER", "COUPA_URL",
@@ -108,6 +110,7 @@ def write_reports(outbox: Path, report: BatchReport) -> list[Path]:
         xlsx_path = outbox / f"{report.stem}.report.xlsx"
         _atomic_write(xlsx_path, lambda stream: _write_xlsx(stream, report))
         written.append(xlsx_path)
+    crash_point("report")
     summary_path = outbox / f"{report.stem}.summary.json"
     summary = json.dumps(summarise(report, written), indent=2, ensure_ascii=False) + "\n"
     _atomic_write(summary_path, lambda stream: stream.write(summary.encode("utf-8")))
