@@ -263,12 +263,21 @@ class Engine:
         Raises :class:`coupad.signin.SignInFailed` when Coupa refuses the form sign-in.
         """
         coupa = self.config.coupa
-        self._switch(self._home)
         if coupa.sign_in == "form":
-            password = read_password(coupa.password_file)
-            form_sign_in(self._driver, self.base, coupa.username, password, timeout=coupa.page_timeout)
-            self._refresh_cookies(self._home)
-            return True
+            try:
+                return self._form_sign_in()
+            except WebDriverException as exc:
+                # A page replaced under a command is not a refusal: one more try.
+                self._check_session(exc)
+                if self._broken:
+                    raise BrowserError(f"sign-in failed in the browser: {_short(exc)}") from None
+                log.warning("sign-in hit a browser error (%s); trying again", _short(exc))
+            try:
+                return self._form_sign_in()
+            except WebDriverException as exc:
+                self._check_session(exc)
+                raise BrowserError(f"sign-in failed in the browser: {_short(exc)}") from None
+        self._switch(self._home)
         self._driver.get(f"{self.base}/user/home")
         deadline = time.monotonic() + coupa.page_timeout
         while time.monotonic() < deadline:
@@ -280,6 +289,14 @@ class Engine:
                 return True
             time.sleep(LOOK_INTERVAL)
         return False
+
+    def _form_sign_in(self) -> bool:
+        coupa = self.config.coupa
+        password = read_password(coupa.password_file)
+        self._switch(self._home)
+        form_sign_in(self._driver, self.base, coupa.username, password, timeout=coupa.page_timeout)
+        self._refresh_cookies(self._home)
+        return True
 
     @property
     def busy(self) -> int:

@@ -158,6 +158,8 @@ def _is_stale(element: Any) -> bool:
         element.is_enabled()
     except StaleElementReferenceException:
         return True
+    except WebDriverException:
+        return True  # "cannot find context": the old document is already being replaced
     return False
 
 
