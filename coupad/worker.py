@@ -271,16 +271,35 @@ def _watch_parent(conn: Connection, pgid: Callable[[], int | None], log: logging
         while True:
             time.sleep(0.5)
             if os.getppid() != parent:
-                group = pgid()
-                log.warning("daemon is gone; killing browser group %s and exiting", group)
-                if group:
-                    try:
-                        os.killpg(group, signal.SIGKILL)
-                    except OSError:
-                        pass
+                log.warning("daemon is gone; killing our browser and exiting")
+                _kill_descendants(pgid())
                 os._exit(LOST_PARENT_EXIT)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _kill_descendants(group: int | None) -> None:
+    """SIGKILL the browser's process group and every process below this one.
+
+    The group is not known while the browser is still starting, but chromedriver is our
+    child and Chromium its child, so walking the tree finds them then too.
+    """
+    import psutil
+
+    if group:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
 
 
 def _safe_close(engine: EngineLike, log: logging.Logger) -> None:

@@ -88,7 +88,10 @@ def test_same_content_twice_while_open_is_one_batch(tmp_path):
 def test_worker_killed_mid_po_is_replaced_and_the_batch_completes(tmp_path):
     # 8xxxxx kills its worker process every time: after max_attempts it is FAILED, with one
     # final folder, while the others complete on the restarted workers.
-    with daemon(tmp_path, BASE, engine=FAKE, pool={"workers": 2, "max_fast_failures": 10}) as d:
+    # One tab per worker, so that the POs sharing a browser with the crashing one are not
+    # taken down with it (each such crash counts an attempt for every PO in its tabs).
+    with daemon(tmp_path, BASE, engine=FAKE,
+                pool={"workers": 2, "tabs_per_worker": 1, "max_fast_failures": 10}) as d:
         d.drop("crash.csv", csv_of("100021", "800022", "100023", "100024"))
         d.wait_report("crash")
         finals = d.finals()
@@ -117,7 +120,8 @@ def test_slot_that_cannot_start_becomes_fatal_and_the_daemon_stays_up(tmp_path):
                 pool={"workers": 2, "max_fast_failures": 3, "restart_backoff_max": 0.5}) as d:
         d.drop("waiting.csv", csv_of("100041"))
         snap = wait_until(
-            lambda: (s := d.status()) and all(w["state"] == "FATAL" for w in s["workers"]) and s,
+            lambda: (s := d.status())["workers"]
+            and all(w["state"] == "FATAL" for w in s["workers"]) and s,
             60, what="both slots FATAL")
         assert "fake browser refuses to start" in snap["workers"][0]["last_error"]
         assert snap["totals"].get("QUEUED") == 1  # kept queued, nothing lost
