@@ -266,7 +266,8 @@ def load(
             raise ConfigError(f"{source}: not valid TOML: {exc}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{source}: cannot be read: {exc}") from None
-    base_dir = source.resolve().parent if source is not None else Path.cwd()
+    config_dir = source.resolve().parent if source is not None else Path.cwd()
+    base_dir = config_dir
 
     sections: dict[str, dict[str, Any]] = {}
     for name, value in raw.items():
@@ -307,6 +308,10 @@ def load(
             values[key] = _coerce(f"{name}.{key}", known[key].type, value, base_dir)
         built[name] = cls(**values)
     config = _absolute_paths(Config(**built, source=source, runtime_dir=runtime), base_dir)
+    password_file = config.coupa.password_file
+    if password_file and not Path(password_file).expanduser().is_absolute():
+        # Beside the config file, wherever the data folders are (systemd included).
+        config = config.replace("coupa", password_file=str(config_dir / password_file))
     return config.validate()
 
 

@@ -131,3 +131,10 @@ def test_systemd_directories_hold_relative_paths_and_the_socket(tmp_path):
     assert config.paths.outbox == Path("/var/lib/coupad/out")
     assert config.socket_path == Path("/run/coupad/coupad.sock")
     assert cfg.load(path, env={}).socket_path == tmp_path / "state" / "coupad.sock"
+
+
+def test_password_file_is_relative_to_the_config_file(tmp_path):
+    path = write(tmp_path, '[coupa]\npassword_file = "secret"\n')
+    assert cfg.load(path, env={}).coupa.password_file == str(tmp_path / "secret")
+    env = {"STATE_DIRECTORY": "/var/lib/coupad"}
+    assert cfg.load(path, env=env).coupa.password_file == str(tmp_path / "secret")

@@ -1,0 +1,46 @@
+"""The README and --help document every command, each help with an example."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coupad import cli, ctl
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_readme_documents_every_coupad_command(command):
+    assert re.search(rf"`coupad {command}\b", README), f"coupad {command} missing from README"
+
+
+@pytest.mark.parametrize("command", sorted(ctl.COMMANDS))
+def test_readme_documents_every_coupactl_command(command):
+    assert re.search(rf"`coupactl {command}\b", README), f"coupactl {command} missing"
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_every_coupad_command_has_help_with_an_example(command):
+    out = subprocess.run([sys.executable, "-m", "coupad", command, "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"example: coupad {command}" in out.stdout
+
+
+@pytest.mark.parametrize("command", sorted(ctl.COMMANDS))
+def test_every_coupactl_command_has_help_with_an_example(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        ctl.main([command, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert f"example: coupactl {command}" in text
+    assert "--json" in text
+
+
+def test_readme_shows_the_two_commands():
+    assert "make demo" in README and "make test" in README
