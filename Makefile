@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo sim browser venv
+.PHONY: test demo sim bench browser venv
 
 test: browser $(STAMP)
 	$(BIN)/ruff check coupad tests
@@ -20,6 +20,11 @@ demo: browser $(STAMP)
 
 sim: $(STAMP)
 	$(BIN)/coupad sim
+
+# Engine throughput and CPU per PO, warm tabs versus one-shot browsers, on the simulator's
+# realistic preset; writes bench/results/engine.json and engine.md (a few minutes).
+bench: browser $(STAMP)
+	$(BIN)/python bench/bench_engine.py
 
 # Chromium and its driver come from Debian, never from a download at run time.
 browser:

@@ -148,7 +148,11 @@ def test_completed_with_both_shapes_under_the_toolbar(engine: Engine, sim: SimHa
     expected = expect(sim, "31000001")
     assert {a["shape"] for a in expected} == {"link", "button"}
     assert_folder_matches(result.folder, expected)
-    assert_fetched_once(sim.counters(), expected)
+    counters = sim.counters()
+    assert_fetched_once(counters, expected)
+    decoys = [p for p in counters["paths"] if p.startswith("/order_headers/31000001/")
+              and not p.endswith("attachments.json")]
+    assert decoys == [], "an export/download link was fetched as if it were an attachment"
     assert sorted(result.names) == sorted(p.name for p in result.folder.iterdir() if p.name != "manifest.json")
     assert set(result.timings) >= {"page", "settle", "discovery", "downloads", "finalize", "total"}
     assert files_under(downloads) == sorted(result.folder.iterdir())
@@ -315,8 +319,9 @@ def test_page_loads_overlap_across_tabs(engine: Engine, downloads: Path) -> None
     elapsed = time.monotonic() - started
     assert all(r.outcome is Outcome.NO_ATTACHMENTS for r in results.values())
     assert all(r.timings["page"] >= 1.4 for r in results.values()), [r.timings for r in results.values()]
-    # One after another they would take over 6 s (1.5 s server time + 0.3 s render each).
-    assert elapsed < 4.0, f"three 1.5 s pages took {elapsed:.1f} s: tabs did not overlap"
+    # One after another they would take at least the sum of their page times.
+    serial = sum(r.timings["page"] for r in results.values())
+    assert elapsed < serial, f"three pages took {elapsed:.1f} s of {serial:.1f} s: no overlap"
 
 
 # ---- grouping, deadlines, shutdown ---------------------------------------------------------
