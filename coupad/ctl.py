@@ -48,13 +48,25 @@ def render_status(snap: dict[str, Any]) -> str:
         f", tenant {d['base_url'] or '(not set)'}",
     ]
     sign_in = snap["sign_in"]
-    if sign_in["needed"]:
+    if sign_in.get("failed"):
+        lines.append(f"sign-in: FAILED ({sign_in['detail']}); fix the password file, then "
+                     "`coupactl resume`")
+    elif sign_in["needed"]:
         how = ("run `coupad login`" if sign_in["mode"] == "profile"
                else "signing in again with the password file")
         lines.append(f"sign-in: NEEDED since {time.strftime('%H:%M:%S', time.localtime(sign_in['since']))}"
                      f" ({sign_in['detail']}); {how}")
     else:
         lines.append(f"sign-in: ok ({sign_in['mode']})")
+    memory = snap.get("memory")
+    if memory:
+        flag = "  (high: starting no new POs)" if memory["high"] else ""
+        lines.append(f"memory: {memory['used_mb']} of {memory['limit_mb']} MB "
+                     f"({memory['source']}){flag}")
+    throttle = snap.get("throttle")
+    if throttle and (throttle["cap"] < throttle["limit"] or throttle["paused_for"]):
+        lines.append(f"throttled by Coupa: {throttle['cap']} of {throttle['limit']} POs in "
+                     f"flight, paused {throttle['paused_for']:.0f} s more")
     lines.append("workers:")
     for w in snap["workers"]:
         extra = f"  last error: {w['last_error']}" if w["last_error"] else ""

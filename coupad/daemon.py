@@ -43,6 +43,9 @@ from coupad.folders import PoFolder
 from coupad.inbox import Inbox, InboxFile
 from coupad.intake import parse_file
 from coupad.notify import Notifier
+from coupad import memory
+from coupad.memory import MemoryView
+from coupad.throttle import Throttle
 from coupad.journal import FileRecord, Journal, RetryPolicy, RowIn, TaskOutcome
 from coupad.ponumber import PoNumber
 from coupad.pool import Exit, Pool, Slot
@@ -73,6 +76,7 @@ class SignIn:
     since: float = 0.0
     detail: str = ""
     profile_stamp: float = 0.0  # base profile cookie mtime when sign-in was found missing
+    failed: bool = False  # the form sign-in itself was refused (wrong password): no retries
 
 
 @dataclass
@@ -100,6 +104,10 @@ class Daemon:
             wake=self._wake,
         )
         self.draining = False  # `coupactl drain`: paused, and browsers closed once idle
+        self.throttle = Throttle(limit=self.config.coupa.max_concurrent_pages,
+                                 min_interval=self.config.coupa.min_request_interval)
+        self.memory: MemoryView | None = None
+        self.memory_high = False
         self.snapshot = starting_snapshot(self, time.time())
         self.notifier = Notifier()
         self._ready_sent = False
@@ -285,6 +293,10 @@ class Daemon:
 
     def cmd_resume(self, now: float) -> dict[str, Any]:
         self.paused = self.draining = False
+        if self.sign_in.failed:
+            self.sign_in.failed = False  # try the (fixed) password again
+            for slot in self.pool.slots:
+                self.pool.revive(slot, now)
         log.info("resumed")
         return {"paused": False}
 
@@ -389,13 +401,37 @@ class Daemon:
         self._reap(now)
         if now - self._last_memory_sample >= MEMORY_SAMPLE_SECONDS:
             self._last_memory_sample = now
-            self.pool.sample_memory()
-            for slot in self.pool.slots:
-                if slot.memory_mb > self.config.pool.max_browser_mb and not slot.draining:
-                    self.pool.drain(slot, f"browser uses {slot.memory_mb:.0f} MB "
-                                          f"(pool.max_browser_mb = {self.config.pool.max_browser_mb})")
-        if self.stopping_since is None and not self.draining:
+            self._check_memory()
+        if self.sign_in.needed and self.config.coupa.sign_in == "profile":
+            if self._profile_stamp() != self.sign_in.profile_stamp:
+                self.base_profile_updated(now)  # someone copied a signed-in profile in
+        if self.stopping_since is None and not self.draining and not self.sign_in.failed:
             self.pool.start_due(now)
+
+    def _check_memory(self) -> None:
+        """Recycle bloated browsers; above the high watermark start nothing new and recycle
+        the largest browser, so that the limit (cgroup's or host's) is never reached."""
+        limit_mb = self.config.pool.max_browser_mb
+        self.pool.sample_memory()
+        for slot in self.pool.slots:
+            if slot.memory_mb > limit_mb and not slot.draining:
+                self.pool.drain(slot, f"browser uses {slot.memory_mb:.0f} MB "
+                                      f"(pool.max_browser_mb = {limit_mb})")
+        self.memory = memory.view()
+        watermark = self.config.pool.memory_high_watermark
+        if self.memory.pressure >= watermark:
+            if not self.memory_high:
+                log.warning("memory at %.0f%% of %s limit (watermark %.0f%%): starting no new "
+                            "POs and recycling the largest browser",
+                            self.memory.pressure * 100, self.memory.source, watermark * 100)
+            self.memory_high = True
+            running = [s for s in self.pool.slots if s.alive and not s.draining]
+            if running:
+                largest = max(running, key=lambda s: s.memory_mb)
+                self.pool.drain(largest, "memory above the high watermark")
+        elif self.memory_high and self.memory.pressure < watermark - 0.05:
+            log.info("memory back to %.0f%%: resuming", self.memory.pressure * 100)
+            self.memory_high = False
 
     def _reap(self, now: float) -> None:
         assert self.journal is not None
@@ -420,17 +456,21 @@ class Daemon:
 
     def _dispatch(self, now: float) -> None:
         assert self.journal is not None
-        if self.draining:
+        if self.draining or self.memory_high:
             return
         if self.paused or self.stopping_since is not None or self.sign_in.needed:
             return
+        in_flight = sum(len(s.in_flight) for s in self.pool.slots)
+        allowed = self.throttle.allowed(in_flight, now)
         for slot in self.pool.slots:
-            free = slot.free
+            free = min(slot.free, allowed)
             if free <= 0:
                 continue
             tasks = self.journal.claim(slot.name, free, now, self.config.pool.lease_seconds)
             if not tasks:
                 return
+            allowed -= len(tasks)
+            self.throttle.started(len(tasks), now)
             jobs = [job_to_wire(t.id, t.po_digits, None, self.config.tasks.po_timeout)
                     for t in tasks]
             if not self.pool.send(slot, "run", jobs):
@@ -499,6 +539,9 @@ class Daemon:
                 self.journal.release(slot.name, [task_id], now)
         elif kind == "fatal":
             slot.last_error = str(message[1])
+        elif kind == "sign_in_failed":
+            slot.last_error = str(message[1])
+            self._sign_in_failed(now, str(message[1]))
         elif kind == "signed_in":
             if message[1]:
                 self._signed_in_again(now)
@@ -530,6 +573,12 @@ class Daemon:
         )
         task = self.journal.record(task_id, slot.name, outcome, now)
         self._after_record(task, now)
+        if wire["outcome"] == "THROTTLED":
+            self.throttle.throttled(now, wire["retry_after"])
+            log.warning("Coupa throttles: at most %d POs in flight, none started for %.0f s",
+                        int(self.throttle.cap), self.throttle.paused_until - now)
+        elif wire["outcome"] != "SIGNED_OUT":
+            self.throttle.succeeded()
         if wire["outcome"] == "SIGNED_OUT" and not self.sign_in.needed:
             self._signed_out(now, wire["reason"])
         if slot.pos_done >= self.config.pool.recycle_after_pos and not slot.draining:
@@ -561,6 +610,16 @@ class Daemon:
             # Fresh browsers sign in on the native form when they start.
             for slot in self.pool.slots:
                 self.pool.drain(slot, "signing in again")
+
+    def _sign_in_failed(self, now: float, why: str) -> None:
+        """The native form refused the password: stop, rather than hammer Coupa with it."""
+        assert self.journal is not None
+        if not self.sign_in.failed:
+            log.error("sign-in failed: %s. No worker starts until the password file is fixed "
+                      "and `coupactl resume` (or SIGHUP) is given.", why)
+            self.journal.log_event("sign_in_failed", now, detail=why)
+        self.sign_in = SignIn(needed=True, since=self.sign_in.since or now, detail=why,
+                              failed=True, profile_stamp=self.sign_in.profile_stamp)
 
     def _sign_in_source_changed(self) -> bool:
         if self.config.coupa.sign_in == "form":

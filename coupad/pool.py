@@ -219,6 +219,14 @@ class Pool:
         slot.pgid = None
         slot.in_flight = {}
 
+    def revive(self, slot: Slot, now: float) -> None:
+        """Give a FATAL or backed-off slot a fresh start (someone fixed the cause)."""
+        if slot.process is None and slot.state in (WorkerState.FATAL, WorkerState.BACKOFF):
+            slot.fast_failures = 0
+            slot.next_start = now
+            if slot.state == WorkerState.FATAL:
+                self.move(slot, WorkerState.STOPPED)
+
     def kill(self, slot: Slot, why: str) -> None:
         """Kill a worker and its browser at once (hung, or over its memory limit)."""
         if slot.process is None:

@@ -44,6 +44,8 @@ def build_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
         })
     if daemon.stopping_since is not None:
         state = "stopping"
+    elif daemon.sign_in.failed:
+        state = "sign_in_failed"
     elif daemon.sign_in.needed:
         state = "waiting_for_sign_in"
     elif daemon.paused:
@@ -63,8 +65,21 @@ def build_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
         "sign_in": {
             "mode": daemon.config.coupa.sign_in,
             "needed": daemon.sign_in.needed,
+            "failed": daemon.sign_in.failed,
             "since": daemon.sign_in.since or None,
             "detail": daemon.sign_in.detail,
+        },
+        "throttle": {
+            "limit": daemon.throttle.limit,
+            "cap": int(daemon.throttle.cap),
+            "paused_for": round(max(0.0, daemon.throttle.paused_until - now), 1),
+            "throttled": daemon.throttle.throttled_total,
+        },
+        "memory": None if daemon.memory is None else {
+            "used_mb": round(daemon.memory.used / 2**20),
+            "limit_mb": round(daemon.memory.limit / 2**20),
+            "source": daemon.memory.source,
+            "high": daemon.memory_high,
         },
         "workers": [
             {
@@ -94,8 +109,9 @@ def starting_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
                    "started_at": daemon.started_at, "uptime_seconds": 0.0,
                    "config": str(daemon.config.source) if daemon.config.source else None,
                    "base_url": daemon.config.coupa.base},
-        "sign_in": {"mode": daemon.config.coupa.sign_in, "needed": False, "since": None,
-                    "detail": ""},
+        "sign_in": {"mode": daemon.config.coupa.sign_in, "needed": False, "failed": False,
+                    "since": None, "detail": ""},
+        "throttle": None, "memory": None,
         "workers": [], "batches": [], "totals": {},
     }
 

@@ -195,10 +195,13 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     try:
         engine.start()
     except (BrowserError, CoupadError, OSError) as exc:
-        log.error("browser did not start: %s", exc)
+        from coupad.signin import SignInFailed
+
+        refused = isinstance(exc, SignInFailed)
+        log.error("%s: %s", "sign-in refused" if refused else "browser did not start", exc)
         _safe_close(engine, log)
         try:
-            send("fatal", str(exc))
+            send("sign_in_failed" if refused else "fatal", str(exc))
         except OSError:
             pass
         os._exit(FATAL_EXIT)

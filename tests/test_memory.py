@@ -1,0 +1,39 @@
+"""Which memory limit applies: the cgroup's (v1 or v2) when tighter than the host's."""
+
+
+import pytest
+
+from coupad import memory
+
+
+@pytest.fixture
+def fake_root(tmp_path, monkeypatch):
+    monkeypatch.setattr(memory, "CGROUP_ROOT", tmp_path)
+    return tmp_path
+
+
+def test_v2_cgroup_path_is_read_from_proc_self_cgroup(fake_root):
+    assert memory._cgroup_dir("0::/system.slice/coupad.service\n") == (
+        fake_root / "system.slice/coupad.service")
+    assert memory._cgroup_dir("4:memory:/x\n") is None
+
+
+def test_v1_memory_controller_path(fake_root):
+    text = "5:devices:/\n4:memory:/process_api/abc\n0::/\n"
+    assert memory._v1_memory_dir(text) == fake_root / "memory/process_api/abc"
+
+
+@pytest.mark.parametrize("text, value", [("max\n", None), ("1048576\n", 1048576),
+                                         ("garbage", None), ("", None)])
+def test_limits_files_are_read_defensively(tmp_path, text, value):
+    path = tmp_path / "memory.max"
+    path.write_text(text)
+    assert memory._read_int(path) == value
+    assert memory._read_int(tmp_path / "missing") is None
+
+
+def test_view_of_this_machine_is_sane():
+    view = memory.view()
+    assert 0 < view.used <= view.limit
+    assert 0 < view.pressure <= 1
+    assert view.source in ("host", "cgroup")
