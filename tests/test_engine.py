@@ -81,6 +81,7 @@ SCENARIO: dict[str, Any] = {
         "31000041": {"attachments": attachments(("h.pdf", "link", "plain"), ("i.pdf", "button", "plain"))},
         "31000042": {"attachments": [{"name": "big.bin", "size": 400_000, "shape": "button"}],
                      "trouble": {"bandwidth": 100_000}},
+        "31000043": {"attachments": attachments(("j.pdf", "link", "plain"))},
     },
     "requisition": {
         "9010": {"attachments": attachments(("req-quote.pdf", "link", "plain"),
@@ -349,14 +350,33 @@ def test_a_hanging_page_ends_at_the_deadline(engine: Engine, downloads: Path) ->
 
 
 @pytest.mark.timeout(60)
+def test_a_hanging_page_does_not_stall_the_other_tabs(engine: Engine, sim: SimHandle, downloads: Path) -> None:
+    """Regression: Chromium holds back every command to a tab whose navigation is pending, so
+    looking at the hanging tab used to freeze the whole engine until that page answered."""
+    started = time.monotonic()
+    engine.submit(job("31000040", deadline_s=8.0))
+    engine.submit(job("31000041"))
+    done: dict[str, tuple[PoResult, float]] = {}
+    while len(done) < 2 and time.monotonic() - started < 30:
+        for result in engine.poll(0.1):
+            done[result.job.po.digits] = (result, time.monotonic() - started)
+    normal, normal_at = done["31000041"]
+    hung, hung_at = done["31000040"]
+    assert normal.outcome is Outcome.COMPLETED, normal.reason
+    assert normal_at < 4.0, f"the normal PO waited {normal_at:.1f} s behind the hanging one"
+    assert_folder_matches(downloads / "PO31000041_COMPLETED", expect(sim, "31000041"))
+    assert hung.outcome is Outcome.TIMEOUT and hung_at >= 8.0
+
+
+@pytest.mark.timeout(60)
 def test_abort_all_leaves_work_folders_for_the_retry(engine: Engine, sim: SimHandle, downloads: Path) -> None:
     engine.submit(job("31000042"))
-    engine.submit(job("31000041"))
+    engine.submit(job("31000043"))
     done: list[PoResult] = []
     deadline = time.monotonic() + 20
     while not done and time.monotonic() < deadline:
         done += engine.poll(0.1)
-    assert [r.job.po.digits for r in done] == ["31000041"]  # the small PO finished first
+    assert [r.job.po.digits for r in done] == ["31000043"]  # the small PO finished first
     assert done[0].outcome is Outcome.COMPLETED
     work = downloads / "PO31000042__WORK"
     assert work.is_dir(), "the slow PO should be downloading"
