@@ -163,8 +163,8 @@ class ClickDownload:
 
     planned: Planned
     staging: Path
+    page_url: str  # where it was clicked: the manifest's source for a file with no URL of its own
     clicked_at: float
-    started: bool = False
     last_bytes: int = -1
     last_progress: float = 0.0
 
@@ -252,6 +252,8 @@ class Engine:
     def close(self) -> None:
         """Quit the browser and its process group; in-flight POs are dropped."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._fetcher is not None:
+            self._fetcher.close()
         self._tabs.clear()
         if self.browser is not None:
             self.browser.quit()
@@ -616,14 +618,13 @@ class Engine:
         except (ElementClickInterceptedException, ElementNotInteractableException):
             # Something (the floating toolbar) covers the element: click it without the mouse.
             self._driver.execute_script("arguments[0].click();", element)
-        tab.clicking = ClickDownload(planned, staging, clicked_at=time.monotonic())
+        tab.clicking = ClickDownload(planned, staging, tab.last_url or tab.url, time.monotonic())
 
     def _await_click_start(self, tab: Tab, now: float) -> PoResult | None:
         download = tab.clicking
         assert download is not None
         state = browser_download_state(download.staging)
         if state.started:
-            download.started = True
             download.last_progress = now
             tab.browser_downloads.append(download)
             tab.clicking = None
@@ -654,7 +655,7 @@ class Engine:
                 assert tab.folder is not None
                 original = name or "attachment"
                 tab.folder.add_file(
-                    state.done_path, original, f"click:{name}", download.planned.source,
+                    state.done_path, original, download.page_url, download.planned.source,
                     download.planned.key,
                 )
                 _remove(download.staging)

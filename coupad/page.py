@@ -129,7 +129,6 @@ var out = {
   url: String(location.href),
   ready: String(document.readyState),
   status: Number(nav.responseStatus || 0),
-  doc: Number(performance.timeOrigin || 0),
   title: coupadClean(document.title).slice(0, 300),
   login: !!document.querySelector('#user_email, #user_password, input[type=password]'),
   hook: h ? {inflight: h.inflight, timers: h.timers, quiet: Date.now() - h.lastMutation,
@@ -293,7 +292,6 @@ class Snapshot:
     url: str
     ready_state: str
     status: int  # HTTP status of the navigation; 0 when unknown
-    doc_id: float  # performance.timeOrigin: tells one document from the next
     title: str
     login_form: bool
     hook: HookState | None
@@ -339,7 +337,6 @@ class Snapshot:
             url=_str(data.get("url"), 4000),
             ready_state=_str(data.get("ready"), 20),
             status=_int(data.get("status")),
-            doc_id=float(data["doc"]) if isinstance(data.get("doc"), (int, float)) else 0.0,
             title=_str(data.get("title"), 300),
             login_form=bool(data.get("login")),
             hook=hook,
@@ -387,14 +384,11 @@ def is_settled(snap: Snapshot) -> bool:
     return hook.quiet_s >= LONG_QUIET_S
 
 
-def classify(
-    snap: Snapshot, base: str, expected_path: str, *, settled: bool, stale_doc: float = 0.0
-) -> Verdict:
+def classify(snap: Snapshot, base: str, expected_path: str, *, settled: bool) -> Verdict:
     """Classify what a tab shows after navigating to ``base + expected_path``.
 
     Before the page has settled only decisive signs count (sign-in, HTTP 429/5xx); the
-    wording of error pages is read from a full snapshot of a settled page. ``stale_doc`` is
-    the document id of the page shown before the navigation, which is still "loading".
+    wording of error pages is read from a full snapshot of a settled page.
     """
     url = snap.url
     scheme = urlsplit(url).scheme.lower()
@@ -402,7 +396,7 @@ def classify(
         if snap.ready_state != "complete":
             return Verdict(PageKind.LOADING)
         return Verdict(PageKind.SERVER_ERROR, "the page could not be loaded (network error)")
-    if scheme not in ("http", "https") or (stale_doc and snap.doc_id == stale_doc):
+    if scheme not in ("http", "https"):
         return Verdict(PageKind.LOADING)
     if is_sign_in_url(url, base):
         where = origin(url) if origin(url) != origin(base) else urlsplit(url).path

@@ -35,7 +35,6 @@ def snap(**kw: Any) -> Snapshot:
         url=BASE + PO_PATH,
         ready_state="complete",
         status=200,
-        doc_id=1.0,
         title="PO 15262984",
         login_form=False,
         hook=HookState(inflight=0, timers=0, quiet_s=1.0, late=False),
@@ -51,8 +50,8 @@ def snap(**kw: Any) -> Snapshot:
     return Snapshot(**values)
 
 
-def kind(s: Snapshot, *, settled: bool = True, stale_doc: float = 0.0) -> PageKind:
-    return classify(s, BASE, PO_PATH, settled=settled, stale_doc=stale_doc).kind
+def kind(s: Snapshot, *, settled: bool = True) -> PageKind:
+    return classify(s, BASE, PO_PATH, settled=settled).kind
 
 
 # ---- classification of hostile and ordinary snapshots --------------------------------------
@@ -174,10 +173,9 @@ def test_http_404_and_403_statuses() -> None:
     assert kind(snap(status=403, supplier=None)) is PageKind.ACCESS_DENIED
 
 
-def test_blank_and_previous_documents_are_still_loading() -> None:
+def test_blank_documents_are_still_loading() -> None:
     assert kind(snap(url="about:blank"), settled=True) is PageKind.LOADING
     assert kind(snap(url="data:text/html,x"), settled=True) is PageKind.LOADING
-    assert kind(snap(doc_id=7.0), settled=True, stale_doc=7.0) is PageKind.LOADING
 
 
 def test_network_error_page() -> None:
@@ -207,7 +205,7 @@ def test_settling_rules() -> None:
     [
         None, 42, "x", [], {"url": 5, "hook": "no", "attachments": "all"},
         {"url": "https://a", "attachments": [None, 1, {"name": 5, "url": 7, "index": True}]},
-        {"url": "https://a", "status": float("nan"), "doc": "x", "supplier": ["x"],
+        {"url": "https://a", "status": float("nan"), "supplier": ["x"],
          "requisitions": ["12", "../1", 3, "١٢"], "headings": [1, "h"]},
     ],
 )
