@@ -191,6 +191,28 @@ class Browser:
             self.pgid = None
 
 
+def keep_session_cookies(driver: Any, ttl: float = 12 * 3600) -> int:
+    """Give the browser's session cookies an expiry so that they survive its restart.
+
+    Chromium drops cookies without an expiry when it closes, so a profile signed in by hand
+    would come back signed out in every worker's copy. The server still decides how long the
+    session is valid; this only keeps the browser from forgetting it first.
+    """
+    cookies = driver.execute_cdp_cmd("Network.getAllCookies", {}).get("cookies", [])
+    kept = 0
+    for cookie in cookies:
+        if not cookie.get("session"):
+            continue
+        params = {k: cookie[k] for k in ("name", "value", "domain", "path", "secure",
+                                         "httpOnly") if k in cookie}
+        if cookie.get("sameSite"):
+            params["sameSite"] = cookie["sameSite"]
+        params["expires"] = time.time() + ttl
+        driver.execute_cdp_cmd("Network.setCookie", params)
+        kept += 1
+    return kept
+
+
 def copy_profile(base: Path, dest: Path) -> Path:
     """Copy a signed-in base profile into a fresh worker profile, without locks and caches."""
     if dest.exists():

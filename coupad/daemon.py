@@ -56,7 +56,7 @@ from coupad.worker import job_to_wire
 
 log = logging.getLogger("coupad.daemon")
 
-MEMORY_SAMPLE_SECONDS = 5.0
+MEMORY_SAMPLE_SECONDS = 2.0
 MAX_WAIT = 0.5
 
 
@@ -437,9 +437,10 @@ class Daemon:
         assert self.journal is not None
         for ended in self.pool.reap(now, lambda slot, m: self.on_message(slot, m, now)):
             self._requeue_held(ended, now)
+            reason = ended.slot.recycle_reason if ended.expected else ended.slot.last_error
             self.journal.log_event("worker_exit", now, slot=ended.slot.index,
                                    exitcode=ended.exitcode, expected=ended.expected,
-                                   reason=ended.slot.last_error)
+                                   reason=reason)
 
     def _requeue_held(self, ended: Exit, now: float) -> None:
         """POs held by a worker that died count one attempt each and go back to the queue."""

@@ -60,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def sign_in_by_hand(config: Config, base: str, timeout: float) -> str:
-    from coupad.browser import Browser, BrowserSpec
+    from coupad.browser import Browser, BrowserSpec, keep_session_cookies
     from coupad.signin import is_landing_url
 
     profile = config.paths.base_profile
@@ -77,6 +77,7 @@ def sign_in_by_hand(config: Config, base: str, timeout: float) -> str:
         while time.monotonic() < deadline:
             url = browser.driver.current_url
             if is_landing_url(url, base):
+                keep_session_cookies(browser.driver)
                 return str(url)
             time.sleep(0.5)
         raise CoupadError(f"no sign-in within {timeout:.0f} s; nothing changed")

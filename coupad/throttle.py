@@ -46,9 +46,16 @@ class Throttle:
             self.last_start = now
 
     def throttled(self, now: float, retry_after: float | None) -> None:
-        """A PO met 429 or a throttling page: halve the cap and pause new starts."""
-        self.streak += 1
+        """A PO met 429 or a throttling page: halve the cap and pause new starts.
+
+        POs that were in flight together meet the same wave of throttling: while a pause is
+        on, another throttled PO only lengthens it to its Retry-After, and counts once.
+        """
         self.throttled_total += 1
+        if now < self.paused_until:
+            self.paused_until = max(self.paused_until, now + (retry_after or 0.0))
+            return
+        self.streak += 1
         self.cap = max(1.0, self.cap / 2)
         pause = min(MAX_PAUSE, FIRST_PAUSE * 2 ** (self.streak - 1))
         self.paused_until = max(self.paused_until, now + max(pause, retry_after or 0.0))

@@ -39,8 +39,8 @@ def test_throttles_in_a_row_double_the_pause_up_to_the_cap_and_never_below_one_p
 
 def test_successes_bring_the_cap_back_gradually():
     throttle = Throttle(limit=8)
-    for _ in range(3):
-        throttle.throttled(now=0, retry_after=None)
+    for wave in range(3):  # three waves, each after the previous pause ended
+        throttle.throttled(now=wave * 1000.0, retry_after=None)
     assert throttle.cap == 1.0
     caps = []
     for _ in range(40):
@@ -58,3 +58,13 @@ def test_min_interval_spaces_starts_one_at_a_time():
     throttle.started(1, now=10)
     assert throttle.allowed(1, now=11) == 0
     assert throttle.allowed(1, now=12) == 1
+
+
+def test_pos_throttled_in_the_same_wave_count_once():
+    throttle = Throttle(limit=8)
+    for _ in range(6):  # six tabs in flight meet the same storm
+        throttle.throttled(now=100, retry_after=None)
+    assert throttle.cap == 4 and throttle.streak == 1
+    assert throttle.paused_until == 100 + FIRST_PAUSE
+    throttle.throttled(now=101, retry_after=10)
+    assert throttle.paused_until == 111 and throttle.cap == 4
