@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from coupad import __version__, logs
+from coupad import __version__, logs, reload
 from coupad import config as configuration
 from coupad.browser import sweep_leftovers
 from coupad.config import Config
@@ -91,6 +91,9 @@ class Daemon:
     sign_in: SignIn = field(default_factory=SignIn)
     snapshot: dict[str, Any] = field(default_factory=dict)
     _last_memory_sample: float = 0.0
+    # How the configuration was loaded, so that SIGHUP can load it again the same way.
+    config_path: str | None = None
+    config_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.journal: Journal | None = None
@@ -239,7 +242,38 @@ class Daemon:
                 self.pool.stop_all("forced stop")
         if self.flags.reload:
             self.flags.reload = False
-            log.info("SIGHUP: configuration reload is not supported yet; restart to apply")
+            self.reload_config(now)
+
+    def reload_config(self, now: float) -> None:
+        """SIGHUP: apply what can change live; say what waits for a restart."""
+        try:
+            loaded = configuration.load(self.config_path, overrides=self.config_overrides)
+            change = reload.plan(self.config, loaded)
+        except CoupadError as exc:
+            log.error("SIGHUP: the configuration was not reloaded: %s", exc)
+            return
+        self.config = change.config
+        self.pool.resize(change.config, now)
+        self.throttle.resize(change.config.coupa.max_concurrent_pages)
+        self.throttle.min_interval = change.config.coupa.min_request_interval
+        if self.journal is not None:
+            self.journal.retry = RetryPolicy(
+                base_seconds=change.config.tasks.retry_base_seconds,
+                max_seconds=change.config.tasks.retry_max_seconds,
+            )
+        if self.inbox is not None:
+            self.inbox.quiet_seconds = change.config.inbox.quiet_seconds
+        logs.set_level(change.config.log.level)
+        if self.sign_in.failed:
+            self.cmd_resume(now)  # the password file may have been fixed
+        log.info("SIGHUP: configuration reloaded; applied: %s",
+                 ", ".join(change.applied) or "nothing changed")
+        if change.needs_restart:
+            log.warning("SIGHUP: changed but applied only after a restart: %s",
+                        ", ".join(change.needs_restart))
+        assert self.journal is not None
+        self.journal.log_event("config_reloaded", now, applied=list(change.applied),
+                               needs_restart=list(change.needs_restart))
 
     def request_stop(self, now: float) -> None:
         """First stage of shutdown: claim nothing new, let in-flight POs finish."""
@@ -722,7 +756,10 @@ def main(args: argparse.Namespace) -> int:
     # tests of pool policy; production never sets it.
     engine = os.environ.get("COUPAD_TEST_ENGINE", "chromium")
     try:
-        return Daemon(config, engine=engine).run()
+        overrides = {"pool.workers": args.workers, "pool.tabs_per_worker": args.tabs,
+                     "log.format": args.log_format}
+        return Daemon(config, engine=engine, config_path=args.config,
+                      config_overrides=overrides).run()
     except CoupadError:
         raise
     except OSError as exc:

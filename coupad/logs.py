@@ -41,3 +41,8 @@ def setup(level: str = "info", fmt: str = "text") -> None:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("coupad").setLevel(level.upper())
+
+
+def set_level(level: str) -> None:
+    """Change the level of every coupad logger in this process."""
+    logging.getLogger("coupad").setLevel(level.upper())

@@ -57,6 +57,7 @@ class Slot:
     next_start: float = 0.0
     last_error: str = ""
     draining: bool = False
+    retired: bool = False  # removed by a smaller pool.workers: not restarted
     recycle_reason: str = ""
     memory_mb: float = 0.0
 
@@ -106,13 +107,15 @@ class Pool:
 
     def start_due(self, now: float) -> None:
         """Start every stopped or backed-off slot whose backoff has elapsed."""
+        self.slots = [s for s in self.slots if not (s.retired and s.process is None)]
         for slot in self.slots:
             if slot.process is None and slot.state in (WorkerState.STOPPED, WorkerState.BACKOFF):
-                if now >= slot.next_start:
+                if now >= slot.next_start and not slot.retired:
                     self._start(slot, now)
 
     def _start(self, slot: Slot, now: float) -> None:
         slot.generation += 1
+        slot.tabs = self.config.pool.tabs_per_worker
         profiles = self.config.paths.profiles
         profiles.mkdir(parents=True, exist_ok=True)
         slot.profile_dir = new_profile_dir(profiles, f"w{slot.index}")
@@ -218,6 +221,24 @@ class Pool:
         slot.process = slot.conn = None
         slot.pgid = None
         slot.in_flight = {}
+
+    def resize(self, config: Config, now: float) -> None:
+        """Take a reloaded configuration: more slots start, extra ones drain and go away.
+
+        A new tabs_per_worker applies to each worker from its next start.
+        """
+        self.config = config
+        wanted = config.pool.workers
+        for slot in self.slots:
+            if slot.index > wanted and not slot.retired:
+                slot.retired = True
+                self.drain(slot, "pool.workers lowered")
+            elif slot.index <= wanted and slot.retired:
+                slot.retired = False
+        have = max((s.index for s in self.slots), default=0)
+        for index in range(have + 1, wanted + 1):
+            self.slots.append(Slot(index=index, tabs=config.pool.tabs_per_worker,
+                                   next_start=now))
 
     def revive(self, slot: Slot, now: float) -> None:
         """Give a FATAL or backed-off slot a fresh start (someone fixed the cause)."""
