@@ -91,7 +91,8 @@ def test_files_dropped_together_and_slowly_all_become_verified_folders(tmp_path)
     first = 71_000_100
     extra = {"po": {"71000900": {"attachments": []}, "71000901": {"error": "not_found"}}}
     with sim_server(scenario=scenario(first, 9, extra=extra), render_delay=0.2) as sim:
-        with daemon(tmp_path, "", **sim_config(sim, tmp_path, inbox={"quiet_seconds": 0.5})) as d:
+        config = sim_config(sim, tmp_path, inbox={"quiet_seconds": 0.5}, log={"level": "debug"})
+        with daemon(tmp_path, "", **config) as d:
             batches = {
                 "a": [str(first), str(first + 1), "71000900"],
                 "b": [str(first + 2), str(first + 3), "71000901"],
@@ -114,6 +115,10 @@ def test_files_dropped_together_and_slowly_all_become_verified_folders(tmp_path)
             assert fetched_twice(sim) == []
             status = d.status()
             assert status["totals"].get("COMPLETED") == 9
+            log = d.log()
+            assert "coupad.worker.1[" in log  # debug logging was on for the whole batch
+            assert sim.password not in log
+            assert "_coupa_session=" not in log and "Cookie:" not in log
 
 
 @pytest.mark.parametrize("point", POINTS)

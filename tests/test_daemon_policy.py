@@ -209,3 +209,13 @@ def _alive(pid: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+def test_json_log_format_has_component_and_pid_on_every_line(tmp_path):
+    with daemon(tmp_path, BASE, engine=FAKE, log={"format": "json", "level": "debug"}) as d:
+        d.drop("j.csv", csv_of("100081"))
+        d.wait_report("j")
+        assert d.terminate() == 0
+    lines = [json.loads(line) for line in d.log_path.read_text().splitlines() if line.strip()]
+    assert lines and all({"ts", "level", "component", "pid", "msg"} <= set(e) for e in lines)
+    assert {e["component"] for e in lines} >= {"coupad.daemon", "coupad.worker.1"}
