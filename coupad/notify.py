@@ -42,6 +42,7 @@ class Notifier:
                 pass  # systemd went away; nothing to tell
 
     def ready(self, status: str) -> None:
+        self._last_status = status
         self.send("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
 
     def status(self, status: str) -> None:

@@ -141,8 +141,6 @@ def test_ready_status_watchdog_and_stopping_reach_the_notify_socket(tmp_path):
             assert stopping[0].at > pings[-1]
 
 
-@pytest.mark.xfail(strict=True, reason="Notifier.ready() does not remember the STATUS it "
-                   "sent, so the next pass sends the same STATUS line again")
 def test_status_sent_with_ready_is_not_repeated_on_the_next_pass(tmp_path):
     address = str(tmp_path / "notify.sock")
     env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"}
