@@ -438,18 +438,25 @@ class BrowserDownloadState:
     partial_bytes: int  # bytes in *.crdownload files so far, to tell progress from a stall
 
 
-def set_browser_download_dir(driver: Any, path: Path) -> None:
+def set_browser_download_dir(driver: Any, path: Path, *, browser_names: bool = False) -> None:
     """Send the browser's next downloads into ``path``.
 
     ``Browser.setDownloadBehavior`` is browser-wide, not per tab: the engine must serialise
     "set folder → click → download started" across tabs. A download that has started keeps
     writing into the folder it started in when the folder is switched for the next click
     (tests/test_download.py checks this with real Chromium).
+
+    By default files land under generated (GUID) names ("allowAndName"): with
+    ``browser_names`` ("allow") Chromium names the file itself and silently drops a download
+    whose name the file system refuses, such as a 300-character one. Both go through
+    ``.crdownload`` first, so completion reads the same; the attachment's name then comes from
+    the page, which is the name Coupa shows.
     """
     path.mkdir(parents=True, exist_ok=True)
+    behavior = "allow" if browser_names else "allowAndName"
     driver.execute_cdp_cmd(
         "Browser.setDownloadBehavior",
-        {"behavior": "allow", "downloadPath": str(path), "eventsEnabled": False},
+        {"behavior": behavior, "downloadPath": str(path), "eventsEnabled": False},
     )
 
 

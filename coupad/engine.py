@@ -49,7 +49,13 @@ from selenium.common.exceptions import (
 
 from coupad.browser import BrowserLike
 from coupad.config import Config
-from coupad.download import DirectFetcher, DownloadError, Fetched, browser_download_state
+from coupad.download import (
+    DirectFetcher,
+    DownloadError,
+    Fetched,
+    browser_download_state,
+    set_browser_download_dir,
+)
 from coupad.errors import BrowserError, CoupadError, SignInRequired
 from coupad.folders import STAGING, PoFolder
 from coupad.page import (
@@ -609,7 +615,7 @@ class Engine:
             return
         self._click_owner = tab
         staging = tab.folder.staging_dir("click")
-        _download_into(self._driver, staging)
+        set_browser_download_dir(self._driver, staging)
         if tab.downloads_started is None:
             tab.downloads_started = now
         self._driver.execute_script(SCROLL_TO_CENTRE_JS, element)
@@ -857,21 +863,6 @@ class Engine:
     @staticmethod
     def _time(tab: Tab, stage: str, seconds: float) -> None:
         tab.timings[stage] = round(tab.timings.get(stage, 0.0) + seconds, 4)
-
-
-def _download_into(driver: Any, staging: Path) -> None:
-    """Send the browser's next download into ``staging`` under a GUID name.
-
-    Unlike coupad.download.set_browser_download_dir ("allow"), this uses "allowAndName":
-    with "allow" Chromium names the file itself and silently drops a download whose name
-    the file system refuses (a 300-character name starts no download at all). The GUID name
-    still goes through ``.crdownload`` first, so completion reads the same; the attachment's
-    name comes from the page, which is the name Coupa shows.
-    """
-    driver.execute_cdp_cmd(
-        "Browser.setDownloadBehavior",
-        {"behavior": "allowAndName", "downloadPath": str(staging), "eventsEnabled": False},
-    )
 
 
 def _remove(path: Path) -> None:

@@ -642,7 +642,7 @@ def test_browser_downloads_land_in_their_own_staging_folders(browser, tmp_path):
     with Server(browser_routes) as server:
         driver = browser.driver
         driver.get(server.base + "/")
-        set_browser_download_dir(driver, slow_dir)
+        set_browser_download_dir(driver, slow_dir, browser_names=True)
         click_when_ready(driver, "slow")
         wait_until(lambda: browser_download_state(slow_dir).started, timeout=20, what="slow start")
         state = browser_download_state(slow_dir)
@@ -654,7 +654,7 @@ def test_browser_downloads_land_in_their_own_staging_folders(browser, tmp_path):
         # Another tab (another PO) switches the browser-wide folder and downloads meanwhile.
         driver.switch_to.new_window("tab")
         driver.get(server.base + "/")
-        set_browser_download_dir(driver, fast_dir)
+        set_browser_download_dir(driver, fast_dir, browser_names=True)
         click_when_ready(driver, "fast")
         fast = wait_until(lambda: browser_download_state(fast_dir).done_path, timeout=20,
                           what="fast download")
