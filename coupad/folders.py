@@ -35,6 +35,7 @@ from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
+from coupad.durable import atomic_write, fsync_dir
 from coupad.faults import crash_point
 from coupad.errors import CoupadError
 from coupad.names import safe_name, unique_name
@@ -105,7 +106,7 @@ class PoFolder:
             path = wanted_parent / work_name
             wanted_parent.mkdir(parents=True, exist_ok=True)
             path.mkdir(exist_ok=True)
-            _fsync_dir(wanted_parent)
+            fsync_dir(wanted_parent)
         entries, rewrite = _load_manifest(path, po)
         folder = cls(path, po, entries)
         folder._sweep()
@@ -252,7 +253,7 @@ class PoFolder:
         if not self._entries:
             if manifest.exists():
                 manifest.unlink()
-                _fsync_dir(self.path)
+                fsync_dir(self.path)
             return
         document: dict[str, Any] = {
             "po": self.po.display,
@@ -260,14 +261,8 @@ class PoFolder:
             "finished_at": finished_at,
             "files": [asdict(entry) for entry in self._entries],
         }
-        tmp = self.path / f".{MANIFEST}.{uuid.uuid4().hex}.tmp"
-        with tmp.open("w", encoding="utf-8") as handle:
-            json.dump(document, handle, ensure_ascii=False, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, manifest)
-        _fsync_dir(self.path)
+        text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+        atomic_write(manifest, lambda stream: stream.write(text.encode("utf-8")))
 
 
 def group_folder_name(group: str) -> str:
@@ -404,14 +399,8 @@ def _rename(source: Path, target: Path) -> None:
     if target.exists():
         raise FolderError(f"cannot rename {source} to {target}: it already exists")
     os.rename(source, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     if source.parent != target.parent:
-        _fsync_dir(source.parent)
+        fsync_dir(source.parent)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

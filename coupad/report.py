@@ -12,14 +12,10 @@ rows and Coupa's attachment names are written by strangers.
 from __future__ import annotations
 
 import collections
-import contextlib
 import csv
 import datetime as dt
 import io
 import json
-import os
-import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +24,7 @@ from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.utils import get_column_letter
 
+from coupad.durable import atomic_write
 from coupad.faults import crash_point
 
 ADDED_COLUMNS = (
@@ -104,16 +101,16 @@ def write_reports(outbox: Path, report: BatchReport) -> list[Path]:
     outbox.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     csv_path = outbox / f"{report.stem}.report.csv"
-    _atomic_write(csv_path, lambda stream: _write_csv(stream, report))
+    atomic_write(csv_path, lambda stream: _write_csv(stream, report))
     written.append(csv_path)
     if report.fmt == "xlsx":
         xlsx_path = outbox / f"{report.stem}.report.xlsx"
-        _atomic_write(xlsx_path, lambda stream: _write_xlsx(stream, report))
+        atomic_write(xlsx_path, lambda stream: _write_xlsx(stream, report))
         written.append(xlsx_path)
     crash_point("report")
     summary_path = outbox / f"{report.stem}.summary.json"
     summary = json.dumps(summarise(report, written), indent=2, ensure_ascii=False) + "\n"
-    _atomic_write(summary_path, lambda stream: stream.write(summary.encode("utf-8")))
+    atomic_write(summary_path, lambda stream: stream.write(summary.encode("utf-8")))
     written.append(summary_path)
     return written
 
@@ -198,28 +195,3 @@ def _xlsx_text(cell: str) -> str:
     return cell
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through a temporary file beside ``path``, sync it, and rename it into place."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 lets the umask decide the mode, as for any file the daemon writes.
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(folder: Path) -> None:
-    """Make the rename itself durable, so a crash cannot bring back the old name."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
