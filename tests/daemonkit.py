@@ -86,8 +86,8 @@ class DaemonProc:
         if self.proc.poll() is not None:
             raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
         try:
-            self.status()
-            return True
+            # "starting": the socket answers before the inbox and journal are open.
+            return bool(self.status()["daemon"]["state"] != "starting")
         except CoupadError:
             return False
 

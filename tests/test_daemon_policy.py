@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -219,3 +220,38 @@ def test_json_log_format_has_component_and_pid_on_every_line(tmp_path):
     lines = [json.loads(line) for line in d.log_path.read_text().splitlines() if line.strip()]
     assert lines and all({"ts", "level", "component", "pid", "msg"} <= set(e) for e in lines)
     assert {e["component"] for e in lines} >= {"coupad.daemon", "coupad.worker.1"}
+
+
+def test_the_whole_hostile_corpus_then_a_good_file(tmp_path):
+    """Every bad file gets its rejection or row errors; the daemon keeps working after them."""
+    import corpus
+
+    with daemon(tmp_path, BASE, engine=FAKE, inbox={"max_rows": corpus.MAX_ROWS}) as d:
+        cases = [c for c in corpus.CASES if not c.ignored]
+        assert len(cases) >= 30
+        for case in corpus.CASES:
+            corpus.write(case, d.inbox)
+        rejected = d.inbox / "rejected"
+        accepted = d.inbox / "accepted"
+
+        def settled() -> bool:
+            d.check_alive()
+            return not [p for p in d.inbox.iterdir()
+                        if p.is_file() and p.name in {c.name for c in cases}]
+
+        wait_until(settled, 120, what="every corpus file accepted or rejected")
+        for case in cases:
+            stem = Path(case.name).stem
+            if case.rejected:
+                reasons = list(rejected.glob(f"{stem}*.reason.txt"))
+                assert reasons, case.name
+                text = " ".join(r.read_text(encoding="utf-8") for r in reasons)
+                assert case.rejected in text, (case.name, text)
+            else:
+                assert list(accepted.glob(f"{stem}.*")), case.name
+        for case in corpus.CASES:
+            if case.ignored:
+                assert (d.inbox / case.name).exists(), f"{case.name} must be left alone"
+        d.drop("good-after.csv", csv_of("100091", "100092"))
+        assert d.wait_report("good-after")["counts"] == {"COMPLETED": 2}
+        d.check_alive()
