@@ -21,10 +21,11 @@ demo: browser $(STAMP)
 sim: $(STAMP)
 	$(BIN)/coupad sim
 
-# Engine throughput and CPU per PO, warm tabs versus one-shot browsers, on the simulator's
-# realistic preset; writes bench/results/engine.json and engine.md (a few minutes).
+# The performance record: whole-daemon throughput against one-shot browsers, efficiency, cost
+# per PO, memory and a 2,000-PO soak, ingest and status at scale, recovery; writes
+# bench/results/bench.json, bench.md and memory.svg (under 20 minutes on 2 cores).
 bench: browser $(STAMP)
-	$(BIN)/python bench/bench_engine.py
+	$(BIN)/python bench/bench.py
 
 # Chromium and its driver come from Debian, never from a download at run time.
 browser:

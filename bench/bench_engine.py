@@ -24,7 +24,6 @@ import ctypes
 import json
 import os
 import platform
-import random
 import resource
 import shutil
 import subprocess
@@ -34,40 +33,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import scenarios
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 MODES = {"one-shot": 1, "k1": 1, "k2": 2, "k4": 4}
 PR_SET_CHILD_SUBREAPER = 36
-FIRST_PO = 50_000_000
+FIRST_PO = scenarios.MIX
 
 
-def scenario(count: int, seed: int = 7) -> dict[str, Any]:
-    """A fixed mix of POs: most with 1-3 attachments of both shapes, some empty or missing."""
-    rng = random.Random(seed)
-    pos: dict[str, Any] = {}
-    requisitions: dict[str, Any] = {}
-    for n in range(count):
-        digits = str(FIRST_PO + n)
-        kind = n % 10
-        if kind == 7:
-            pos[digits] = {"error": "not_found"}
-            continue
-        if kind == 8:
-            pos[digits] = {"supplier": "Empty Ltd"}
-            continue
-        attachments = [
-            {
-                "name": f"doc-{n}-{i}.{rng.choice(['pdf', 'xlsx', 'msg', 'docx'])}",
-                "size": rng.randint(100_000, 1_500_000),
-                "shape": "button" if i % 2 else "link",
-            }
-            for i in range(rng.randint(1, 3))
-        ]
-        pos[digits] = {"supplier": f"Supplier {n % 5}", "attachments": attachments}
-        if kind == 9:
-            req = str(9_000 + n)
-            pos[digits] = {"supplier": "Req Only", "requisition": req}
-            requisitions[req] = {"attachments": attachments[:1]}
+def scenario(count: int) -> dict[str, Any]:
+    """The MIX POs of bench/scenarios.py: most with 1-3 attachments of both shapes, some
+    empty or missing."""
+    pos, requisitions = scenarios.mix(count)
     return {"po": pos, "requisition": requisitions}
 
 

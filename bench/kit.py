@@ -1,0 +1,455 @@
+"""What every benchmark part uses: the simulator as a process, the real daemon under a
+subreaper, CPU and memory of a process tree, waiting for conditions.
+
+Nothing here imports from tests/: the benchmark drives the installed commands (``coupad sim``,
+``coupad run``, ``coupactl``) as a user would, and reads the control socket with
+:class:`coupad.control.ControlClient`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+
+from coupad.control import ControlClient
+from coupad.errors import CoupadError
+
+HERE = Path(__file__).resolve().parent
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+MARK = "COUPAD_BENCH_ROOT"  # every process the benchmark starts carries this variable
+T = TypeVar("T")
+
+
+def log(message: str) -> None:
+    print(f"bench {time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,
+             interval: float = 0.05) -> T:
+    """Call ``predicate`` until it returns something truthy; TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting for {what} after {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# ---- process trees ---------------------------------------------------------------------------
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process, its reaped children and every live descendant with theirs.
+
+    Each process is read once, so a child counts either live (its own times) or reaped (in
+    its parent's children times), never both — except for one reaped between two reads.
+    """
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def tree_cpu_by_kind(pid: int) -> dict[str, float]:
+    """CPU seconds of a process tree as :func:`tree_cpu` counts it, split by kind of process:
+    coupad (the daemon and its workers), chromedriver, and Chromium's browser, renderer
+    (renderers and the zygote that forks and reaps them), gpu and utility processes."""
+    found: dict[str, float] = {}
+    try:
+        root = psutil.Process(pid)
+        procs = root.children(recursive=True)
+    except psutil.Error:
+        return found
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            kind = _kind(proc.cmdline())
+        except psutil.Error:
+            continue
+        found[kind] = found.get(kind, 0.0) + t.user + t.system + t.children_user + t.children_system
+    return found
+
+
+def _kind(cmdline: list[str]) -> str:
+    if not cmdline:
+        return "other"
+    program = Path(cmdline[0]).name
+    if "chromedriver" in program:
+        return "chromedriver"
+    if "chrom" in program:
+        kind = next((a.split("=", 1)[1] for a in cmdline if a.startswith("--type=")), "browser")
+        return {"zygote": "renderer", "gpu-process": "gpu"}.get(kind, kind)
+    if "python" in program:
+        return "coupad"
+    return "other"
+
+
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size of a process and all its descendants, in MB."""
+    total = 0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    for proc in procs:
+        try:
+            total += proc.memory_full_info().pss
+        except psutil.Error:
+            continue
+    return total / 2**20
+
+
+def marked(root: Path) -> list[psutil.Process]:
+    """Live processes that carry this run's marker (a leftover after everything stopped)."""
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
+                continue
+            if proc.environ().get(MARK) == str(root):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def bench_env(root: Path) -> dict[str, str]:
+    return {**os.environ, MARK: str(root), "PYTHONUNBUFFERED": "1"}
+
+
+# ---- the simulator ---------------------------------------------------------------------------
+
+
+@dataclass
+class Sim:
+    """A `coupad sim` process: where it listens and what it has served."""
+
+    proc: subprocess.Popen[str]
+    base_url: str
+
+    def counters(self) -> dict[str, Any]:
+        with urllib.request.urlopen(self.base_url + "/_sim/counters", timeout=10) as answer:
+            return dict(json.load(answer))
+
+    def po_pages(self) -> int:
+        """How many PO pages the simulator has been asked for."""
+        paths = self.counters()["paths"]
+        return sum(n for path, n in paths.items()
+                   if path.startswith("/order_headers/") and path.count("/") == 2)
+
+    def cpu(self) -> float:
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return t.user + t.system
+
+
+@contextmanager
+def simulator(root: Path, preset: str, scenario_file: Path) -> Iterator[Sim]:
+    """Run `coupad sim` with a preset and a scenario file until the block ends."""
+    proc = subprocess.Popen(
+        [PYTHON, "-m", "coupad", "sim", "--port", "0", "--idp-port", "0", "--preset", preset,
+         "--scenario", str(scenario_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=bench_env(root),
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        first = proc.stdout.readline().strip() if ready else ""
+        if "listening on " not in first:
+            raise RuntimeError(f"the simulator did not start: {first!r}")
+        yield Sim(proc, first.split("listening on ", 1)[1])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(15)
+
+
+# ---- the daemon ------------------------------------------------------------------------------
+
+
+def write_config(root: Path, base_url: str, **sections: dict[str, Any]) -> Path:
+    """A config for the simulator (form sign-in); ``sections`` override keys by section."""
+    secret = root / "coupa-password"
+    secret.write_text("coupa-sim\n", encoding="utf-8")
+    secret.chmod(0o600)
+    values: dict[str, dict[str, Any]] = {
+        "coupa": {"base_url": base_url, "sign_in": "form", "username": "buyer@example.com",
+                  "password_file": "coupa-password"},
+    }
+    for section, keys in sections.items():
+        values.setdefault(section, {}).update(keys)
+    lines = []
+    for section, keys in values.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in keys.items())
+    path = root / "coupad.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@dataclass
+class Daemon:
+    """`coupad run` under bench/reaper.py, in its own folder."""
+
+    root: Path
+    config: Path
+    reaper: subprocess.Popen[bytes] | None = None
+    life: int = 0
+    usage: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    @property
+    def outbox(self) -> Path:
+        return self.root / "outbox"
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "state" / "journal.sqlite"
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "state" / "coupad.sock"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "daemon.log"
+
+    @property
+    def result_path(self) -> Path:
+        return self.root / f"reaper-{self.life}.json"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the daemon and wait until its control socket answers."""
+        self.life += 1
+        with open(self.log_path, "ab") as log_file:
+            self.reaper = subprocess.Popen(
+                [PYTHON, str(HERE / "reaper.py"), str(self.result_path), "--",
+                 PYTHON, "-m", "coupad", "run", "-c", str(self.config)],
+                stdout=log_file, stderr=subprocess.STDOUT, cwd=self.root,
+                env=bench_env(self.root),
+            )
+        wait_for(self._answers, timeout, "the daemon's control socket", interval=0.02)
+
+    def _answers(self) -> bool:
+        self.check_alive()
+        try:
+            self.status()
+            return True
+        except CoupadError:
+            return False
+
+    def check_alive(self) -> None:
+        assert self.reaper is not None
+        if self.reaper.poll() is not None:
+            raise RuntimeError(f"the daemon exited; its log ends:\n{self.log_tail()}")
+
+    def status(self) -> dict[str, Any]:
+        with ControlClient(self.socket, timeout=10) as client:
+            return dict(client.call("status"))
+
+    def call(self, command: str, **args: Any) -> Any:
+        with ControlClient(self.socket, timeout=30) as client:
+            return client.call(command, **args)
+
+    def wait_warm(self, timeout: float = 90.0) -> float:
+        """Wait until every worker's browser is up and signed in; return the seconds waited."""
+        started = time.monotonic()
+
+        def warm() -> bool:
+            self.check_alive()
+            workers = self.status()["workers"]
+            return bool(workers) and all(w["state"] in ("READY", "BUSY") for w in workers)
+
+        wait_for(warm, timeout, "warm workers", interval=0.05)
+        return time.monotonic() - started
+
+    @property
+    def pid(self) -> int:
+        """The daemon's process id (the reaper's child)."""
+        assert self.reaper is not None
+        children = psutil.Process(self.reaper.pid).children()
+        if not children:
+            raise RuntimeError("the daemon is not running")
+        return children[0].pid
+
+    def cpu(self) -> float:
+        """CPU seconds of the daemon, its workers and browsers so far (this life)."""
+        assert self.reaper is not None
+        return tree_cpu(self.reaper.pid)
+
+    def cpu_by_kind(self) -> dict[str, float]:
+        assert self.reaper is not None
+        return tree_cpu_by_kind(self.reaper.pid)
+
+    def pss_mb(self) -> float:
+        assert self.reaper is not None
+        return tree_pss_mb(self.reaper.pid)
+
+    def drop(self, name: str, text: str) -> float:
+        """Write an input file straight into the inbox (as a copy onto a share would);
+        return the time it was closed."""
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        with open(self.inbox / name, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        return time.monotonic()
+
+    def wait_summary(self, stem: str, timeout: float) -> dict[str, Any]:
+        """Wait for ``stem``'s summary.json (written last, after the report) and read it."""
+        def summary() -> Path | None:
+            self.check_alive()
+            found = sorted(self.outbox.glob(f"{stem}.*.summary.json"))
+            return found[0] if found else None
+
+        path = wait_for(summary, timeout, f"the report of {stem}", interval=0.02)
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+
+    def stop(self, timeout: float = 120.0) -> dict[str, Any]:
+        """SIGTERM (drain) and wait for the daemon and everything below it to end."""
+        assert self.reaper is not None
+        if self.reaper.poll() is None:
+            self.reaper.send_signal(signal.SIGTERM)
+        try:
+            self.reaper.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.reaper.kill()
+            self.reaper.wait(10)
+        return self._result()
+
+    def kill9(self) -> float:
+        """kill -9 the daemon (not the reaper); return when it was sent."""
+        os.kill(self.pid, signal.SIGKILL)
+        return time.monotonic()
+
+    def wait_reaped(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait for the reaper to see the whole tree gone (after a kill -9)."""
+        assert self.reaper is not None
+        self.reaper.wait(timeout)
+        return self._result()
+
+    def _result(self) -> dict[str, Any]:
+        try:
+            result = dict(json.loads(self.result_path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            result = {"returncode": None, "cpu_s": None, "leftovers": ["no reaper result"]}
+        self.usage.append(result)
+        return result
+
+    def log_tail(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+
+@contextmanager
+def daemon(root: Path, base_url: str, **sections: dict[str, Any]) -> Iterator[Daemon]:
+    """A started daemon in ``root``; stopped (and checked for leftovers) when the block ends."""
+    root.mkdir(parents=True, exist_ok=True)
+    d = Daemon(root, write_config(root, base_url, **sections))
+    d.start()
+    try:
+        yield d
+    finally:
+        if d.reaper is not None and d.reaper.poll() is None:
+            d.stop()
+
+
+def csv_of(numbers: list[str]) -> str:
+    return "PO Number\n" + "".join(f"{n}\n" for n in numbers)
+
+
+
+@dataclass
+class Context:
+    """What every part gets: its work folder, the two simulators, and the run's size."""
+
+    work: Path
+    quick: bool
+    realistic: Sim  # the realistic latency preset
+    instant: Sim  # the zero-latency preset
+
+    def folder(self, name: str) -> Path:
+        path = self.work / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def size(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+
+def stage_means(summary: dict[str, Any]) -> dict[str, float]:
+    """The summary's mean seconds per stage, rounded for the record."""
+    return {stage: round(float(v), 3) for stage, v in summary.get("timings", {}).items()}
+
+
+def measure_batch(root: Path, sim: Sim, name: str, numbers: list[str], *,
+                  pool: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """One daemon, warmed up, one CSV dropped: wall, CPU and outcomes from drop to report."""
+    with daemon(root, sim.base_url, pool=pool) as d:
+        warm_s = d.wait_warm()
+        cpu_before, sim_before = d.cpu(), sim.cpu()
+        kinds_before = d.cpu_by_kind()
+        dropped = d.drop(f"{name}.csv", csv_of(numbers))
+        summary = d.wait_summary(name, timeout)
+        wall = time.monotonic() - dropped
+        cpu = d.cpu() - cpu_before
+        kinds = d.cpu_by_kind()
+        sim_cpu = sim.cpu() - sim_before
+        workers = d.status()["workers"]
+    usage = d.usage[-1]
+    count = len(numbers)
+    return {
+        "pos": count,
+        "warm_up_s": round(warm_s, 2),
+        "wall_s": round(wall, 2),
+        "pos_per_minute": round(count / wall * 60, 1),
+        "wall_s_per_po": round(wall / count, 3),
+        "cpu_s": round(cpu, 2),
+        "cpu_s_per_po": round(cpu / count, 3),
+        "sim_cpu_s_per_po": round(sim_cpu / count, 3),
+        "cpu_s_per_po_by_process": {
+            kind: round((kinds[kind] - kinds_before.get(kind, 0.0)) / count, 3)
+            for kind in sorted(kinds)
+        },
+        "batch_duration_s": summary.get("duration_seconds"),
+        "stages_s": stage_means(summary),
+        "outcomes": summary.get("counts", {}),
+        "worker_restarts": sum(w["restarts"] for w in workers),
+        "leftovers": usage.get("leftovers", []),
+        "load_average": load_average(),
+    }
