@@ -255,3 +255,21 @@ def test_the_whole_hostile_corpus_then_a_good_file(tmp_path):
         d.drop("good-after.csv", csv_of("100091", "100092"))
         assert d.wait_report("good-after")["counts"] == {"COMPLETED": 2}
         d.check_alive()
+
+
+def test_small_batch_is_not_stuck_behind_a_big_one_and_high_priority_goes_first(tmp_path):
+    with daemon(tmp_path, BASE, engine=FAKE, env={"COUPAD_FAKE_DELAY": "0.1"},
+                pool={"workers": 1, "tabs_per_worker": 1}) as d:
+        d.drop("big.csv", csv_of(*(str(110000 + n) for n in range(60))))
+        wait_until(lambda: d.status()["batches"], 30, what="the big batch")
+        d.drop("small.csv", csv_of(*(str(120000 + n) for n in range(5))))
+        d.wait_report("small")
+        big = next(b for b in d.status()["batches"] if b["name"] == "big")
+        assert big["done"] < 30  # round-robin: the small one did not wait for the big one
+        d.drop("urgent.csv", csv_of(*(str(130000 + n) for n in range(5))), folder="high")
+        d.wait_report("urgent")
+        big_after = next(b for b in d.status()["batches"] if b["name"] == "big")
+        assert big_after["done"] - big["done"] <= 6  # high priority ran ahead of the big one
+        priorities = {b["name"]: b["priority"] for b in d.call("batches")}
+        assert priorities == {"big": "normal", "small": "normal", "urgent": "high"}
+        d.wait_report("big", timeout=120)
