@@ -1,0 +1,139 @@
+"""The journal's records: plain, frozen dataclasses that cross module and process lines.
+
+Rows in (from the intake), attempts' outcomes (from workers), and what the journal gives
+back (tasks, batches, report rows, events), plus the retry policy that spaces attempts.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from coupad.states import BatchState, TaskState
+
+
+@dataclass(frozen=True)
+class RowIn:
+    """One input row as the intake read it: cells as text, the PO digits or why not."""
+
+    row_no: int
+    values: tuple[str, ...]
+    po_digits: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One attachment on disk, as the PO folder's manifest lists it."""
+
+    name: str
+    original_name: str
+    size: int
+    sha256: str
+    source_url: str
+    source: str = "po"  # "po" or "requisition"
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What one attempt at one PO ended with; None means "not known, keep what the journal has".
+
+    ``status`` is an engine outcome (COMPLETED, NO_ATTACHMENTS, NOT_FOUND, ACCESS_DENIED,
+    SIGNED_OUT, THROTTLED, SERVER_ERROR, TIMEOUT, ERROR) or a final TaskState name.
+    """
+
+    status: str
+    reason: str = ""
+    supplier: str | None = None
+    found: int | None = None
+    downloaded: int | None = None
+    names: tuple[str, ...] | None = None
+    folder: str | None = None
+    url: str | None = None
+    retry_after: float | None = None
+    timings: dict[str, float] | None = None
+    files: tuple[FileRecord, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """One PO of one batch and everything known about its processing."""
+
+    id: int
+    batch_id: str
+    po_digits: str
+    state: TaskState
+    attempts: int  # ended attempts that count against max_attempts
+    max_attempts: int
+    lost: int  # leases that expired (worker lost)
+    not_before: float | None  # RETRY_WAIT: claimable from this time on
+    lease_owner: str | None
+    lease_expires: float | None
+    reason: str | None
+    supplier: str | None
+    found: int | None
+    downloaded: int | None
+    names: tuple[str, ...]
+    folder: str | None
+    url: str | None
+    last_processed: str | None  # ISO 8601, local time with offset
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One accepted input file."""
+
+    id: str
+    name: str
+    source: str
+    content_sha256: str
+    priority: str
+    fmt: str
+    columns: tuple[str, ...]
+    po_column: str
+    state: BatchState
+    paused: bool
+    created_at: float
+    finished_at: float | None  # when its report was written; None while one is due
+    row_count: int
+    task_count: int
+    report_paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One input row in input order with its task (None for an invalid row)."""
+
+    row_no: int
+    values: tuple[str, ...]
+    po_digits: str | None
+    error: str | None
+    task: Task | None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the journal's event log."""
+
+    id: int
+    at: float
+    kind: str
+    batch_id: str | None
+    task_id: int | None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with ±50 % jitter, capped, never sooner than the server asked."""
+
+    base_seconds: float = 5.0
+    max_seconds: float = 600.0
+
+    def delay(self, attempts: int, rng: random.Random, retry_after: float | None = None) -> float:
+        """Seconds to wait after the ``attempts``-th failed attempt."""
+        raw = self.base_seconds * 2.0 ** min(max(attempts - 1, 0), 60)
+        jittered = min(self.max_seconds, raw * rng.uniform(0.5, 1.5))
+        return max(jittered, retry_after or 0.0)
