@@ -35,6 +35,7 @@ from typing import Any
 from coupad import __version__, logs, reload
 from coupad import config as configuration
 from coupad.browser import sweep_leftovers
+from coupad import commands
 from coupad.config import Config
 from coupad.control import CommandFailed, ControlServer
 from coupad.errors import CoupadError, ExitCode, InputError
@@ -265,7 +266,7 @@ class Daemon:
             self.inbox.quiet_seconds = change.config.inbox.quiet_seconds
         logs.set_level(change.config.log.level)
         if self.sign_in.failed:
-            self.cmd_resume(now)  # the password file may have been fixed
+            commands.resume(self, now)  # the password file may have been fixed
         log.info("SIGHUP: configuration reloaded; applied: %s",
                  ", ".join(change.applied) or "nothing changed")
         if change.needs_restart:
@@ -293,90 +294,18 @@ class Daemon:
                 request = self.control.requests.get_nowait()
             except queue.Empty:
                 return
-            handler = getattr(self, f"cmd_{request.command}", None)
+            handler = commands.HANDLERS.get(request.command)
             if handler is None:
                 request.fail("UNKNOWN_COMMAND", f"unknown command {request.command!r}")
                 continue
             try:
-                request.answer(handler(now, **request.args))
+                request.answer(handler(self, now, **request.args))
             except CommandFailed as exc:
                 request.fail(exc.code, str(exc))
             except TypeError as exc:
                 request.fail("BAD_REQUEST", f"wrong arguments for {request.command}: {exc}")
             except CoupadError as exc:
                 request.fail("FAILED", str(exc))
-
-    # -- control commands (coupactl) -----------------------------------------------------
-
-    def cmd_batches(self, now: float) -> list[dict[str, Any]]:
-        assert self.journal is not None
-        counts = self.journal.counts()
-        return [_batch_dict(b, counts.get(b.id, {})) for b in self.journal.batches()]
-
-    def cmd_batch(self, now: float, id: str) -> dict[str, Any]:
-        assert self.journal is not None
-        batch = self._batch_or_fail(id)
-        data = _batch_dict(batch, self.journal.counts().get(batch.id, {}))
-        data["tasks"] = [_task_dict(t) for t in self.journal.tasks(batch.id)]
-        return data
-
-    def cmd_pause(self, now: float) -> dict[str, Any]:
-        self.paused = True
-        log.info("paused: no new POs start; in-flight POs finish")
-        return {"paused": True}
-
-    def cmd_resume(self, now: float) -> dict[str, Any]:
-        self.paused = self.draining = False
-        if self.sign_in.failed:
-            self.sign_in.failed = False  # try the (fixed) password again
-            for slot in self.pool.slots:
-                self.pool.revive(slot, now)
-        log.info("resumed")
-        return {"paused": False}
-
-    def cmd_drain(self, now: float) -> dict[str, Any]:
-        self.paused = self.draining = True
-        for slot in self.pool.slots:
-            self.pool.drain(slot, "drained by coupactl")
-        log.info("draining: in-flight POs finish, then browsers close until `resume`")
-        return {"paused": True, "draining": True}
-
-    def cmd_retry(self, now: float, id: str | None = None, failed: bool = False) -> dict[str, Any]:
-        assert self.journal is not None
-        if id is None and not failed:
-            raise CommandFailed("BAD_REQUEST", "give a batch id or --failed")
-        batch_id = self._batch_or_fail(id).id if id else None
-        count = self.journal.requeue(batch_id=batch_id, failed_only=failed or batch_id is None,
-                                     now=now)
-        log.info("requeued %d PO(s) for a re-run", count)
-        return {"requeued": count}
-
-    def cmd_cancel(self, now: float, id: str) -> dict[str, Any]:
-        assert self.journal is not None
-        batch = self._batch_or_fail(id)
-        count = self.journal.cancel_batch(batch.id, now)
-        log.info("cancelled batch %s (%d PO(s) not started)", batch.id, count)
-        return {"cancelled": count, "batch": batch.id}
-
-    def cmd_stop(self, now: float) -> dict[str, Any]:
-        self.request_stop(now)
-        return {"stopping": True}
-
-    def cmd_paths(self, now: float) -> dict[str, str]:
-        paths = self.config.paths
-        return {"inbox": str(paths.inbox), "outbox": str(paths.outbox),
-                "downloads": str(paths.downloads), "state": str(paths.state)}
-
-    def cmd_profile_updated(self, now: float) -> dict[str, Any]:
-        self.base_profile_updated(now)
-        return {"ok": True}
-
-    def _batch_or_fail(self, batch_id: str) -> Any:
-        assert self.journal is not None
-        batch = self.journal.batch(str(batch_id))
-        if batch is None:
-            raise CommandFailed("NO_SUCH_BATCH", f"no batch {batch_id!r}")
-        return batch
 
     def _intake(self, now: float) -> None:
         assert self.inbox is not None and self.journal is not None
@@ -681,26 +610,6 @@ class Daemon:
             for slot in self.pool.slots:
                 self.pool.drain(slot, "picking up the new sign-in")
             self.sign_in.profile_stamp = -1.0  # any stamp now counts as changed
-
-
-def _batch_dict(batch: Any, counts: dict[str, int]) -> dict[str, Any]:
-    total = sum(counts.values())
-    done = sum(n for state, n in counts.items() if TaskState(state).final)
-    return {
-        "id": batch.id, "name": batch.name, "priority": batch.priority,
-        "state": getattr(batch.state, "value", batch.state), "total": total, "done": done,
-        "counts": counts, "created_at": batch.created_at, "finished_at": batch.finished_at,
-        "reports": list(batch.report_paths or ()),
-    }
-
-
-def _task_dict(task: Any) -> dict[str, Any]:
-    return {
-        "id": task.id, "po": f"PO{task.po_digits}", "state": task.state.value,
-        "attempts": task.attempts, "supplier": task.supplier, "found": task.found,
-        "downloaded": task.downloaded, "folder": task.folder, "reason": task.reason,
-        "last_processed": task.last_processed,
-    }
 
 
 def _mean_timings(rows: list[Any]) -> dict[str, float]:

@@ -1,0 +1,153 @@
+"""What each coupactl command does inside the daemon; the loop calls these between passes.
+
+Each handler takes the daemon, ``now`` and the request's arguments and returns plain data
+for the answer, or raises CommandFailed with an error code the client shows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from coupad.control import CommandFailed
+from coupad.states import TaskState
+
+if TYPE_CHECKING:
+    from coupad.daemon import Daemon
+
+log = logging.getLogger("coupad.daemon")
+
+
+def batches(daemon: Daemon, now: float) -> list[dict[str, Any]]:
+    assert daemon.journal is not None
+    counts = daemon.journal.counts()
+    return [_batch_dict(b, counts.get(b.id, {})) for b in daemon.journal.batches()]
+
+
+def batch(daemon: Daemon, now: float, id: str) -> dict[str, Any]:
+    assert daemon.journal is not None
+    batch = _batch_or_fail(daemon, id)
+    data = _batch_dict(batch, daemon.journal.counts().get(batch.id, {}))
+    data["tasks"] = [_task_dict(t) for t in daemon.journal.tasks(batch.id)]
+    return data
+
+
+def pause(daemon: Daemon, now: float) -> dict[str, Any]:
+    daemon.paused = True
+    log.info("paused: no new POs start; in-flight POs finish")
+    return {"paused": True}
+
+
+def resume(daemon: Daemon, now: float) -> dict[str, Any]:
+    daemon.paused = daemon.draining = False
+    if daemon.sign_in.failed:
+        daemon.sign_in.failed = False  # try the (fixed) password again
+        for slot in daemon.pool.slots:
+            daemon.pool.revive(slot, now)
+    log.info("resumed")
+    return {"paused": False}
+
+
+def drain(daemon: Daemon, now: float) -> dict[str, Any]:
+    daemon.paused = daemon.draining = True
+    for slot in daemon.pool.slots:
+        daemon.pool.drain(slot, "drained by coupactl")
+    log.info("draining: in-flight POs finish, then browsers close until `resume`")
+    return {"paused": True, "draining": True}
+
+
+def retry(
+    daemon: Daemon, now: float, id: str | None = None, failed: bool = False
+) -> dict[str, Any]:
+    assert daemon.journal is not None
+    if id is None and not failed:
+        raise CommandFailed("BAD_REQUEST", "give a batch id or --failed")
+    batch_id = _batch_or_fail(daemon, id).id if id else None
+    count = daemon.journal.requeue(
+        batch_id=batch_id, failed_only=failed or batch_id is None, now=now
+    )
+    log.info("requeued %d PO(s) for a re-run", count)
+    return {"requeued": count}
+
+
+def cancel(daemon: Daemon, now: float, id: str) -> dict[str, Any]:
+    assert daemon.journal is not None
+    batch = _batch_or_fail(daemon, id)
+    count = daemon.journal.cancel_batch(batch.id, now)
+    log.info("cancelled batch %s (%d PO(s) not started)", batch.id, count)
+    return {"cancelled": count, "batch": batch.id}
+
+
+def stop(daemon: Daemon, now: float) -> dict[str, Any]:
+    daemon.request_stop(now)
+    return {"stopping": True}
+
+
+def paths(daemon: Daemon, now: float) -> dict[str, str]:
+    paths = daemon.config.paths
+    return {
+        "inbox": str(paths.inbox),
+        "outbox": str(paths.outbox),
+        "downloads": str(paths.downloads),
+        "state": str(paths.state),
+    }
+
+
+def profile_updated(daemon: Daemon, now: float) -> dict[str, Any]:
+    daemon.base_profile_updated(now)
+    return {"ok": True}
+
+
+def _batch_or_fail(daemon: Daemon, batch_id: str) -> Any:
+    assert daemon.journal is not None
+    batch = daemon.journal.batch(str(batch_id))
+    if batch is None:
+        raise CommandFailed("NO_SUCH_BATCH", f"no batch {batch_id!r}")
+    return batch
+
+
+def _batch_dict(batch: Any, counts: dict[str, int]) -> dict[str, Any]:
+    total = sum(counts.values())
+    done = sum(n for state, n in counts.items() if TaskState(state).final)
+    return {
+        "id": batch.id,
+        "name": batch.name,
+        "priority": batch.priority,
+        "state": getattr(batch.state, "value", batch.state),
+        "total": total,
+        "done": done,
+        "counts": counts,
+        "created_at": batch.created_at,
+        "finished_at": batch.finished_at,
+        "reports": list(batch.report_paths or ()),
+    }
+
+
+def _task_dict(task: Any) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "po": f"PO{task.po_digits}",
+        "state": task.state.value,
+        "attempts": task.attempts,
+        "supplier": task.supplier,
+        "found": task.found,
+        "downloaded": task.downloaded,
+        "folder": task.folder,
+        "reason": task.reason,
+        "last_processed": task.last_processed,
+    }
+
+
+HANDLERS: dict[str, Callable[..., Any]] = {
+    "batches": batches,
+    "batch": batch,
+    "pause": pause,
+    "resume": resume,
+    "drain": drain,
+    "retry": retry,
+    "cancel": cancel,
+    "stop": stop,
+    "paths": paths,
+    "profile_updated": profile_updated,
+}
