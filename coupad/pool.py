@@ -3,8 +3,10 @@
 The pool executes; the daemon's loop decides. Supervision follows supervisor's model: a slot
 that exits is reaped and its exit decoded; it restarts after a backoff that doubles with each
 fast failure (one within ``FAST_FAILURE_SECONDS`` of its start), and after
-``pool.max_fast_failures`` fast failures in a row it becomes FATAL and stays down, visible in
-status, while the other slots go on. A worker whose heartbeat stops (a hung WebDriver call)
+``pool.max_fast_failures`` fast failures in a row it becomes FATAL, visible in status with
+its reason, while the other slots go on. Unlike supervisor, a FATAL slot is tried once more
+every ``pool.restart_backoff_max`` seconds, so a daemon whose browser could not start at all
+(Chromium missing, profile unreadable) recovers by itself once that is fixed. A worker whose heartbeat stops (a hung WebDriver call)
 is killed together with its browser's process group. Only processes the pool started are
 ever signalled.
 """
@@ -108,8 +110,9 @@ class Pool:
     def start_due(self, now: float) -> None:
         """Start every stopped or backed-off slot whose backoff has elapsed."""
         self.slots = [s for s in self.slots if not (s.retired and s.process is None)]
+        waiting = (WorkerState.STOPPED, WorkerState.BACKOFF, WorkerState.FATAL)
         for slot in self.slots:
-            if slot.process is None and slot.state in (WorkerState.STOPPED, WorkerState.BACKOFF):
+            if slot.process is None and slot.state in waiting:
                 if now >= slot.next_start and not slot.retired:
                     self._start(slot, now)
 
@@ -151,9 +154,12 @@ class Pool:
         slot.fast_failures += 1
         self.move(slot, WorkerState.BACKOFF)
         if slot.fast_failures >= self.config.pool.max_fast_failures:
+            # FATAL stays in status with the reason; one more try per restart_backoff_max
+            # (when no browser can start at all, someone may fix it without a restart).
             self.move(slot, WorkerState.FATAL)
-            log.error("slot %d: %d fast failures in a row, giving up: %s",
-                      slot.index, slot.fast_failures, why)
+            slot.next_start = now + self.config.pool.restart_backoff_max
+            log.error("slot %d: %d fast failures in a row; FATAL, next try in %.0f s: %s",
+                      slot.index, slot.fast_failures, self.config.pool.restart_backoff_max, why)
             return
         delay = min(self.config.pool.restart_backoff_max, 2.0 ** (slot.fast_failures - 1))
         slot.next_start = now + delay

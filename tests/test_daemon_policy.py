@@ -118,7 +118,7 @@ def test_hung_worker_is_killed_by_heartbeat_silence(tmp_path):
 
 def test_slot_that_cannot_start_becomes_fatal_and_the_daemon_stays_up(tmp_path):
     with daemon(tmp_path, BASE, engine=FAKE, env={"COUPAD_FAKE_START": "fail"},
-                pool={"workers": 2, "max_fast_failures": 3, "restart_backoff_max": 0.5}) as d:
+                pool={"workers": 2, "max_fast_failures": 3, "restart_backoff_max": 5.0}) as d:
         d.drop("waiting.csv", csv_of("100041"))
         snap = wait_until(
             lambda: (s := d.status())["workers"]
@@ -273,3 +273,18 @@ def test_small_batch_is_not_stuck_behind_a_big_one_and_high_priority_goes_first(
         priorities = {b["name"]: b["priority"] for b in d.call("batches")}
         assert priorities == {"big": "normal", "small": "normal", "urgent": "high"}
         d.wait_report("big", timeout=120)
+
+
+def test_missing_chromium_keeps_the_daemon_up_saying_why_and_pos_queued(tmp_path):
+    # The real engine this time: the browser binary itself is missing.
+    with daemon(tmp_path, BASE, browser={"chromium": str(tmp_path / "no-chromium")},
+                pool={"workers": 1, "max_fast_failures": 2, "restart_backoff_max": 30.0}) as d:
+        d.drop("nobrowser.csv", csv_of("100101", "100102"))
+        snap = wait_until(lambda: (s := d.status())["workers"][0]["state"] == "FATAL" and s,
+                          60, what="the slot FATAL")
+        assert "no-chromium is missing or not executable" in snap["workers"][0]["last_error"]
+        assert "apt-get install chromium" in snap["workers"][0]["last_error"]
+        assert snap["totals"] == {"QUEUED": 2}
+        assert "no-chromium is missing" in d.log()
+        out = coupactl(d, "status")
+        assert out.returncode == 0 and "FATAL" in out.stdout
