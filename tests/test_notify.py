@@ -141,6 +141,20 @@ def test_ready_status_watchdog_and_stopping_reach_the_notify_socket(tmp_path):
             assert stopping[0].at > pings[-1]
 
 
+def test_ready_comes_when_no_browser_can_start_so_systemd_does_not_time_out(tmp_path):
+    # A slot backing off counts as settled: the daemon serves its socket and inbox anyway,
+    # and `coupactl status` says what is wrong; a start-up timeout would hide that.
+    address = str(tmp_path / "notify.sock")
+    env = {"NOTIFY_SOCKET": address, "COUPAD_FAKE_START": "fail"}
+    with listening(address) as heard:
+        with daemon(tmp_path, BASE, engine=FAKE, env=env,
+                    pool={"workers": 2, "restart_backoff_max": 5.0}) as d:
+            ready = wait_until(lambda: heard.with_key("READY", "1"), 30, what="READY=1")
+            assert ready[0].fields["STATUS"].startswith("running: 0/2 workers up"), ready
+            workers = d.status()["workers"]
+            assert all("fake browser refuses to start" in w["last_error"] for w in workers)
+
+
 def test_status_sent_with_ready_is_not_repeated_on_the_next_pass(tmp_path):
     address = str(tmp_path / "notify.sock")
     env = {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "400000"}
