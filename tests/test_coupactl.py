@@ -281,6 +281,7 @@ def test_drain_closes_the_workers_and_resume_starts_new_ones(tmp_path):
             return all(w["state"] == "STOPPED" and w["pid"] is None for w in workers)
 
         wait_until(closed, 20, what="both workers closed")
+        assert ctl(d, "drain").stdout == "drain: ok\n"  # again: nothing more to close
         assert not [pid for pid in before if alive(pid)]
         assert not totals(d).get("LEASED")
         done = len(d.finals())
