@@ -112,24 +112,18 @@ def render_batch(batch: dict[str, Any]) -> str:
 # -- commands ----------------------------------------------------------------------------
 
 
-def _simple(command: str) -> Callable[[ControlClient, argparse.Namespace], Any]:
-    def run(client: ControlClient, _args: argparse.Namespace) -> Any:
-        return client.call(command)
-
-    return run
-
-
 def submit_files(inbox: Path, files: Sequence[Path], priority: str) -> list[Path]:
     """Copy files into the inbox under a hidden name, then rename: the daemon never sees a
     half-copied file."""
-    target_dir = inbox / priority if priority in ("high", "low") else inbox
-    target_dir.mkdir(parents=True, exist_ok=True)
-    placed = []
-    for source in files:
+    for source in files:  # all checked before any is copied: all or nothing
         if source.suffix.lower() not in (".csv", ".xlsx"):
             raise CoupadError(f"{source}: only .csv and .xlsx files can be submitted")
         if not source.is_file():
             raise CoupadError(f"{source}: no such file")
+    target_dir = inbox / priority if priority in ("high", "low") else inbox
+    target_dir.mkdir(parents=True, exist_ok=True)
+    placed = []
+    for source in files:
         target = target_dir / source.name
         if target.exists():
             target = target_dir / f"{source.stem}-{uuid.uuid4().hex[:6]}{source.suffix}"
@@ -181,10 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SYSTEMD_SOCKET = Path("/run/coupad/coupad.sock")
+
+
 def _socket_path(args: argparse.Namespace) -> Path:
+    """The socket named on the command line, else the config's; under systemd the daemon's
+    socket is in its RuntimeDirectory, which an admin's shell knows nothing of."""
     if args.socket:
         return Path(args.socket)
-    return configuration.load(args.config).socket_path
+    path = configuration.load(args.config).socket_path
+    if not path.exists() and SYSTEMD_SOCKET.exists():
+        return SYSTEMD_SOCKET
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -201,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"coupactl: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except CoupadError as exc:
+        if args.json:
+            print(json.dumps({"error": str(exc)}))
         print(f"coupactl {args.command}: {exc}", file=sys.stderr)
         return int(exc.exit_code)
 

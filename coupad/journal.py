@@ -540,7 +540,12 @@ class Journal:
         return [_batch(r) for r in rows]
 
     def cancel_batch(self, batch_id: str, now: float) -> int:
-        """Cancel every task not final yet; the batch still gets its report. Returns how many."""
+        """Cancel every task that is not final or in flight; returns how many.
+
+        A PO in flight finishes and is recorded as usual, so that its folder and the report
+        agree; if it would be tried again, it is cancelled then. The batch gets its report
+        once nothing of it is in flight.
+        """
         with self._write() as conn:
             batch = self._known_batch(conn, batch_id)
             if batch.state is not BatchState.OPEN:
@@ -550,7 +555,7 @@ class Journal:
                 f"UPDATE tasks SET state = ?, reason = ?, not_before = NULL, {_NO_LEASE} "
                 "WHERE batch_id = ? AND state IN (SELECT value FROM json_each(?))",
                 (TaskState.CANCELLED.value, "cancelled by the user", batch.id,
-                 _states(states.sources(TaskState.CANCELLED))),
+                 _states(states.sources(TaskState.CANCELLED) - {TaskState.LEASED})),
             ).rowcount
             conn.execute("UPDATE batches SET state = ? WHERE id = ?",
                          (BatchState.CANCELLED.value, batch.id))
@@ -772,6 +777,7 @@ class Journal:
             self._event(conn, new.value.lower(), now, task.batch_id, task.id,
                         status=outcome.status, attempts=attempts, reason=reason,
                         not_before=not_before)
+            self._cancel_leftovers(conn, now)
             return self._task_by_id(conn, task.id)
 
     def release(self, owner: str, task_ids: Sequence[int] | None, now: float) -> int:
@@ -789,6 +795,7 @@ class Journal:
             released = conn.execute(sql, params).rowcount
             if released:
                 self._event(conn, "released", now, None, None, owner=owner, tasks=released)
+                self._cancel_leftovers(conn, now)
         return released
 
     def expire_leases(self, now: float) -> list[Task]:
@@ -824,6 +831,8 @@ class Journal:
                 )
                 self._event(conn, "lease_expired", at, task.batch_id, task.id,
                             owner=task.lease_owner, state=new.value, attempts=attempts)
+            if expired:
+                self._cancel_leftovers(conn, at)
             fresh = self._tasks_by_id(conn, [t.id for t in expired])
         return [fresh[t.id] for t in expired]
 
@@ -837,7 +846,21 @@ class Journal:
             ).rowcount
             if released:
                 self._event(conn, "auth_released", now, None, None, tasks=released)
+                self._cancel_leftovers(conn, now)
         return released
+
+    def _cancel_leftovers(self, conn: sqlite3.Connection, now: float) -> None:
+        """Tasks of a cancelled batch that came back from flight waiting again: cancel them."""
+        moved = conn.execute(
+            "UPDATE tasks SET state = ?, reason = coalesce(reason || '; ', '') || ?, "
+            "not_before = NULL WHERE state IN (SELECT value FROM json_each(?)) AND batch_id IN "
+            "(SELECT id FROM batches WHERE state = ?)",
+            (TaskState.CANCELLED.value, "cancelled by the user",
+             _states(states.sources(TaskState.CANCELLED) - {TaskState.LEASED}),
+             BatchState.CANCELLED.value),
+        ).rowcount
+        if moved:
+            self._event(conn, "cancelled_after_flight", now, None, None, tasks=moved)
 
     def set_final(self, task_id: int, state: TaskState, reason: str, now: float,
                   folder: str | None = None) -> Task:

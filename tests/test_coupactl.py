@@ -204,9 +204,6 @@ def test_submit_refuses_what_is_not_a_csv_or_xlsx_file(tmp_path):
         assert d.call("batches") == []
 
 
-@pytest.mark.xfail(strict=True, reason="ctl.submit_files checks each file just before copying "
-                   "it: the good file before a bad one is submitted, yet coupactl reports only "
-                   "the error")
 def test_submit_of_a_good_and_a_missing_file_submits_neither(tmp_path):
     good = tmp_path / "good.csv"
     good.write_text(csv_of("100041"), encoding="utf-8")
@@ -379,9 +376,6 @@ def test_cancel_ends_a_batch_s_waiting_pos_and_still_writes_its_report(tmp_path)
         assert sorted(d.finals()) == sorted(p for p in rows if p not in waiting)
 
 
-@pytest.mark.xfail(strict=True, reason="journal.cancel_batch also cancels LEASED tasks: the "
-                   "worker finishes the PO and renames its folder _COMPLETED, its result is "
-                   "dropped as stale, and the report says CANCELLED with no folder")
 def test_cancel_with_a_po_in_flight_keeps_its_folder_and_report_in_agreement(tmp_path):
     with daemon(tmp_path, BASE, engine=FAKE, env={"COUPAD_FAKE_DELAY": "3.0"},
                 pool={"workers": 1, "tabs_per_worker": 1}) as d:

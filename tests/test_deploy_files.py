@@ -131,8 +131,7 @@ def test_unit_does_not_forbid_the_writable_executable_memory_chromium_needs():
     assert not [d for d in UNIT_DIRECTIVES if d.key == "MemoryDenyWriteExecute"]
 
 
-@pytest.mark.parametrize("section", ["Unit", "Service", pytest.param(
-    "Install", marks=pytest.mark.xfail(strict=True, reason="WantedBy= has no comment"))])
+@pytest.mark.parametrize("section", ["Unit", "Service", "Install"])
 def test_every_unit_directive_is_commented(section):
     silent = [f"{UNIT.name}:{d.line}: {d.key}={d.value}" for d in UNIT_DIRECTIVES
               if d.section == section and not d.commented and d.key not in SELF_DESCRIBING]
@@ -176,26 +175,32 @@ def test_systemd_analyze_verify_accepts_the_unit_without_a_word(tmp_path):
     assert out.stderr.strip() == ""
 
 
-@pytest.mark.xfail(strict=True, reason="config.load takes the socket and relative paths from "
-                   "$RUNTIME_DIRECTORY/$STATE_DIRECTORY, which only the service has: coupactl "
-                   "in a shell looks for /etc/coupad/state/coupad.sock")
-def test_coupactl_in_an_admin_shell_finds_the_daemon_the_unit_started(tmp_path):
+def test_coupactl_in_an_admin_shell_finds_the_daemon_the_unit_started(tmp_path, monkeypatch):
     # The unit gives the daemon $STATE_DIRECTORY and $RUNTIME_DIRECTORY; a person typing
     # `coupactl status` on the server has neither. Both read the same /etc/coupad/coupad.toml
-    # (the shipped one here) and must agree on the socket and the inbox.
+    # (the shipped one here): coupactl falls back to the unit's RuntimeDirectory socket.
+    import argparse
+
+    from coupad import ctl
+
     etc = tmp_path / "etc" / "coupad"
     etc.mkdir(parents=True)
     shutil.copy(REPO / "etc" / "coupad.toml", etc / "coupad.toml")
-    service_env = {
-        "STATE_DIRECTORY": str(tmp_path / "var" / "lib" / one(
-            UNIT_DIRECTIVES, "Service", "StateDirectory")),
-        "RUNTIME_DIRECTORY": str(tmp_path / "run" / one(
-            UNIT_DIRECTIVES, "Service", "RuntimeDirectory")),
-    }
+    runtime = tmp_path / "run" / one(UNIT_DIRECTIVES, "Service", "RuntimeDirectory")
+    service_env = {"RUNTIME_DIRECTORY": str(runtime)}
     service = configuration.load(etc / "coupad.toml", env=service_env)
-    shell = configuration.load(etc / "coupad.toml", env={})
-    assert service.socket_path == Path(service_env["RUNTIME_DIRECTORY"]) / "coupad.sock"
-    assert (shell.socket_path, shell.paths.inbox) == (service.socket_path, service.paths.inbox)
+    assert service.socket_path == runtime / "coupad.sock"
+    runtime.mkdir(parents=True)
+    service.socket_path.touch()
+    monkeypatch.setattr(ctl, "SYSTEMD_SOCKET", service.socket_path)
+    args = argparse.Namespace(socket=None, config=str(etc / "coupad.toml"))
+    assert ctl._socket_path(args) == service.socket_path
+    # An explicit --socket always wins; a socket where the config says is used first.
+    assert ctl._socket_path(argparse.Namespace(socket="/x.sock", config=None)) == Path("/x.sock")
+    local = configuration.load(etc / "coupad.toml", env={}).socket_path
+    local.parent.mkdir(parents=True)
+    local.touch()
+    assert ctl._socket_path(args) == local
 
 
 # -- supervisord -----------------------------------------------------------------------
@@ -225,9 +230,8 @@ def test_supervisord_restarts_only_unexpected_exits_and_expects_0_and_75():
     assert program["redirect_stderr"] == "true"
 
 
-@pytest.mark.parametrize("section", ["supervisord", "program:coupad", *(
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=f"[{name}] has no comments"))
-    for name in ("unix_http_server", "supervisorctl"))])
+@pytest.mark.parametrize("section", ["supervisord", "program:coupad", "unix_http_server",
+                                     "supervisorctl"])
 def test_every_supervisord_option_is_commented(section):
     silent = [f"{SUPERVISORD.name}:{d.line}: {d.key}={d.value}" for d in SUPERVISORD_DIRECTIVES
               if d.section == section and not d.commented and d.key not in SELF_DESCRIBING]

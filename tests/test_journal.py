@@ -624,20 +624,28 @@ def test_set_final_checks_the_move_and_set_folder_records_the_rename(journal: Jo
     assert journal.task(queued.id).state is T.QUEUED
 
 
-def test_cancel_moves_every_waiting_state_to_cancelled(journal: Journal) -> None:
-    batch = make_batch(journal, pos(5))
-    done, leased, retrying, waiting, _queued = journal.claim("w1", 5, NOW, 60)[:5]
+def test_cancel_moves_every_waiting_state_to_cancelled_and_lets_flight_land(
+    journal: Journal,
+) -> None:
+    batch = make_batch(journal, pos(6))
+    done, leased, retrying, waiting, _queued, second = journal.claim("w1", 6, NOW, 60)[:6]
     journal.record(done.id, "w1", COMPLETED, NOW)
     journal.record(retrying.id, "w1", TaskOutcome("TIMEOUT"), NOW)
     journal.record(waiting.id, "w1", TaskOutcome("SIGNED_OUT"), NOW)
     journal.release("w1", [_queued.id], NOW)
-    assert journal.cancel_batch(batch.id[:-1], NOW) == 4  # a unique prefix is enough
+    assert journal.cancel_batch(batch.id[:-1], NOW) == 3  # a unique prefix is enough
     states_now = {t.id: t.state for t in journal.tasks(batch.id)}
     assert states_now[done.id] is T.COMPLETED
-    assert all(states_now[t.id] is T.CANCELLED for t in (leased, retrying, waiting, _queued))
+    assert all(states_now[t.id] is T.CANCELLED for t in (retrying, waiting, _queued))
+    # In flight: not cancelled under the worker, so folder and report agree when it lands.
+    assert states_now[leased.id] is T.LEASED and states_now[second.id] is T.LEASED
     cancelled = journal.batch(batch.id)
     assert cancelled is not None and cancelled.state is BatchState.CANCELLED
-    assert journal.record(leased.id, "w1", COMPLETED, NOW).state is T.CANCELLED  # stale now
+    assert journal.finished_batches() == []  # not while something is in flight
+    assert journal.record(leased.id, "w1", COMPLETED, NOW).state is T.COMPLETED
+    # One that would be tried again is cancelled instead of waiting for ever.
+    assert journal.record(second.id, "w1", TaskOutcome("TIMEOUT"), NOW).state is T.CANCELLED
+    assert [b.id for b in journal.finished_batches()] == [batch.id]
     assert journal.claim("w1", 5, NOW + 10**6, 60) == []
     assert journal.cancel_batch(batch.id, NOW) == 0
     assert [b.id for b in journal.finished_batches()] == [batch.id]  # still gets its report
