@@ -22,11 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import scenarios
-from kit import Context, csv_of, daemon, load_average, log, wait_for, write_config
+from kit import Context, csv_of, daemon, load_average, log, open_page, signed_in_engine
 
-from coupad import config as configuration
-from coupad.browser import Browser, BrowserSpec
-from coupad.engine import Engine
+from coupad.browser import Browser
 from coupad.pool import group_pss_mb
 
 SOAK_POS = 2000
@@ -40,40 +38,28 @@ def run(ctx: Context) -> dict[str, Any]:
 
 def tabs(ctx: Context) -> dict[str, Any]:
     """PSS of one signed-in browser, then with more tabs open on PO pages."""
-    root = ctx.folder("footprint-tabs")
-    config = configuration.load(write_config(root, ctx.instant.base_url), env={})
-    profile = root / "profile"
-    spec = BrowserSpec(profile_dir=profile, download_dir=profile / "downloads")
-    engine = Engine(config, browser_factory=lambda: Browser.start(spec), tabs=1)
     log("footprint: one browser, then more tabs")
-    try:
-        engine.start()
+    with signed_in_engine(ctx.folder("footprint-tabs"), ctx.instant.base_url) as engine:
         assert isinstance(engine.browser, Browser) and engine.browser.pgid is not None
         driver, pgid = engine.browser.driver, engine.browser.pgid
         pages = iter(scenarios.numbers(scenarios.MIX, 20))
-        _open(driver, ctx.instant.base_url, next(pages), new_tab=False)
+
+        def url() -> str:
+            return f"{ctx.instant.base_url}/order_headers/{next(pages)[2:]}"
+
+        open_page(driver, url(), new_tab=False)
         points = [{"extra_tabs": 0, "pss_mb": _settled_pss(pgid)}]
         opened = 0
         for step in TAB_STEPS:
             while opened < step:
-                _open(driver, ctx.instant.base_url, next(pages), new_tab=True)
+                open_page(driver, url(), new_tab=True)
                 opened += 1
             points.append({"extra_tabs": step, "pss_mb": _settled_pss(pgid)})
-    finally:
-        engine.close()
     first, last = points[0], points[-1]
     per_tab = (last["pss_mb"] - first["pss_mb"]) / last["extra_tabs"]
     log(f"footprint: browser {first['pss_mb']:.0f} MB, {per_tab:.1f} MB per extra tab")
     return {"points": points, "browser_pss_mb": first["pss_mb"],
             "per_extra_tab_mb": round(per_tab, 1), "load_average": load_average()}
-
-
-def _open(driver: Any, base: str, po: str, *, new_tab: bool) -> None:
-    if new_tab:
-        driver.switch_to.new_window("tab")
-    driver.get(f"{base}/order_headers/{po[2:]}")
-    wait_for(lambda: driver.execute_script("return document.readyState") == "complete", 30,
-             f"the page of {po}")
 
 
 def _settled_pss(pgid: int) -> float:

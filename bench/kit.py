@@ -24,7 +24,10 @@ from typing import Any, TypeVar
 
 import psutil
 
+from coupad import config as configuration
+from coupad.browser import Browser, BrowserSpec
 from coupad.control import ControlClient
+from coupad.engine import Engine
 from coupad.errors import CoupadError
 
 HERE = Path(__file__).resolve().parent
@@ -387,6 +390,30 @@ def daemon(root: Path, base_url: str, **sections: dict[str, Any]) -> Iterator[Da
     finally:
         if d.reaper is not None and d.reaper.poll() is None:
             d.stop()
+
+
+@contextmanager
+def signed_in_engine(root: Path, base_url: str) -> Iterator[Engine]:
+    """One browser started and signed in by coupad's engine, for measurements of the browser
+    itself; quit when the block ends."""
+    config = configuration.load(write_config(root, base_url), env={})
+    profile = root / "profile"
+    spec = BrowserSpec(profile_dir=profile, download_dir=profile / "downloads")
+    engine = Engine(config, browser_factory=lambda: Browser.start(spec), tabs=1)
+    try:
+        engine.start()
+        yield engine
+    finally:
+        engine.close()
+
+
+def open_page(driver: Any, url: str, *, new_tab: bool) -> None:
+    """Load ``url`` (in a new tab if asked) and wait until its document is complete."""
+    if new_tab:
+        driver.switch_to.new_window("tab")
+    driver.get(url)
+    wait_for(lambda: driver.execute_script("return document.readyState") == "complete", 30,
+             f"the page {url}")
 
 
 def csv_of(numbers: list[str]) -> str:

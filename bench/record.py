@@ -16,10 +16,12 @@ def write(folder: Path, machine: dict[str, Any], figures: dict[str, Any]) -> lis
     data = {"machine": machine, "targets": checked, "figures": figures}
     paths = [folder / "bench.json", folder / "bench.md"]
     paths[0].write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    samples = figures.get("footprint", {}).get("soak", {}).get("samples")
-    if samples:
+    soak = figures.get("footprint", {}).get("soak", {})
+    if soak.get("samples"):
         paths.append(folder / "memory.svg")
-        paths[-1].write_text(memory_svg(samples), encoding="utf-8")
+        title = (f"PSS (MB) during the soak of {soak['pos']} POs, recycling every "
+                 f"{soak['recycle_after_pos']}: whole tree (thick), each browser (thin)")
+        paths[-1].write_text(memory_svg(soak["samples"], title), encoding="utf-8")
     paths[1].write_text(markdown(machine, checked, figures), encoding="utf-8")
     return paths
 
@@ -178,6 +180,22 @@ def _overhead(part: dict[str, Any]) -> list[str]:
             "", "| mode | " + " | ".join(STAGES) + " |", "|---" * (len(STAGES) + 1) + "|"]
     for m in part["modes"]:
         out.append(_stage_row(f"{m['mode']} (zero latency)", m["stages_s"]))
+    out += ["", "CPU seconds per PO by process (pool 2×3, zero latency): " + ", ".join(
+        f"{kind} {v}" for kind, v in _mode(part, "pool 2x3").get("cpu_s_per_po_by_process",
+                                                                    {}).items()) + "."]
+    wd = part.get("webdriver_ms")
+    if wd:
+        out += ["", f"WebDriver unit costs in a warm browser (median ms): run a script "
+                f"{wd['script']}, switch tabs {wd['switch_tab']}, open a tab {wd['new_tab']}, "
+                f"start a navigation {wd['navigate']}, close a tab {wd['close_tab']}. The "
+                "engine sends a browser's commands one at a time from one thread."]
+    cost = part.get("page_cost")
+    if cost:
+        new, reused = cost["new_tab"], cost["reused_tab"]
+        out += ["", f"A PO page in a new tab (open, load, close — what the engine does for "
+                f"every PO): {new['chromium_cpu_s']} Chromium CPU s and {new['wall_s']} s; the "
+                f"same page loaded in a reused tab: {reused['chromium_cpu_s']} CPU s and "
+                f"{reused['wall_s']} s."]
     out.append("")
     return out
 
@@ -222,8 +240,12 @@ def _scale(part: dict[str, Any]) -> list[str]:
         f"{status['bare_python_start_ms']['median']} ms.",
         f"- Journal with {status['tasks']:,} tasks: claim + record "
         f"**{journal['claim_record_ms_per_task']} ms per task**, heartbeat of a claim "
-        f"{journal['heartbeat_ms']} ms; create_batch of 100,000 rows "
+        f"{journal['heartbeat_ms']} ms; create_batch of {fill['rows_per_batch']:,} rows "
         f"{fill['create_batch_median_s']} s (median while filling).",
+        *([f"- End of a {part['report']['rows']:,}-row batch, in the daemon's loop: rows read "
+           f"from the journal {part['report']['report_rows_s']} s, CSV report "
+           f"{part['report']['write_csv_s']} s, XLSX report (for XLSX input) "
+           f"{part['report']['write_xlsx_s']} s."] if "report" in part else []),
         "",
     ]
 
@@ -249,7 +271,8 @@ def _recovery(part: dict[str, Any]) -> list[str]:
 # ---- the plot --------------------------------------------------------------------------------
 
 
-def memory_svg(samples: list[dict[str, Any]], width: int = 720, height: int = 300) -> str:
+def memory_svg(samples: list[dict[str, Any]], title: str, width: int = 720,
+               height: int = 300) -> str:
     """Tree PSS and each browser's PSS over the soak, as a plain SVG line chart."""
     left, right, top, bottom = 60, 20, 20, 40
     t_max = max(s["t"] for s in samples) or 1.0
@@ -287,8 +310,7 @@ def memory_svg(samples: list[dict[str, Any]], width: int = 720, height: int = 30
         points = [(s["t"], s["browsers_mb"][b]) for s in samples if len(s["browsers_mb"]) > b]
         parts.append(line(points, ["#d2691e", "#2e8b57", "#8b008b", "#b22222"][b % 4], 1))
     parts += [
-        f'<text x="{left}" y="14">PSS in MB over the soak: whole tree (blue), each browser '
-        f'(thin); {samples[-1]["done"]} POs</text>',
+        f'<text x="{left}" y="14">{title}</text>',
         "</svg>",
     ]
     return "\n".join(parts) + "\n"

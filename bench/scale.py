@@ -8,6 +8,8 @@
 - Status: the journal is filled to 1,000,000 tasks (paused batches of 100,000), the daemon
   started on it, and the real ``coupactl status --json`` timed end to end, process start
   included (median of several); the control-socket round trip alone is timed too.
+- Report: the end of a 100,000-row batch as the daemon's loop does it — rows read from the
+  journal, the CSV report written, and the XLSX report an XLSX input also gets.
 - Journal: ``claim`` + ``record`` per task, and ``heartbeat``, on the 1,000,000-task journal.
 """
 
@@ -25,8 +27,10 @@ from typing import Any
 from kit import BIN, Context, Daemon, bench_env, load_average, log, wait_for, write_config
 
 from coupad.control import ControlClient
+from coupad.daemon import _report_line  # the daemon's own row → report line, to time its path
 from coupad.intake import parse_file
 from coupad.journal import FileRecord, Journal, RowIn, TaskOutcome
+from coupad.report import BatchReport, write_reports
 
 INGEST_ROWS = 100_000
 TOTAL_TASKS = 1_000_000
@@ -44,12 +48,13 @@ def run(ctx: Context) -> dict[str, Any]:
         split = _split(root, rows)
         filled = _fill(d.journal, total, rows)
         status = _status(d)
+        report = _report(d.journal, root / "report-outbox")
         journal = _journal_costs(d.journal)
     finally:
         if d.reaper is not None and d.reaper.poll() is None:
             d.stop()
     return {"ingest": {**ingest, **split}, "fill": filled, "status": status,
-            "journal": journal, "load_average": load_average()}
+            "report": report, "journal": journal, "load_average": load_average()}
 
 
 def _csv(path: Path, rows: int, first: int) -> Path:
@@ -138,6 +143,7 @@ def _fill(journal_path: Path, total: int, per_batch: int) -> dict[str, Any]:
         tasks = sum(journal.totals().values())
     size_mb = journal_path.stat().st_size / 1e6
     return {"tasks": tasks, "journal_mb": round(size_mb), "batches_added": len(times),
+            "rows_per_batch": per_batch,
             "create_batch_median_s": round(statistics.median(times), 3) if times else None}
 
 
@@ -184,6 +190,28 @@ def _status(d: Daemon) -> dict[str, Any]:
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
+
+
+def _report(journal_path: Path, outbox: Path) -> dict[str, Any]:
+    """The end of a 100,000-row batch as the daemon's loop does it: read the rows from the
+    journal, then write the CSV report, and the XLSX one that an XLSX input also gets."""
+    with Journal.open(journal_path) as journal:
+        batch = max(journal.batches(), key=lambda b: b.row_count)
+        started = time.perf_counter()
+        rows = journal.report_rows(batch.id)
+        read_s = time.perf_counter() - started
+    lines = tuple(_report_line(r) for r in rows)
+    result: dict[str, Any] = {"rows": len(rows), "report_rows_s": round(read_s, 2)}
+    for fmt in ("csv", "xlsx"):
+        report = BatchReport(name=f"{batch.name}-{fmt}", batch_id=batch.id, fmt=fmt,
+                             columns=batch.columns, lines=lines, started_at=batch.created_at,
+                             finished_at=time.time())
+        started = time.perf_counter()
+        write_reports(outbox, report)
+        result[f"write_{fmt}_s"] = round(time.perf_counter() - started, 2)
+    shutil.rmtree(outbox, ignore_errors=True)
+    log(f"scale: report of {len(rows):,} rows: {result}")
+    return result
 
 
 def _journal_costs(journal_path: Path, tasks: int = 2000) -> dict[str, Any]:

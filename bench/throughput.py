@@ -25,8 +25,8 @@ from kit import Context, log, measure_batch
 
 MODES: list[tuple[str, int, int, int, int, int]] = [
     # name, workers, tabs, recycle_after_pos, POs (full run), POs (quick run)
-    ("one-shot", 1, 1, 1, 16, 4),
-    ("warm 1x1", 1, 1, 250, 40, 8),
+    ("one-shot", 1, 1, 1, 12, 4),
+    ("warm 1x1", 1, 1, 250, 30, 8),
     ("pool 2x3", 2, 3, 250, 200, 24),
     ("pool 2x4", 2, 4, 250, 200, 24),
 ]
