@@ -96,6 +96,9 @@ def main() -> int:
                    total_seconds=round(time.monotonic() - started, 1), leftovers=leftovers,
                    failures=failures)
     written = record.write(results_dir, machine, figures)
+    if results_dir.resolve() == (HERE / "results").resolve() and not args.quick:
+        if record.update_readme(HERE.parent / "README.md", machine, figures):
+            written.append(HERE.parent / "README.md")
     log(f"done in {machine['total_seconds']:.0f} s; wrote {', '.join(str(p) for p in written)}")
     return 1 if failures or leftovers else 0
 

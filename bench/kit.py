@@ -84,8 +84,12 @@ def tree_cpu(pid: int) -> float:
 
 def tree_cpu_by_kind(pid: int) -> dict[str, float]:
     """CPU seconds of a process tree as :func:`tree_cpu` counts it, split by kind of process:
-    coupad (the daemon and its workers), chromedriver, and Chromium's browser, renderer
-    (renderers and the zygote that forks and reaps them), gpu and utility processes."""
+    the daemon, its workers, chromedriver, and Chromium's browser, renderer
+    (renderers and the zygote that forks and reaps them), gpu and utility processes.
+
+    A difference of two calls splits CPU by kind only while no process of the tree exits in
+    between: an exited process's time moves into its reaper's kind.
+    """
     found: dict[str, float] = {}
     try:
         root = psutil.Process(pid)
@@ -112,7 +116,7 @@ def _kind(cmdline: list[str]) -> str:
         kind = next((a.split("=", 1)[1] for a in cmdline if a.startswith("--type=")), "browser")
         return {"zygote": "renderer", "gpu-process": "gpu"}.get(kind, kind)
     if "python" in program:
-        return "coupad"
+        return "daemon" if "coupad" in cmdline and "run" in cmdline else "workers"
     return "other"
 
 
@@ -469,7 +473,8 @@ def measure_batch(root: Path, sim: Sim, name: str, numbers: list[str], *,
         "cpu_s": round(cpu, 2),
         "cpu_s_per_po": round(cpu / count, 3),
         "sim_cpu_s_per_po": round(sim_cpu / count, 3),
-        "cpu_s_per_po_by_process": {
+        # Recycling moves exited workers' time into the daemon's: no split then.
+        "cpu_s_per_po_by_process": None if pool.get("recycle_after_pos") == 1 else {
             kind: round((kinds[kind] - kinds_before.get(kind, 0.0)) / count, 3)
             for kind in sorted(kinds)
         },

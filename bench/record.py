@@ -26,6 +26,80 @@ def write(folder: Path, machine: dict[str, Any], figures: dict[str, Any]) -> lis
     return paths
 
 
+# ---- the README --------------------------------------------------------------------------
+
+START = "<!-- bench:start (written by make bench; edit bench/record.py instead) -->"
+END = "<!-- bench:end -->"
+
+
+def update_readme(readme: Path, machine: dict[str, Any], figures: dict[str, Any]) -> bool:
+    """Replace the text between the README's bench markers with this run's tables."""
+    text = readme.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        return False
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    block = "\n".join([START, *readme_block(machine, targets(figures), figures), END])
+    readme.write_text(head + block + tail, encoding="utf-8")
+    return True
+
+
+def readme_block(machine: dict[str, Any], checked: list[dict[str, Any]],
+                 figures: dict[str, Any]) -> list[str]:
+    """The targets and the headline figures, for the README's Performance section."""
+    out = [
+        f"Latest run: {machine['when']}, {machine['cpus']} CPUs, load average "
+        f"{machine['load_average_at_start']} at the start and "
+        f"{machine.get('load_average_at_end')} at the end, "
+        f"{machine.get('total_seconds', 0) / 60:.1f} min in all. Full record: "
+        "[bench/results/bench.md](bench/results/bench.md) "
+        "([JSON](bench/results/bench.json)).",
+        "",
+        "| target | limit | measured | met |",
+        "|---|---|---|---|",
+    ]
+    for t in checked:
+        measured = "not run" if t["measured"] is None else f"{t['measured']}{t['unit']}"
+        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
+        out.append(f"| {t['what']} | {t['target']} | {measured} | {met} |")
+    modes = figures.get("throughput", {}).get("modes", [])
+    if modes:
+        out += ["", "| daemon mode (realistic preset) | POs | POs/min | × one-shot | "
+                "CPU s/PO |", "|---|---|---|---|---|"]
+        out += [f"| {m['mode']} | {m['pos']} | {m['pos_per_minute']} | "
+                f"{m['speedup_vs_one_shot']} | {m['cpu_s_per_po']} |" for m in modes]
+    lines = []
+    oh = figures.get("overhead", {})
+    pool = _mode(oh, "pool 2x3")
+    if pool:
+        lines.append(f"zero latency, pool 2×3: {pool['wall_s_per_po']} wall s and "
+                     f"{pool['cpu_s_per_po']} CPU s per PO")
+    cost = oh.get("page_cost")
+    if cost:
+        lines.append(f"a PO page costs Chromium {cost['new_tab']['chromium_cpu_s']} CPU s in "
+                     f"a new tab, {cost['reused_tab']['chromium_cpu_s']} in a reused one")
+    tabs = _get(figures, "footprint", "tabs") or {}
+    if tabs:
+        lines.append(f"one browser {tabs['browser_pss_mb']} MB PSS, "
+                     f"{tabs['per_extra_tab_mb']} MB per extra tab")
+    soak = _get(figures, "footprint", "soak") or {}
+    if soak:
+        lines.append(f"soak of {soak['pos']} POs: {soak['recycles']} recycles, "
+                     f"{soak['unexpected_restarts']} unexpected restarts, memory "
+                     f"{soak['fifth_medians_mb']} MB by fifths (peak {soak['peak_mb']} MB)")
+    kill = _get(figures, "recovery", "kill9") or {}
+    if kill:
+        lines.append(f"kill -9 and restart: first PO running again after "
+                     f"{kill['restart_to_first_po_s']} s")
+    report = _get(figures, "scale", "report") or {}
+    if report:
+        lines.append(f"end of a {report['rows']:,}-row batch: CSV report "
+                     f"{report['write_csv_s']} s, XLSX report {report['write_xlsx_s']} s")
+    if lines:
+        out += ["", "Also measured: " + "; ".join(lines) + "."]
+    return out
+
+
 # ---- targets ---------------------------------------------------------------------------------
 
 
@@ -181,8 +255,8 @@ def _overhead(part: dict[str, Any]) -> list[str]:
     for m in part["modes"]:
         out.append(_stage_row(f"{m['mode']} (zero latency)", m["stages_s"]))
     out += ["", "CPU seconds per PO by process (pool 2×3, zero latency): " + ", ".join(
-        f"{kind} {v}" for kind, v in _mode(part, "pool 2x3").get("cpu_s_per_po_by_process",
-                                                                    {}).items()) + "."]
+        f"{kind} {v}" for kind, v in
+        (_mode(part, "pool 2x3").get("cpu_s_per_po_by_process") or {}).items()) + "."]
     wd = part.get("webdriver_ms")
     if wd:
         out += ["", f"WebDriver unit costs in a warm browser (median ms): run a script "
