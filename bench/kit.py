@@ -397,13 +397,13 @@ def daemon(root: Path, base_url: str, **sections: dict[str, Any]) -> Iterator[Da
 
 
 @contextmanager
-def signed_in_engine(root: Path, base_url: str) -> Iterator[Engine]:
+def signed_in_engine(root: Path, base_url: str, tabs: int = 1) -> Iterator[Engine]:
     """One browser started and signed in by coupad's engine, for measurements of the browser
     itself; quit when the block ends."""
     config = configuration.load(write_config(root, base_url), env={})
     profile = root / "profile"
     spec = BrowserSpec(profile_dir=profile, download_dir=profile / "downloads")
-    engine = Engine(config, browser_factory=lambda: Browser.start(spec), tabs=1)
+    engine = Engine(config, browser_factory=lambda: Browser.start(spec), tabs=tabs)
     try:
         engine.start()
         yield engine
