@@ -9,7 +9,8 @@ Layout under the inbox root::
     inbox/rejected/   NAME.csv with NAME.reason.txt beside it
 
 A file is complete when a ``stat()`` shows the same size, mtime and inode for
-``quiet_seconds``, or when the writer closed it and it has not changed since. Watchdog events
+``quiet_seconds``, or when the writer closed it, or renamed it into the inbox, and it has not
+changed since. Watchdog events
 only nudge: the truth is the ``stat()`` of every pass, and a rescan of the folders every few
 seconds catches what events miss (network shares, an overflowing event queue), so a missed
 event only delays a file. The quiet period is measured by this inbox's own observations,
@@ -34,7 +35,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog.events import FileClosedEvent, FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileClosedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
@@ -95,7 +101,10 @@ class _Nudges(FileSystemEventHandler):
             path = Path(os.fsdecode(raw))
             if not is_candidate(path):
                 continue
-            closed = _closed_signature(path) if isinstance(event, FileClosedEvent) else None
+            # Written and closed, or renamed into place (as `coupactl submit` does): complete.
+            complete = isinstance(event, FileClosedEvent) or (
+                isinstance(event, FileMovedEvent) and raw == event.dest_path)
+            closed = _closed_signature(path) if complete else None
             with self._lock:
                 self._paths.add(path)
                 if closed is not None:

@@ -166,6 +166,16 @@ def test_close_after_write_makes_a_file_ready_before_the_quiet_period(tmp_path, 
     assert got[0].priority is None
 
 
+def test_a_file_renamed_into_the_inbox_is_ready_before_the_quiet_period(tmp_path, inboxes):
+    inbox = inboxes(quiet=3600)
+    inbox.ready(time.time())
+    hidden = tmp_path / "inbox" / ".submitted.csv.1a2b.tmp"  # what `coupactl submit` writes
+    hidden.write_bytes(corpus.GOOD_CSV)
+    os.replace(hidden, tmp_path / "inbox" / "submitted.csv")
+    got = collect(inbox, named("submitted.csv"), timeout=10)
+    assert sha256(got[0].path) == hashlib.sha256(corpus.GOOD_CSV).hexdigest()
+
+
 def test_temporary_lock_hidden_linked_and_nested_files_are_ignored(tmp_path, inboxes):
     root = tmp_path / "inbox"
     inbox = inboxes()
