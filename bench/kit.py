@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import psutil
 
+from coupad.config import write_toml
 from coupad import config as configuration
 from coupad.browser import Browser, BrowserSpec
 from coupad.control import ControlClient
@@ -217,13 +218,7 @@ def write_config(root: Path, base_url: str, **sections: dict[str, Any]) -> Path:
     }
     for section, keys in sections.items():
         values.setdefault(section, {}).update(keys)
-    lines = []
-    for section, keys in values.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {json.dumps(value)}" for key, value in keys.items())
-    path = root / "coupad.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_toml(root / "coupad.toml", values)
 
 
 @dataclass

@@ -12,6 +12,7 @@ error message names the offending key.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -227,6 +228,17 @@ SECTIONS: dict[str, type] = {
     for f in fields(Config)
     if f.name not in ("source", "runtime_dir")
 }
+
+
+def write_toml(path: Path, sections: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Write a config file from ``{section: {key: value}}`` (strings, numbers, booleans and
+    lists of strings: JSON's spelling of them is TOML's too)."""
+    lines = []
+    for section, keys in sections.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in keys.items())
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def find_config_file(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:

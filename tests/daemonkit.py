@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 
+from coupad.config import write_toml
 from coupad.control import ControlClient
 from coupad.errors import CoupadError
 from util import wait_until
@@ -34,14 +35,7 @@ def write_config(root: Path, base_url: str, **sections: dict[str, Any]) -> Path:
     }
     for section, keys in sections.items():
         values.setdefault(section, {}).update(keys)
-    lines = []
-    for section, keys in values.items():
-        lines.append(f"[{section}]")
-        for key, value in keys.items():
-            lines.append(f"{key} = {json.dumps(value)}")
-    path = root / "coupad.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    return write_toml(root / "coupad.toml", values)
 
 
 @dataclass
