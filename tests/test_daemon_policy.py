@@ -288,3 +288,32 @@ def test_missing_chromium_keeps_the_daemon_up_saying_why_and_pos_queued(tmp_path
         assert "no-chromium is missing" in d.log()
         out = coupactl(d, "status")
         assert out.returncode == 0 and "FATAL" in out.stdout
+
+
+def test_xlsx_input_gets_csv_and_xlsx_reports_with_its_extra_columns(tmp_path):
+    import openpyxl
+
+    with daemon(tmp_path, BASE, engine=FAKE) as d:
+        book = openpyxl.Workbook()
+        book.active.title = "Notes"
+        data = book.create_sheet("PO_Data")
+        data.append(["Order Number", "Cost Center", "Amount"])
+        data.append([100111.0, "CC-1", 12.5])
+        data.append(["PO 300112", "placeholder", 3])
+        data.cell(row=3, column=2).value = "=HYPERLINK(\"http://x\")"
+        data.cell(row=3, column=2).data_type = "s"  # text that a spreadsheet would run
+        data.append(["garbage", "CC-3", 0])
+        temp = d.inbox / ".orders.xlsx.tmp"
+        book.save(temp)
+        os.replace(temp, d.inbox / "orders.xlsx")
+        d.wait_report("orders")
+        report = sorted(d.outbox.glob("orders.*.report.xlsx"))
+        assert len(report) == 1
+        sheet = openpyxl.load_workbook(report[0], read_only=True).active
+        rows = [list(r) for r in sheet.iter_rows(values_only=True)]
+        header = rows[0]
+        assert header[:3] == ["Order Number", "Cost Center", "Amount"]
+        status = header.index("STATUS")
+        assert [r[status] for r in rows[1:]] == ["COMPLETED", "NOT_FOUND", "INVALID"]
+        assert str(rows[2][1]).startswith("'=")  # a formula from the input stays inert
+        assert d.finals() == {"PO100111": "COMPLETED", "PO300112": "NOT_FOUND"}
