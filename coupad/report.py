@@ -116,16 +116,19 @@ def write_reports(outbox: Path, report: BatchReport) -> list[Path]:
 
 
 def summarise(report: BatchReport, files: list[Path]) -> dict[str, object]:
-    """The summary.json content: counts per status, distinct POs, times and the report files."""
+    """The summary.json content: counts per status (of rows, and of distinct POs), times and
+    the report files."""
     counts = collections.Counter(line.status for line in report.lines)
-    pos = {line.po or line.url for line in report.lines
-           if line.status != INVALID and (line.po or line.url)}
+    by_po = {line.po or line.url: line.status for line in report.lines
+             if line.status != INVALID and (line.po or line.url)}
+    pos = set(by_po)
     return {
         "batch_id": report.batch_id,
         "name": report.name,
         "rows": len(report.lines),
         "pos": len(pos),
         "counts": dict(sorted(counts.items())),
+        "po_counts": dict(sorted(collections.Counter(by_po.values()).items())),
         "started_at": _iso(report.started_at),
         "finished_at": _iso(report.finished_at),
         "duration_seconds": round(report.finished_at - report.started_at, 3),

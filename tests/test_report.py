@@ -70,6 +70,7 @@ def test_summary_counts_statuses_and_distinct_pos_and_lists_the_files(tmp_path):
     assert summary == {
         "batch_id": "b42", "name": "orders", "rows": 4, "pos": 2,
         "counts": {"COMPLETED": 2, "INVALID": 1, "NOT_FOUND": 1},
+        "po_counts": {"COMPLETED": 1, "NOT_FOUND": 1},  # the duplicate row counts once
         "started_at": "2024-05-01T10:00:00+00:00", "finished_at": "2024-05-01T10:01:30+00:00",
         "duration_seconds": 90.5, "timings": {"page_seconds": 1.235},
         "files": [str(tmp_path / "orders.b42.report.csv"),
