@@ -164,7 +164,7 @@ class Daemon:
         self.journal.log_event("daemon_started", now, pid=os.getpid(), version=__version__)
         self.inbox = Inbox(
             paths.inbox, quiet_seconds=self.config.inbox.quiet_seconds,
-            polling=self.config.inbox.polling,
+            polling=self.config.inbox.polling, on_complete=self._wake,
         )
         self.inbox.start()
         self.pool.start_due(now)

@@ -32,6 +32,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,10 +88,11 @@ class _Watch:
 class _Nudges(FileSystemEventHandler):
     """Collects the paths that events mention, and what a closed-after-write file looked like."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_complete: Callable[[], None]) -> None:
         self._lock = threading.Lock()
         self._paths: set[Path] = set()
         self._closed: dict[Path, Signature] = {}
+        self._on_complete = on_complete
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory:
@@ -109,6 +111,8 @@ class _Nudges(FileSystemEventHandler):
                 self._paths.add(path)
                 if closed is not None:
                     self._closed[path] = closed
+            if closed is not None:
+                self._on_complete()  # the file may be read now: no need to wait for a pass
 
     def take(self) -> tuple[set[Path], dict[Path, Signature]]:
         with self._lock:
@@ -120,7 +124,8 @@ class _Nudges(FileSystemEventHandler):
 class Inbox:
     """Watches the inbox folders and hands out each complete input file once."""
 
-    def __init__(self, root: Path, *, quiet_seconds: float, polling: bool = False) -> None:
+    def __init__(self, root: Path, *, quiet_seconds: float, polling: bool = False,
+                 on_complete: Callable[[], None] = lambda: None) -> None:
         self.root = Path(os.path.abspath(root))
         self.quiet_seconds = quiet_seconds
         self.polling = polling
@@ -129,7 +134,7 @@ class Inbox:
         }
         self.accepted = self.root / ACCEPTED
         self.rejected = self.root / REJECTED
-        self._nudges = _Nudges()
+        self._nudges = _Nudges(on_complete)
         self._observer: BaseObserver | None = None
         self._watches: dict[Path, _Watch] = {}
         self._pending: set[Path] = set()
