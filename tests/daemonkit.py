@@ -142,14 +142,18 @@ class DaemonProc:
             return ""
 
     def finals(self) -> dict[str, str]:
-        """PO display name → final status, from the folder names alone."""
-        result: dict[str, str] = {}
-        for folder in self.downloads.rglob("PO*_*"):
-            if folder.is_dir() and "__WORK" not in folder.name:
-                po, _, status = folder.name.partition("_")
-                assert po not in result, f"two final folders for {po}"
-                result[po] = status
-        return result
+        return final_folders(self.downloads)
+
+
+def final_folders(downloads: Path) -> dict[str, str]:
+    """PO display name → final status, from the folder names alone (one folder per PO)."""
+    result: dict[str, str] = {}
+    for folder in downloads.rglob("PO*_*"):
+        if folder.is_dir() and "__WORK" not in folder.name:
+            po, _, status = folder.name.partition("_")
+            assert po not in result, f"two final folders for {po}"
+            result[po] = status
+    return result
 
 
 MARK = "COUPAD_TEST_ROOT"

@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from coupad.sim.testing import SimHandle, sim_server
-from daemonkit import MARK, TESTS, our_processes, write_config
+from daemonkit import MARK, TESTS, final_folders, our_processes, write_config
 from util import wait_until
 
 REPO = TESTS.parent
@@ -89,13 +89,7 @@ class Supervised:
         os.replace(temp, inbox / name)
 
     def finals(self) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for folder in self.downloads.glob("PO*_*"):
-            if folder.is_dir() and "__WORK" not in folder.name:
-                po, _, status = folder.name.partition("_")
-                assert po not in found, f"two final folders for {po}"
-                found[po] = status
-        return found
+        return final_folders(self.downloads)
 
     def summary(self, stem: str) -> dict[str, Any] | None:
         found = sorted((self.root / "outbox").glob(f"{stem}.*.summary.json"))
