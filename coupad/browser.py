@@ -31,7 +31,8 @@ log = logging.getLogger("coupad.browser")
 # Flags measured in shared/browser-facts.md. Headless and no-sandbox are mandatory here (no
 # display, running as root); the background-networking family keeps Chromium from dialling
 # hosts this machine cannot reach; the backgrounding family keeps timers in background tabs
-# at full speed, since several POs render at once in tabs that are not in front.
+# at full speed, since several POs render at once in tabs that are not in front; the
+# back-forward cache is off because the engine reuses tabs and nothing should stay for "back".
 CHROMIUM_FLAGS = (
     "--no-sandbox",
     "--disable-gpu",
@@ -46,7 +47,8 @@ CHROMIUM_FLAGS = (
     "--disable-background-timer-throttling",
     "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
-    "--disable-features=Translate,MediaRouter,OptimizationHints,DownloadBubble,DownloadBubbleV2",
+    "--disable-features=Translate,MediaRouter,OptimizationHints,DownloadBubble,DownloadBubbleV2,"
+    "BackForwardCache",
     # A fixed cookie-encryption key, so that a profile copied to a worker keeps its sign-in.
     "--password-store=basic",
     "--window-size=1366,900",

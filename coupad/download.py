@@ -438,6 +438,29 @@ class BrowserDownloadState:
     partial_bytes: int  # bytes in *.crdownload files so far, to tell progress from a stall
 
 
+_HTML_START = re.compile(rb"\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html[\s>])", re.IGNORECASE | re.DOTALL)
+_WEB_PAGE_NAMES = (".htm", ".html", ".xhtml", ".shtml")
+
+
+def is_sign_in_download(path: Path, expected_name: str | None) -> bool:
+    """Whether a file the browser downloaded is a sign-in page rather than the attachment.
+
+    A click-only attachment clicked after the session expired is redirected to Coupa's (or
+    the identity provider's) sign-in page, and the browser saves that page as the download:
+    an HTML document with a password field. An attachment whose own name says it is a web
+    page is taken as it is, as the direct fetcher does for one served as an attachment.
+    """
+    if expected_name and expected_name.lower().rstrip(" .").endswith(_WEB_PAGE_NAMES):
+        return False
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_HEAD)
+    except OSError:
+        return False
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    return bool(_HTML_START.match(head)) and bool(_PASSWORD_FIELD.search(head))
+
+
 def set_browser_download_dir(driver: Any, path: Path, *, browser_names: bool = False) -> None:
     """Send the browser's next downloads into ``path``.
 

@@ -13,6 +13,7 @@ from util import wait_until
 
 from coupad.browser import Browser, BrowserSpec
 from coupad.download import (
+    is_sign_in_download,
     DirectFetcher,
     DownloadError,
     DownloadProblem,
@@ -689,3 +690,35 @@ def test_download_state_reads_the_folder(tmp_path):
     assert browser_download_state(stage).done_path is None, "not done while another is partial"
     (stage / "other.pdf.crdownload").rename(stage / "other.pdf")
     assert browser_download_state(stage).done_path is None, "two files: not one clear result"
+
+
+SIGN_IN_PAGE = (b'<!DOCTYPE html><html lang="en"><head><title>Sign In - Coupa</title></head><body>'
+                b'<form action="/sessions"><input id="user_email"><input id="user_password" '
+                b'type="password"></form></body></html>')
+
+
+@pytest.mark.parametrize(("content", "name", "sign_in"), [
+    (SIGN_IN_PAGE, "Contract, final.docx", True),
+    (b"\xef\xbb\xbf\n  <!-- idp -->\n<HTML><body><input type='password' name=pw></body></HTML>", "q.pdf", True),
+    (b"<html>\n<input type=password>", None, True),
+    # An .xls that is an HTML table (as web apps export them) is a real file.
+    (b"<html><table><tr><td>1</td></tr></table></html>", "export.xls", False),
+    # A web page that is itself the attachment, even one with a password field.
+    (SIGN_IN_PAGE, "saved form.HTML", False),
+    (SIGN_IN_PAGE, "page.htm ", False),
+    # The words alone are not a page.
+    (b"%PDF-1.7 ... user_password ... <html>", "manual.pdf", False),
+    (b"Reset your password at <html> time", "notes.txt", False),
+    (b"", "empty.pdf", False),
+    (b"\x00\xff" * 40_000 + SIGN_IN_PAGE, "blob.bin", False),
+])
+def test_a_browser_download_that_is_a_sign_in_page_is_told_apart(
+    tmp_path: Path, content: bytes, name: str | None, sign_in: bool
+) -> None:
+    path = tmp_path / "download"
+    path.write_bytes(content)
+    assert is_sign_in_download(path, name) is sign_in
+
+
+def test_a_vanished_download_is_not_a_sign_in_page(tmp_path: Path) -> None:
+    assert is_sign_in_download(tmp_path / "gone", "a.pdf") is False

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from selenium.webdriver.common.by import By
 
-from coupad.engine import Engine, Outcome
+from coupad.engine import Engine, Outcome, Stage
 from coupad.signin import SignInFailed
 from coupad.sim.testing import SimHandle, sim_server
 from enginekit import assert_folder_matches, config_for, engine_for, job, run_all
@@ -94,3 +94,40 @@ def test_profile_mode_waits_for_sign_in_then_downloads(sso: SimHandle, tmp_path:
         assert_folder_matches(config.paths.downloads / f"PO{PO}_COMPLETED", sso.truth(PO)["attachments"])
     finally:
         engine.close()
+
+
+CLICK_ONLY = "32000002"
+
+
+@pytest.mark.timeout(90)
+def test_a_click_after_expiry_saves_no_sign_in_page_as_the_file(tmp_path: Path) -> None:
+    # The page is read while signed in; the session ends before the click-only attachment is
+    # clicked, so the browser is sent to the sign-in page and saves that as "the download".
+    scenario = {"po": {CLICK_ONLY: {"attachments": [
+        {"name": "Contract, final.docx", "size": 4000, "shape": "button"}]}}}
+    with sim_server(scenario=scenario) as sim:
+        config = config_for(tmp_path, sim.base_url, username=sim.username, password=sim.password)
+        engine = started(engine_for(config, tmp_path, tabs=1))
+        try:
+            engine.submit(job(CLICK_ONLY))
+            results = []
+            # One step at a time (poll with no wait) until the click is queued, not yet made.
+            wait_until(lambda: results.extend(engine.poll(0)) or any(
+                t.stage is Stage.CLICKS for t in engine._tabs), 30, what="the page read")
+            assert not results
+            sim.expire_sessions()
+            wait_until(lambda: results.extend(engine.poll(0.05)) or results, 60, what="the PO's end")
+            (result,) = results
+            assert result.outcome is Outcome.SIGNED_OUT, result.reason
+            assert "sign-in page" in result.reason
+            assert result.downloaded == 0
+            work = tmp_path / "downloads" / f"PO{CLICK_ONLY}__WORK"
+            assert not [p for p in work.rglob("*") if p.is_file()], "a file was kept"
+            # Signed in again, the retry downloads the real file.
+            assert engine.sign_in()
+            (again,) = run_all(engine, [job(CLICK_ONLY)]).values()
+            assert again.outcome is Outcome.COMPLETED, again.reason
+            assert_folder_matches(tmp_path / "downloads" / f"PO{CLICK_ONLY}_COMPLETED",
+                                  list(sim.truth(CLICK_ONLY)["attachments"]))
+        finally:
+            engine.close()
