@@ -16,7 +16,8 @@ The unit costs that explain them are measured too, in a warm browser: one WebDri
 trip (a script run in the current tab), a switch between tabs, opening and closing a tab —
 the engine drives all of a browser's tabs from one thread, one WebDriver command at a time —
 and the Chromium CPU and wall time of one PO page loaded in a new tab (opened, loaded,
-closed, as the engine does for every PO) against the same page loaded in a reused tab.
+closed) against the same page loaded in a reused tab (what the engine does since it keeps
+its tabs: this comparison is the measurement that decided it).
 """
 
 from __future__ import annotations

@@ -262,13 +262,14 @@ def _overhead(part: dict[str, Any]) -> list[str]:
         out += ["", f"WebDriver unit costs in a warm browser (median ms): run a script "
                 f"{wd['script']}, switch tabs {wd['switch_tab']}, open a tab {wd['new_tab']}, "
                 f"start a navigation {wd['navigate']}, close a tab {wd['close_tab']}. The "
-                "engine sends a browser's commands one at a time from one thread."]
+                "engine sends a browser's WebDriver commands one at a time from one thread "
+                "and reads pages over each tab's DevTools socket instead."]
     cost = part.get("page_cost")
     if cost:
         new, reused = cost["new_tab"], cost["reused_tab"]
-        out += ["", f"A PO page in a new tab (open, load, close — what the engine does for "
-                f"every PO): {new['chromium_cpu_s']} Chromium CPU s and {new['wall_s']} s; the "
-                f"same page loaded in a reused tab: {reused['chromium_cpu_s']} CPU s and "
+        out += ["", f"A PO page in a new tab (open, load, close): {new['chromium_cpu_s']} "
+                f"Chromium CPU s and {new['wall_s']} s; the same page loaded in a reused tab "
+                f"(what the engine does): {reused['chromium_cpu_s']} CPU s and "
                 f"{reused['wall_s']} s."]
     out.append("")
     return out

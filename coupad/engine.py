@@ -39,13 +39,15 @@ from __future__ import annotations
 import concurrent.futures
 import enum
 import logging
+import select
 import shutil
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from selenium.common.exceptions import (
@@ -57,6 +59,7 @@ from selenium.common.exceptions import (
 )
 
 from coupad.browser import BrowserLike
+from coupad.devtools import ChannelError, TabChannel, debugger_address
 from coupad.config import Config
 from coupad.download import (
     DirectFetcher,
@@ -79,6 +82,7 @@ from coupad.page import (
     Verdict,
     classify,
     is_settled,
+    settle_wait,
 )
 from coupad.ponumber import PoNumber
 from coupad.signin import form_sign_in, is_sign_in_url, read_password
@@ -86,11 +90,20 @@ from coupad.signin import form_sign_in, is_sign_in_url, read_password
 log = logging.getLogger("coupad.engine")
 
 LOOK_INTERVAL = 0.05  # seconds between two snapshots of one tab
+_URL_JS = "return String(location.href);"
+PROBE_AGAIN = 0.01  # a commit probe answered by the blank page is sent again after this
+LOOK_WAIT = 0.25  # how long a snapshot over a tab's DevTools socket is waited for in one step
 BLANK = "about:blank"  # a blank tab's URL, and its title until its next document commits
 RESET_TIMEOUT = 5.0  # a tab sent to about:blank must be blank within this, or it is replaced
 CLICK_START_TIMEOUT = 30.0  # a click must start its download within this (bounded by download_timeout)
 STALL_TIMEOUT = 120.0  # a browser download whose size does not move for this long has failed
 _DEAD_SESSION = ("invalid session id", "chrome not reachable", "disconnected", "session deleted")
+
+
+class HasFileno(Protocol):
+    """Something ``select`` can wait on (a pipe end, a socket, a multiprocessing Connection)."""
+
+    def fileno(self) -> int: ...
 
 
 class Outcome(enum.Enum):
@@ -203,7 +216,7 @@ class Tab:
     nav_at: float = 0.0
     committed: bool = False  # the tab's document is the one navigated to (see module docstring)
     ready_at: float | None = None
-    last_look: float = 0.0
+    look_at: float = 0.0  # when to take the next snapshot
     last_url: str = ""
     folder: PoFolder | None = None
     supplier: str | None = None
@@ -257,6 +270,13 @@ class Engine:
         self._spare: dict[str, float] = {}  # reusable tabs: handle → when sent to about:blank
         self._blank: set[str] = set()  # spare tabs the browser reports blank
         self.reset_timeout = RESET_TIMEOUT
+        # A direct fetch that ends wakes the engine; a socket pair, so that a fetch thread
+        # ending after close() meets a closed socket, never a reused file descriptor.
+        self._wakeup_r, self._wakeup_w = socket.socketpair()
+        self._wakeup_r.setblocking(False)
+        self._wakeup_w.setblocking(False)
+        self._devtools: str | None = None  # the browser's DevTools address, if reachable
+        self._channels: dict[str, TabChannel | None] = {}  # by tab handle; None: WebDriver
         self._last_navigation = 0.0
         self._broken: str | None = None
 
@@ -268,6 +288,7 @@ class Engine:
         self._home = self._driver.current_window_handle
         self._current = self._home
         self._user_agent = str(self._driver.execute_script("return navigator.userAgent"))
+        self._devtools = debugger_address(self._driver)
         if self.config.coupa.sign_in == "form":
             self.sign_in()
 
@@ -279,6 +300,12 @@ class Engine:
         self._tabs.clear()
         self._spare.clear()
         self._blank.clear()
+        for channel in self._channels.values():
+            if channel is not None:
+                channel.close()
+        self._channels.clear()
+        self._wakeup_r.close()
+        self._wakeup_w.close()
         if self.browser is not None:
             self.browser.quit()
             self.browser = None
@@ -367,20 +394,30 @@ class Engine:
             self._check_session(exc)
             raise BrowserError(f"could not open a tab: {_short(exc)}") from None
 
-    def poll(self, max_wait: float = 0.05) -> list[PoResult]:
-        """Advance every tab; return the POs that finished (waits up to ``max_wait``)."""
+    def poll(self, max_wait: float = 0.05, wake: HasFileno | None = None) -> list[PoResult]:
+        """Advance every tab; return the POs that finished, waiting up to ``max_wait``.
+
+        While nothing is due the engine sleeps in one ``select``: on the end of a direct
+        fetch, the answer of a tab's DevTools socket (a commit, see coupad.devtools), the
+        next look due, or ``wake`` becoming readable (a worker passes its pipe to the
+        daemon): then the engine returns at once, so the caller sees its news. Idle, it
+        waits ``max_wait``; it never spins.
+        """
         until = time.monotonic() + max_wait
         while True:
             results: list[PoResult] = []
             self._note_commits()
-            for tab in list(self._tabs):
+            # Tabs about to navigate go first: their server time starts when they do.
+            for tab in sorted(self._tabs, key=lambda t: t.stage is not Stage.OPEN):
                 result = self._step(tab)
                 if result is not None:
                     results.append(result)
             now = time.monotonic()
-            if results or now >= until or not self._tabs:
+            if results or now >= until:
                 return results
-            self._wait(min(until, self._next_due()) - now)
+            due = min(until, self._next_due()) if self._tabs else until
+            if self._wait(due - now, wake):
+                return results
 
     def abort_all(self, reason: str) -> list[PoResult]:
         """End every PO in flight as retryable (folders stay ``__WORK``), for shutdown."""
@@ -460,6 +497,9 @@ class Engine:
     def _navigate(self, tab: Tab, url: str, target: str, now: float) -> None:
         """Load ``url`` in the tab, which must be blank (see the module docstring)."""
         self._switch(tab.handle)
+        channel = self._channels.get(tab.handle)
+        if channel is not None:
+            channel.forget()  # nothing read before this navigation may stand for its page
         tab.blank = False
         tab.target = target
         tab.url = url
@@ -467,10 +507,45 @@ class Engine:
         tab.nav_at = now
         tab.committed = False
         tab.ready_at = None
-        tab.last_look = 0.0
+        tab.look_at = 0.0
         tab.stage = Stage.LOAD
         self._last_navigation = now
         self._driver.get(url)
+        self._probe_commit(tab)
+
+    def _probe_commit(self, tab: Tab) -> None:
+        """Ask the tab's DevTools socket for its URL: Chromium answers once the navigation has
+        committed, which wakes the engine then (see coupad.devtools)."""
+        channel = self._channel(tab.handle)
+        if channel is None:
+            return
+        try:
+            channel.send(_URL_JS)
+        except ChannelError as exc:
+            self._drop_channel(tab, exc)
+
+    def _commit_answered(self, tab: Tab, now: float) -> None:
+        """Mark the tab committed once its probe answers with a URL other than the blank one
+        it was navigated from; a probe answered before the navigation began is sent again."""
+        channel = self._channels.get(tab.handle)
+        if channel is None:
+            return
+        try:
+            if channel.pending is None:
+                if now < tab.look_at:
+                    return
+                channel.send(_URL_JS)
+            answered, url = channel.collect()
+        except ChannelError as exc:
+            self._drop_channel(tab, exc)
+            return
+        if not answered:
+            return
+        if url != BLANK:
+            tab.committed = True
+            tab.look_at = 0.0
+        else:
+            tab.look_at = now + PROBE_AGAIN
 
     def _to_requisition(self, tab: Tab, now: float) -> None:
         """Continue in the same tab on the requisition, once it is blank; downloads already
@@ -484,12 +559,16 @@ class Engine:
         tab.stage = Stage.OPEN
 
     def _load(self, tab: Tab, now: float) -> PoResult | None:
-        if not tab.committed or now - tab.last_look < LOOK_INTERVAL:
+        if not tab.committed:
+            self._commit_answered(tab, now)
+        if not tab.committed or now < tab.look_at:
             return self._load_timeouts(tab, now)
-        tab.last_look = now
         snap = self._look(tab, full=False)
         if snap is None:
+            tab.look_at = now + LOOK_INTERVAL
             return self._load_timeouts(tab, now)
+        # A page that is only waiting out its quiet time is looked at when that has passed.
+        tab.look_at = now + max(LOOK_INTERVAL, settle_wait(snap))
         on_po = tab.target == "po"
         if snap.ready_state == "complete" and tab.ready_at is None and _is_web(snap.url):
             tab.ready_at = now
@@ -514,7 +593,10 @@ class Engine:
                 self._time(tab, "discovery", time.monotonic() - started)
         if verdict.kind is PageKind.LOADING:
             return self._load_timeouts(tab, now)
-        return self._on_verdict(tab, snap, verdict)
+        result = self._on_verdict(tab, snap, verdict)
+        if result is None and tab.stage is Stage.CLICKS:
+            return self._click(tab, now)  # go on at once: no poll round between the stages
+        return result
 
     def _load_timeouts(self, tab: Tab, now: float) -> PoResult | None:
         if tab.ready_at is None and now - tab.nav_at > self.config.coupa.page_timeout:
@@ -591,6 +673,7 @@ class Engine:
         staging = tab.folder.staging_dir("fetch")
         deadline = min(tab.deadline, time.monotonic() + self.config.coupa.download_timeout)
         future = self._pool.submit(fetcher.fetch, planned.attachment.url, staging, deadline)
+        future.add_done_callback(self._poke)
         tab.fetches[future] = (planned, staging)
 
     def _collect_fetches(self, tab: Tab) -> None:
@@ -826,6 +909,9 @@ class Engine:
         return handle
 
     def _close_handle(self, handle: str) -> None:
+        channel = self._channels.pop(handle, None)
+        if channel is not None:
+            channel.close()
         try:
             self._switch(handle)
             self._driver.close()
@@ -837,7 +923,8 @@ class Engine:
     def _note_commits(self) -> None:
         """Mark tabs whose navigation has committed and tabs that turned blank, asking the
         browser, not the tabs (see the module docstring)."""
-        waiting = {t.handle: t for t in self._tabs if t.stage is Stage.LOAD and not t.committed}
+        waiting = {t.handle: t for t in self._tabs if t.stage is Stage.LOAD and not t.committed
+                   and self._channels.get(t.handle) is None}
         blanking = {t.handle: t for t in self._tabs if t.stage is Stage.OPEN and not t.blank}
         spare = [h for h in self._spare if h not in self._blank]
         if not (waiting or blanking or spare) or self.browser is None or self._broken:
@@ -874,6 +961,14 @@ class Engine:
 
     def _look(self, tab: Tab, *, full: bool) -> Snapshot | None:
         """One snapshot of the tab, or None while its document is being replaced."""
+        channel = self._channel(tab.handle)
+        if channel is not None:
+            try:
+                answered, raw = channel.evaluate(SNAPSHOT_JS, full, wait=LOOK_WAIT)
+            except ChannelError as exc:
+                self._drop_channel(tab, exc)
+            else:
+                return self._snapshot(tab, raw) if answered else None
         self._switch(tab.handle)
         try:
             raw = self._driver.execute_script(SNAPSHOT_JS, full)
@@ -885,10 +980,33 @@ class Engine:
                 raise
             log.debug("%s: snapshot failed (%s); trying again", tab.job.po, _short(exc))
             return None
+        return self._snapshot(tab, raw)
+
+    def _snapshot(self, tab: Tab, raw: Any) -> Snapshot:
         snap = Snapshot.from_js(raw)
         if _is_web(snap.url):
             tab.last_url = snap.url
         return snap
+
+    def _drop_channel(self, tab: Tab, exc: ChannelError) -> None:
+        """Read this tab over WebDriver from now on (commits through Target.getTargets)."""
+        log.info("%s: reading the tab over WebDriver from now on: %s", tab.job.po, exc)
+        channel = self._channels.get(tab.handle)
+        if channel is not None:
+            channel.close()
+        self._channels[tab.handle] = None
+
+    def _channel(self, handle: str) -> TabChannel | None:
+        """The tab's DevTools socket (see coupad.devtools), or None: read it over WebDriver."""
+        if self._devtools is None:
+            return None
+        if handle not in self._channels:
+            try:
+                self._channels[handle] = TabChannel(self._devtools, handle)
+            except ChannelError as exc:
+                log.info("tab %s is read over WebDriver: %s", handle, exc)
+                self._channels[handle] = None
+        return self._channels[handle]
 
     def _ready_state(self) -> str:
         try:
@@ -918,17 +1036,40 @@ class Engine:
             self._broken = _short(exc)
 
     def _next_due(self) -> float:
-        due = [t.last_look + LOOK_INTERVAL for t in self._tabs if t.stage is Stage.LOAD and t.committed]
+        due = [t.look_at for t in self._tabs if t.stage is Stage.LOAD and (t.committed or (
+            (channel := self._channels.get(t.handle)) is not None and channel.pending is None))]
+        # A tab waiting to turn blank is asked about often: the next PO waits for it.
+        due += [time.monotonic() + PROBE_AGAIN for t in self._tabs if t.stage is Stage.OPEN and not t.blank]
         return min(due) if due else time.monotonic() + LOOK_INTERVAL
 
-    def _wait(self, seconds: float) -> None:
+    def _wait(self, seconds: float, wake: HasFileno | None) -> bool:
+        """Wait up to ``seconds`` (see :meth:`poll`); True when ``wake`` has news."""
         if seconds <= 0:
-            return
-        futures = [f for t in self._tabs for f in t.fetches]
-        if futures:
-            concurrent.futures.wait(futures, timeout=seconds, return_when=concurrent.futures.FIRST_COMPLETED)
-        else:
-            time.sleep(seconds)
+            return False
+        fds: list[Any] = [self._wakeup_r] if self._wakeup_r.fileno() >= 0 else []
+        for tab in self._tabs:
+            channel = self._channels.get(tab.handle)
+            if channel is not None and channel.pending is not None:
+                try:
+                    fds.append(channel.fileno())
+                except ChannelError:
+                    pass  # the next step drops it
+        news = wake.fileno() if wake is not None else None
+        if news is not None:
+            fds.append(news)
+        ready, _, _ = select.select(fds, [], [], seconds)
+        if self._wakeup_r in ready:
+            try:
+                self._wakeup_r.recv(4096)
+            except OSError:
+                pass
+        return news is not None and news in ready
+
+    def _poke(self, _future: Any = None) -> None:
+        try:
+            self._wakeup_w.send(b"x")
+        except OSError:
+            pass  # a byte is already waiting, or the engine is closed
 
     @staticmethod
     def _time(tab: Tab, stage: str, seconds: float) -> None:

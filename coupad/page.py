@@ -366,6 +366,17 @@ class Verdict:
     reason: str = ""
 
 
+def settle_wait(snap: Snapshot) -> float:
+    """Seconds until the page can count as settled if nothing on it changes meanwhile; 0 when
+    that cannot be told yet (not complete, requests in flight, short timers pending), so the
+    caller looks again soon rather than at a predicted time."""
+    hook = snap.hook
+    if snap.ready_state != "complete" or hook is None or hook.inflight > 0 or hook.timers > 0:
+        return 0.0
+    needed = max(LATE_HOOK_QUIET_S, QUIET_S) if hook.late else QUIET_S
+    return max(0.0, needed - hook.quiet_s)
+
+
 def is_settled(snap: Snapshot) -> bool:
     """Whether the page's dynamic content has settled (see the module docstring)."""
     if snap.ready_state != "complete":

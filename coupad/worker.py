@@ -72,7 +72,7 @@ class EngineLike(Protocol):
 
     def submit(self, job: Any) -> None: ...
 
-    def poll(self, max_wait: float = 0.05) -> list[Any]: ...
+    def poll(self, max_wait: float = 0.05, wake: Any = None) -> list[Any]: ...
 
     def abort_all(self, reason: str) -> list[Any]: ...
 
@@ -255,7 +255,8 @@ def _loop(
                     in_flight.discard(result.job.key)
                     send("released", result.job.key)
                 return
-        for result in engine.poll(max_wait=0.05):
+        # The engine waits on the pipe, so a new PO starts as soon as the daemon sends it.
+        for result in engine.poll(max_wait=0.05, wake=conn):
             in_flight.discard(result.job.key)
             send("result", result_to_wire(result))
         now = time.monotonic()

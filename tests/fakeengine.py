@@ -13,9 +13,11 @@ The PO number's digits say what happens to it:
 
 from __future__ import annotations
 
+import multiprocessing.connection
 import os
 import threading
 import time
+from typing import Any
 
 from coupad.config import Config
 from coupad.engine import Outcome, PoJob, PoResult
@@ -49,8 +51,11 @@ class FakeEngine:
     def submit(self, job: PoJob) -> None:
         self.jobs[job.key] = (job, time.monotonic() + FAKE_DELAY)
 
-    def poll(self, max_wait: float = 0.05) -> list[PoResult]:
-        time.sleep(min(max_wait, 0.02))
+    def poll(self, max_wait: float = 0.05, wake: Any = None) -> list[PoResult]:
+        if wake is not None:
+            multiprocessing.connection.wait([wake], min(max_wait, 0.02))
+        else:
+            time.sleep(min(max_wait, 0.02))
         now = time.monotonic()
         done = []
         for key, (job, due) in list(self.jobs.items()):

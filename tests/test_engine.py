@@ -6,6 +6,7 @@ with three tabs are shared by the module; each test gets its own download root.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -466,3 +467,21 @@ def test_close_leaves_no_process(sim: SimHandle, tmp_path: Path) -> None:
         eng.close()
     assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert eng.free_slots == 0
+
+
+def test_an_idle_engine_waits_on_the_callers_news_and_returns_when_it_comes(tmp_path: Path) -> None:
+    config = config_for(tmp_path, "http://127.0.0.1:9", username="u", password="p")
+    eng = Engine(config, browser_factory=lambda: None, tabs=1)  # type: ignore[arg-type,return-value]
+    news, sender = socket.socketpair()
+    try:
+        started = time.monotonic()
+        assert eng.poll(0.3, wake=news) == []
+        assert time.monotonic() - started >= 0.3  # it waited the whole time: no news, no spin
+        sender.send(b"!")
+        started = time.monotonic()
+        assert eng.poll(60.0, wake=news) == []  # news is there: back at once, not in 60 s
+        assert time.monotonic() - started < 30
+    finally:
+        news.close()
+        sender.close()
+        eng.close()

@@ -22,6 +22,7 @@ from coupad.page import (
     Snapshot,
     classify,
     is_settled,
+    settle_wait,
 )
 from util import wait_until
 
@@ -198,6 +199,25 @@ def test_settling_rules() -> None:
     assert not is_settled(snap(hook=hook(late=True)))
     assert is_settled(snap(hook=hook(late=True, quiet_s=0.6)))
     assert not is_settled(snap(hook=None))
+
+
+def test_the_wait_until_settled_is_predicted_only_when_nothing_is_pending() -> None:
+    def hook(**kw: Any) -> HookState:
+        values: dict[str, Any] = dict(inflight=0, timers=0, quiet_s=0.05, late=False)
+        values.update(kw)
+        return HookState(**values)
+
+    assert settle_wait(snap(hook=hook())) == pytest.approx(0.10)
+    assert settle_wait(snap(hook=hook(quiet_s=3.0))) == 0.0
+    assert settle_wait(snap(hook=hook(late=True))) == pytest.approx(0.45)
+    # Requests or short timers pending, not complete, or no hook: look again soon instead.
+    assert settle_wait(snap(hook=hook(inflight=1))) == 0.0
+    assert settle_wait(snap(hook=hook(timers=2))) == 0.0
+    assert settle_wait(snap(hook=hook(), ready_state="interactive")) == 0.0
+    assert settle_wait(snap(hook=None)) == 0.0
+    # Waiting the predicted time on an unchanged page makes it settled.
+    waited = snap(hook=hook(quiet_s=0.05 + settle_wait(snap(hook=hook()))))
+    assert is_settled(waited)
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,21 @@ def slow_pos(first: int, count: int, delay: float = 0.4) -> dict[str, Any]:
     return sc
 
 
+def test_idle_workers_wait_without_spinning(tmp_path):
+    with sim_server(scenario={"po": {}}) as sim:
+        with daemon(tmp_path, "", **sim_config(sim, tmp_path)) as d:
+            snap = wait_until(lambda: (s := d.status())["workers"] and all(
+                w["state"] == "READY" for w in s["workers"]) and s, 60, what="workers ready")
+            workers = [psutil.Process(w["pid"]) for w in snap["workers"]]
+            before = [sum(p.cpu_times()[:2]) for p in workers]
+            window = 2.0
+            time.sleep(window)  # the idle window is what is measured, not a wait for a result
+            used = [sum(p.cpu_times()[:2]) - b for p, b in zip(workers, before, strict=True)]
+            # A worker polling with no tab open once burned a whole core (2 s here); waiting on
+            # its pipe it uses a few milliseconds.
+            assert all(u < window / 4 for u in used), used
+
+
 def test_worker_process_killed_mid_po_is_restarted_and_the_batch_completes(tmp_path):
     first = 74_000_100
     pos = [str(n) for n in range(first, first + 8)]
