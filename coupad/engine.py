@@ -22,16 +22,23 @@ browser-level ``Target.getTargets`` tells without waiting: a fresh tab keeps the
 ``about:blank`` until its first document commits. Several tabs therefore load, settle and
 download at the same time.
 
-Tabs are reused, not closed after each PO. A finished PO's tab is navigated to
-``about:blank``, which drops its page and everything the page held (scripts, timers, DOM,
-pending requests; the back-forward cache is disabled at launch, so nothing is kept for
-"back"), and the next PO navigates it once the browser reports it blank, so the title test
-above holds for it as for a fresh tab. Measured on the bench machine, a PO page in a new tab
-(open, load, close) costs Chromium 0.21 CPU s against 0.064 s in a reused tab, and opening and
-closing a tab are the two slowest WebDriver commands (~30 and ~45 ms). A tab that does not
-turn blank within :data:`RESET_TIMEOUT` is closed and replaced by a new one. The requisition
-is loaded the same way, in the PO's own tab once it is blank. The browser is reached only
-through :class:`coupad.browser.BrowserLike`.
+Tabs are read over their own DevTools sockets (:mod:`coupad.devtools`), which Chromium
+answers as soon as a navigation commits, so the engine sleeps in one ``select`` until a page
+is there; WebDriver still navigates, clicks and reads cookies. A tab whose socket cannot be
+used is read over WebDriver, its commits learned from ``Target.getTargets`` as above.
+
+Tabs are reused, not closed after each PO: measured on the bench machine, a PO page in a new
+tab (open, load, close) costs Chromium 0.21 CPU s against 0.064 s in a reused tab, and opening
+and closing a tab are the two slowest WebDriver commands (~30 and ~45 ms). The finished PO's
+document is *retired* (marked over the socket), so that the commit probe of the next
+navigation cannot take it for the new page, and the next PO (or the requisition of the same
+PO) navigates the tab straight away. A tab left spare for :data:`SPARE_IDLE` seconds is
+navigated to ``about:blank``, which drops the page and everything it held (scripts, timers,
+DOM; the back-forward cache is disabled at launch, so nothing is kept for "back"). A tab read
+over WebDriver is blanked at once instead, and navigated again once the browser reports it
+blank, so the title test holds for it as for a fresh tab; if it does not turn blank within
+:data:`RESET_TIMEOUT` it is closed and replaced. The browser is reached only through
+:class:`coupad.browser.BrowserLike`.
 """
 
 from __future__ import annotations
@@ -89,12 +96,17 @@ from coupad.signin import form_sign_in, is_sign_in_url, read_password
 
 log = logging.getLogger("coupad.engine")
 
-LOOK_INTERVAL = 0.05  # seconds between two snapshots of one tab
-_URL_JS = "return String(location.href);"
+LOOK_INTERVAL = 0.05  # seconds between two snapshots of one tab read over WebDriver
+SOCKET_LOOK_INTERVAL = 0.025  # the same over the tab's DevTools socket (~1 ms a look, no queue)
+RETIRE_JS = "window.__coupadRetired = true; return true;"
+# The commit probe: null from a retired document, the URL from any other.
+COMMIT_PROBE_JS = "return window.__coupadRetired ? null : String(location.href);"
 PROBE_AGAIN = 0.01  # a commit probe answered by the blank page is sent again after this
+COOKIE_MAX_AGE = 10.0  # the fetcher's copy of the cookies is refreshed before use when older
 LOOK_WAIT = 0.25  # how long a snapshot over a tab's DevTools socket is waited for in one step
 BLANK = "about:blank"  # a blank tab's URL, and its title until its next document commits
 RESET_TIMEOUT = 5.0  # a tab sent to about:blank must be blank within this, or it is replaced
+SPARE_IDLE = 1.0  # a spare tab still showing a finished PO's page is blanked after this
 CLICK_START_TIMEOUT = 30.0  # a click must start its download within this (bounded by download_timeout)
 STALL_TIMEOUT = 120.0  # a browser download whose size does not move for this long has failed
 _DEAD_SESSION = ("invalid session id", "chrome not reachable", "disconnected", "session deleted")
@@ -207,8 +219,8 @@ class Tab:
     handle: str
     submitted: float
     deadline: float
-    blank: bool  # the tab shows about:blank: a navigation may start (see the module docstring)
-    blanked_at: float = 0.0  # when it was sent to about:blank
+    free: bool  # a navigation may start: the tab is blank or its document retired (see above)
+    blanked_at: float = 0.0  # when it was sent to about:blank (a tab not yet free)
     stage: Stage = Stage.OPEN
     target: str = "po"  # which page the tab is on: "po" | "requisition"
     url: str = ""
@@ -263,12 +275,14 @@ class Engine:
         self._current = ""
         self._fetcher: DirectFetcher | None = None
         self._user_agent: str | None = None
+        self._cookies_at = 0.0  # when the direct fetcher's cookies were copied from the browser
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(4, 2 * tabs), thread_name_prefix="coupad-fetch"
         )
         self._click_owner: Tab | None = None
-        self._spare: dict[str, float] = {}  # reusable tabs: handle → when sent to about:blank
-        self._blank: set[str] = set()  # spare tabs the browser reports blank
+        self._spare: dict[str, float] = {}  # reusable tabs: handle → when released
+        self._free: set[str] = set()  # spare tabs a navigation may start in at once
+        self._showing: set[str] = set()  # spare tabs still showing a retired document
         self.reset_timeout = RESET_TIMEOUT
         # A direct fetch that ends wakes the engine; a socket pair, so that a fetch thread
         # ending after close() meets a closed socket, never a reused file descriptor.
@@ -299,7 +313,8 @@ class Engine:
             self._fetcher.close()
         self._tabs.clear()
         self._spare.clear()
-        self._blank.clear()
+        self._free.clear()
+        self._showing.clear()
         for channel in self._channels.values():
             if channel is not None:
                 channel.close()
@@ -374,20 +389,21 @@ class Engine:
         now = time.monotonic()
         budget = job.deadline_s if job.deadline_s is not None else self.config.tasks.po_timeout
         url = f"{self.base}/order_headers/{job.po.digits}"
-        handle, blank, blanked_at = self._take_tab()
-        tab = Tab(job=job, handle=handle, submitted=now, deadline=now + budget, blank=blank,
+        handle, free, blanked_at = self._take_tab()
+        tab = Tab(job=job, handle=handle, submitted=now, deadline=now + budget, free=free,
                   blanked_at=blanked_at, url=url, expected_path=urlsplit(url).path)
         self._tabs.append(tab)
         log.debug("%s: started in tab %s", job.po, handle)
 
     def _take_tab(self) -> tuple[str, bool, float]:
-        """A tab for a new PO: (handle, whether it is blank, when it was sent to blank)."""
+        """A tab for a new PO: (handle, whether it is free, when it was released)."""
         if self._spare:
-            handle = next((h for h in self._spare if h in self._blank), next(iter(self._spare)))
-            blanked_at = self._spare.pop(handle)
-            blank = handle in self._blank
-            self._blank.discard(handle)
-            return handle, blank, blanked_at
+            handle = next((h for h in self._spare if h in self._free), next(iter(self._spare)))
+            released = self._spare.pop(handle)
+            free = handle in self._free
+            self._free.discard(handle)
+            self._showing.discard(handle)
+            return handle, free, released
         try:
             return self._new_tab(), True, time.monotonic()
         except WebDriverException as exc:
@@ -407,6 +423,8 @@ class Engine:
         while True:
             results: list[PoResult] = []
             self._note_commits()
+            if self._showing:
+                self._blank_idle(time.monotonic())
             # Tabs about to navigate go first: their server time starts when they do.
             for tab in sorted(self._tabs, key=lambda t: t.stage is not Stage.OPEN):
                 result = self._step(tab)
@@ -479,13 +497,13 @@ class Engine:
             return self._finish(tab, Outcome.ERROR, str(exc))
 
     def _open(self, tab: Tab, now: float) -> PoResult | None:
-        if not tab.blank:
+        if not tab.free:
             if now - tab.blanked_at > self.reset_timeout:
                 log.info("%s: tab %s did not turn blank within %.0f s; using a new tab",
                          tab.job.po, tab.handle, self.reset_timeout)
                 old = tab.handle
                 tab.handle = self._new_tab()
-                tab.blank = True
+                tab.free = True
                 self._close_handle(old)
             return None
         interval = self.config.coupa.min_request_interval
@@ -495,12 +513,12 @@ class Engine:
         return None
 
     def _navigate(self, tab: Tab, url: str, target: str, now: float) -> None:
-        """Load ``url`` in the tab, which must be blank (see the module docstring)."""
+        """Load ``url`` in the tab, which must be free (see the module docstring)."""
         self._switch(tab.handle)
         channel = self._channels.get(tab.handle)
         if channel is not None:
             channel.forget()  # nothing read before this navigation may stand for its page
-        tab.blank = False
+        tab.free = False
         tab.target = target
         tab.url = url
         tab.expected_path = urlsplit(url).path
@@ -520,7 +538,7 @@ class Engine:
         if channel is None:
             return
         try:
-            channel.send(_URL_JS)
+            channel.send(COMMIT_PROBE_JS)
         except ChannelError as exc:
             self._drop_channel(tab, exc)
 
@@ -534,24 +552,25 @@ class Engine:
             if channel.pending is None:
                 if now < tab.look_at:
                     return
-                channel.send(_URL_JS)
+                channel.send(COMMIT_PROBE_JS)
             answered, url = channel.collect()
         except ChannelError as exc:
             self._drop_channel(tab, exc)
             return
         if not answered:
             return
-        if url != BLANK:
+        if url is not None and url != BLANK:
             tab.committed = True
             tab.look_at = 0.0
         else:
             tab.look_at = now + PROBE_AGAIN
 
     def _to_requisition(self, tab: Tab, now: float) -> None:
-        """Continue in the same tab on the requisition, once it is blank; downloads already
+        """Continue in the same tab on the requisition, once it is free; downloads already
         started go on (they belong to the browser, not to the page)."""
-        self._blank_tab(tab.handle)
-        tab.blank = False
+        tab.free = self._retire(tab.handle)
+        if not tab.free:
+            self._blank_tab(tab.handle)
         tab.blanked_at = now
         tab.target = "requisition"
         tab.url = f"{self.base}/requisition_headers/{tab.requisition_id}"
@@ -565,10 +584,10 @@ class Engine:
             return self._load_timeouts(tab, now)
         snap = self._look(tab, full=False)
         if snap is None:
-            tab.look_at = now + LOOK_INTERVAL
+            tab.look_at = now + self._look_interval(tab)
             return self._load_timeouts(tab, now)
         # A page that is only waiting out its quiet time is looked at when that has passed.
-        tab.look_at = now + max(LOOK_INTERVAL, settle_wait(snap))
+        tab.look_at = now + max(self._look_interval(tab), settle_wait(snap))
         on_po = tab.target == "po"
         if snap.ready_state == "complete" and tab.ready_at is None and _is_web(snap.url):
             tab.ready_at = now
@@ -629,7 +648,10 @@ class Engine:
         return self._on_content(tab, snap)
 
     def _on_content(self, tab: Tab, snap: Snapshot) -> PoResult | None:
-        self._refresh_cookies(tab.handle)
+        if any(a.url for a in snap.attachments) and (
+            time.monotonic() - self._cookies_at > COOKIE_MAX_AGE
+        ):
+            self._refresh_cookies(tab.handle)  # a fetch refused as signed out refreshes too
         if tab.target == "po":
             tab.supplier = snap.supplier
             tab.folder = PoFolder.open(self.config.paths.downloads, tab.job.po, self._group(tab))
@@ -882,10 +904,16 @@ class Engine:
         return result
 
     def _release_tab(self, tab: Tab) -> None:
-        """Blank the finished PO's tab and keep it for the next PO (see the module docstring)."""
+        """Keep the finished PO's tab for the next PO (see the module docstring)."""
+        now = time.monotonic()
+        if self._retire(tab.handle):
+            self._spare[tab.handle] = now
+            self._free.add(tab.handle)
+            self._showing.add(tab.handle)
+            return
         try:
             self._blank_tab(tab.handle)
-            self._spare[tab.handle] = time.monotonic()
+            self._spare[tab.handle] = now
         except NoSuchWindowException:
             pass
         except WebDriverException as exc:
@@ -899,6 +927,33 @@ class Engine:
     def _blank_tab(self, handle: str) -> None:
         self._switch(handle)
         self._driver.get(BLANK)
+
+    def _retire(self, handle: str) -> bool:
+        """Mark the tab's document as done over its DevTools socket, so that the commit probe
+        of the next navigation cannot take it for the new page; False: it could not be
+        marked (no socket, or the document is itself being replaced), blank the tab instead."""
+        channel = self._channel(handle)
+        if channel is None:
+            return False
+        try:
+            answered, value = channel.evaluate(RETIRE_JS, wait=LOOK_WAIT)
+        except ChannelError as exc:
+            log.info("tab %s is read over WebDriver from now on: %s", handle, exc)
+            channel.close()
+            self._channels[handle] = None
+            return False
+        return answered and value is True
+
+    def _blank_idle(self, now: float) -> None:
+        """Blank the spare tabs that have shown a finished PO's page for SPARE_IDLE seconds."""
+        for handle in [h for h in self._showing if now - self._spare.get(h, now) >= SPARE_IDLE]:
+            self._showing.discard(handle)
+            try:
+                self._blank_tab(handle)
+            except WebDriverException as exc:
+                self._check_session(exc)
+                self._spare.pop(handle, None)
+                self._free.discard(handle)
 
     def _new_tab(self) -> str:
         """Open a blank tab with the settle hook installed; return its handle."""
@@ -925,8 +980,8 @@ class Engine:
         browser, not the tabs (see the module docstring)."""
         waiting = {t.handle: t for t in self._tabs if t.stage is Stage.LOAD and not t.committed
                    and self._channels.get(t.handle) is None}
-        blanking = {t.handle: t for t in self._tabs if t.stage is Stage.OPEN and not t.blank}
-        spare = [h for h in self._spare if h not in self._blank]
+        blanking = {t.handle: t for t in self._tabs if t.stage is Stage.OPEN and not t.free}
+        spare = [h for h in self._spare if h not in self._free]
         if not (waiting or blanking or spare) or self.browser is None or self._broken:
             return
         try:
@@ -942,9 +997,9 @@ class Engine:
                 tab.committed = True
             tab = blanking.get(handle)
             if tab is not None and blank:
-                tab.blank = True
+                tab.free = True
             if handle in self._spare and blank:
-                self._blank.add(handle)
+                self._free.add(handle)
 
     # ---- browser plumbing ---------------------------------------------------------------
 
@@ -988,6 +1043,9 @@ class Engine:
             tab.last_url = snap.url
         return snap
 
+    def _look_interval(self, tab: Tab) -> float:
+        return SOCKET_LOOK_INTERVAL if self._channels.get(tab.handle) else LOOK_INTERVAL
+
     def _drop_channel(self, tab: Tab, exc: ChannelError) -> None:
         """Read this tab over WebDriver from now on (commits through Target.getTargets)."""
         log.info("%s: reading the tab over WebDriver from now on: %s", tab.job.po, exc)
@@ -1018,6 +1076,7 @@ class Engine:
         """Copy the browser's Coupa cookies (HttpOnly included) into the direct fetcher."""
         self._switch(handle)
         cookies = self._driver.get_cookies()
+        self._cookies_at = time.monotonic()
         if self._fetcher is None:
             self._fetcher = DirectFetcher(
                 self.base,
@@ -1039,7 +1098,8 @@ class Engine:
         due = [t.look_at for t in self._tabs if t.stage is Stage.LOAD and (t.committed or (
             (channel := self._channels.get(t.handle)) is not None and channel.pending is None))]
         # A tab waiting to turn blank is asked about often: the next PO waits for it.
-        due += [time.monotonic() + PROBE_AGAIN for t in self._tabs if t.stage is Stage.OPEN and not t.blank]
+        due += [time.monotonic() + PROBE_AGAIN for t in self._tabs if t.stage is Stage.OPEN and not t.free]
+        due += [released + SPARE_IDLE for h, released in self._spare.items() if h in self._showing]
         return min(due) if due else time.monotonic() + LOOK_INTERVAL
 
     def _wait(self, seconds: float, wake: HasFileno | None) -> bool:

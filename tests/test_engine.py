@@ -15,7 +15,8 @@ from typing import Any
 import psutil
 import pytest
 
-from coupad.engine import Engine, Outcome, PoResult
+from coupad.devtools import TabChannel, debugger_address
+from coupad.engine import COMMIT_PROBE_JS, Engine, Outcome, PoResult
 from coupad.folders import group_folder_name
 from coupad.sim.testing import SimHandle, sim_server
 from util import wait_until
@@ -87,6 +88,8 @@ SCENARIO: dict[str, Any] = {
         "31000050": {"supplier": "First Supplier", "attachments": attachments(("k.pdf", "link", "plain"))},
         "31000051": {"supplier": "Second Supplier", "page_delay": 1.0,
                      "attachments": attachments(("l.pdf", "button", "plain"))},
+        "31000053": {"page_delay": 0.8, "attachments": attachments(("m.pdf", "link", "plain")),
+                     "trouble": {"throttle_page_first": 1}},
     },
     "requisition": {
         "9010": {"attachments": attachments(("req-quote.pdf", "link", "plain"),
@@ -128,8 +131,10 @@ def downloads(engine: Engine, tmp_path: Path) -> Iterator[Path]:
         engine.config = original
         assert engine.busy == 0
         assert engine.browser is not None
-        # Tabs are kept for the next PO, blank: none beyond the engine's K, none on a page.
-        wait_until(lambda: spare_tabs_blank(engine), 10, what="every spare tab blank")
+        # Tabs are kept for the next PO: none beyond the engine's K, and once idle for a
+        # moment (while the engine is polled, as a worker always does) none on a page.
+        wait_until(lambda: engine.poll(0.1) == [] and spare_tabs_blank(engine), 10,
+                   what="every spare tab blank")
 
 
 def spare_tabs_blank(engine: Engine) -> bool:
@@ -410,18 +415,31 @@ def test_one_tab_serves_po_after_po_each_reading_its_own_page(sim: SimHandle, tm
         eng.start()
         # The slow page follows a fast one in the same tab: what is read must be its own page,
         # not the one before it, and so on through a not-found page and an empty one.
-        order = ["31000050", "31000051", "31000003", "31000002", "31000009"]
+        # The same slow URL twice in a row (a throttled attempt, then its retry) must not
+        # read the first attempt's page for the second.
+        order = ["31000050", "31000051", "31000003", "31000002", "31000009", "31000053", "31000053"]
         results = [next(iter(eng.run([job(d)]))) for d in order]
         assert [r.outcome for r in results] == [
             Outcome.COMPLETED, Outcome.COMPLETED, Outcome.NOT_FOUND, Outcome.NO_ATTACHMENTS,
-            Outcome.COMPLETED,
+            Outcome.COMPLETED, Outcome.THROTTLED, Outcome.COMPLETED,
         ]
         assert [r.supplier for r in results[:2]] == ["First Supplier", "Second Supplier"]
         assert [r.names for r in results[:2]] == [("k.pdf",), ("l.pdf",)]
         assert all(r.final_url.endswith(d) for r, d in zip(results, order, strict=True))
         assert eng.browser is not None
         assert len(eng.browser.driver.window_handles) == 2  # the first tab and one reused tab
-        for digits in ("31000050", "31000051", "31000009"):
+        # The tab still shows the last PO's page, retired: a commit probe that reached it
+        # before the next navigation began would answer null, never its URL.
+        (spare,) = eng._spare
+        address = debugger_address(eng.browser.driver)
+        assert address is not None
+        channel = TabChannel(address, spare)
+        try:
+            assert channel.evaluate("return location.pathname;", wait=5) == (True, "/order_headers/31000053")
+            assert channel.evaluate(COMMIT_PROBE_JS, wait=5) == (True, None)
+        finally:
+            channel.close()
+        for digits in ("31000050", "31000051", "31000009", "31000053"):
             assert_folder_matches(tmp_path / "downloads" / f"PO{digits}_COMPLETED", expect(sim, digits))
     finally:
         eng.close()
@@ -437,8 +455,9 @@ def test_a_tab_that_does_not_turn_blank_is_replaced(sim: SimHandle, tmp_path: Pa
         assert first.outcome is Outcome.COMPLETED
         assert eng.browser is not None
         handles = set(eng.browser.driver.window_handles)
-        # A tab kept on its page (as a page refusing to unload would): the next PO must not
-        # read that page, nor wait for it forever.
+        # A tab read over WebDriver (no DevTools socket) that stays on its page (as a page
+        # refusing to unload would): the next PO must not read that page, nor wait forever.
+        eng._retire = lambda handle: False  # type: ignore[method-assign]
         eng._blank_tab = lambda handle: None  # type: ignore[method-assign]
         second = next(iter(eng.run([job("31000043")])))
         assert second.outcome is Outcome.COMPLETED
