@@ -101,6 +101,7 @@ class PoolConfig:
     workers: int = 2
     tabs_per_worker: int = 3
     recycle_after_pos: int = 250
+    pos_per_tab: int = 10
     max_browser_mb: int = 2000
     memory_high_watermark: float = 0.75
     shutdown_timeout: float = 60.0
@@ -113,6 +114,7 @@ class PoolConfig:
         _positive("pool.workers", self.workers)
         _positive("pool.tabs_per_worker", self.tabs_per_worker)
         _positive("pool.recycle_after_pos", self.recycle_after_pos)
+        _positive("pool.pos_per_tab", self.pos_per_tab)
         _positive("pool.max_browser_mb", self.max_browser_mb)
         if not 0.1 <= self.memory_high_watermark <= 1.0:
             raise ConfigError("pool.memory_high_watermark must be between 0.1 and 1.0")

@@ -64,6 +64,8 @@ def test_env_booleans_and_lists(tmp_path):
     [
         ("[pool]\nworkers = 'two'\n", {}, "pool.workers: expected a whole number"),
         ("[pool]\nworkers = 0\n", {}, "pool.workers must be greater than 0"),
+        ("[pool]\npos_per_tab = 0\n", {}, "pool.pos_per_tab must be greater than 0"),
+        ("[pool]\npos_per_tab = -3\n", {}, "pool.pos_per_tab must be greater than 0"),
         ("[pool]\nworkers = true\n", {}, "pool.workers: expected a whole number"),
         ("[pool]\nwrokers = 2\n", {}, "unknown key pool.wrokers"),
         ("[poool]\nworkers = 2\n", {}, r"unknown section \[poool\]"),

@@ -446,6 +446,25 @@ def test_one_tab_serves_po_after_po_each_reading_its_own_page(sim: SimHandle, tm
 
 
 @pytest.mark.timeout(90)
+def test_a_tab_is_replaced_after_serving_pos_per_tab_pos(sim: SimHandle, tmp_path: Path) -> None:
+    config = config_for(tmp_path, sim.base_url, username=sim.username, password=sim.password)
+    eng = engine_for(config.replace("pool", pos_per_tab=2), tmp_path, tabs=1)
+    try:
+        eng.start()
+        spares = []
+        for digits in ("31000050", "31000002", "31000009", "31000043", "31000003"):
+            result = next(iter(eng.run([job(digits)])))
+            assert result.outcome in (Outcome.COMPLETED, Outcome.NO_ATTACHMENTS, Outcome.NOT_FOUND)
+            assert eng.browser is not None and len(eng.browser.driver.window_handles) <= 2
+            spares.append(tuple(eng._spare))
+        # Kept after its first PO, closed after its second; then the same with a new tab.
+        assert [len(s) for s in spares] == [1, 0, 1, 0, 1]
+        assert len({spares[0], spares[2], spares[4]}) == 3
+    finally:
+        eng.close()
+
+
+@pytest.mark.timeout(90)
 def test_a_tab_that_does_not_turn_blank_is_replaced(sim: SimHandle, tmp_path: Path) -> None:
     config = config_for(tmp_path, sim.base_url, username=sim.username, password=sim.password)
     eng = engine_for(config, tmp_path, tabs=1)
