@@ -36,6 +36,10 @@ class ChannelError(Exception):
     """The tab's DevTools socket failed or answered with an error; fall back to WebDriver."""
 
 
+class TabCrashed(ChannelError):
+    """Chromium reported the tab's renderer gone (``Inspector.targetCrashed``)."""
+
+
 class TabChannel:
     """One tab's DevTools socket: send an evaluation, collect its value when it is there."""
 
@@ -52,6 +56,8 @@ class TabChannel:
         self.handle = handle
         self._next_id = 0
         self.pending: int | None = None  # id of the evaluation sent and not yet answered
+        # Inspector events say when the renderer crashes; an evaluation would wait forever.
+        self._call("Inspector.enable")
 
     def fileno(self) -> int:
         """The socket, for ``select``."""
@@ -60,18 +66,20 @@ class TabChannel:
     def send(self, script: str, *args: Any) -> None:
         """Evaluate ``script`` (a WebDriver-style body: ``arguments[i]``, ``return``) with
         ``args``; the answer of an earlier unanswered evaluation is dropped."""
-        self._next_id += 1
         expression = f"(function() {{\n{script}\n}}).apply(null, {json.dumps(list(args))})"
-        message = {
-            "id": self._next_id,
-            "method": "Runtime.evaluate",
-            "params": {"expression": expression, "returnByValue": True, "awaitPromise": False},
-        }
+        self.pending = self._call(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": False},
+        )
+
+    def _call(self, method: str, params: dict[str, Any] | None = None) -> int:
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params or {}}
         try:
             self._ws.send(json.dumps(message))
         except (OSError, websocket.WebSocketException) as exc:
             raise ChannelError(f"the tab's DevTools socket failed: {exc}") from None
-        self.pending = self._next_id
+        return self._next_id
 
     def evaluate(self, script: str, *args: Any, wait: float) -> tuple[bool, Any]:
         """Send an evaluation and wait up to ``wait`` seconds for it: ``(True, value)``, or
@@ -117,8 +125,12 @@ class TabChannel:
                 message = json.loads(frame)
             except ValueError:
                 raise ChannelError("the tab's DevTools socket sent something that is not JSON") from None
-            if not isinstance(message, dict) or message.get("id") != self.pending:
-                continue  # an event, or the answer to an evaluation given up on
+            if not isinstance(message, dict):
+                continue
+            if message.get("method") == "Inspector.targetCrashed":
+                raise TabCrashed("the tab crashed")
+            if message.get("id") != self.pending:
+                continue  # another event, or the answer to an evaluation given up on
             self.pending = None
             return True, _value(message)
         return False, None

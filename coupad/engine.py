@@ -71,7 +71,7 @@ from selenium.common.exceptions import (
 )
 
 from coupad.browser import BrowserLike
-from coupad.devtools import ChannelError, TabChannel, debugger_address
+from coupad.devtools import ChannelError, TabChannel, TabCrashed, debugger_address
 from coupad.config import Config
 from coupad.download import (
     DirectFetcher,
@@ -108,7 +108,7 @@ RETIRE_JS = "window.__coupadRetired = true; return true;"
 COMMIT_PROBE_JS = "return window.__coupadRetired ? null : String(location.href);"
 PROBE_AGAIN = 0.01  # a commit probe answered by the blank page is sent again after this
 COOKIE_MAX_AGE = 10.0  # the fetcher's copy of the cookies is refreshed before use when older
-LOOK_WAIT = 0.25  # how long a snapshot over a tab's DevTools socket is waited for in one step
+LOOK_WAIT = 0.1  # how long a snapshot over a tab's DevTools socket is waited for in one step
 BLANK = "about:blank"  # a blank tab's URL, and its title until its next document commits
 RESET_TIMEOUT = 5.0  # a tab sent to about:blank must be blank within this, or it is replaced
 SPARE_IDLE = 1.0  # a spare tab still showing a finished PO's page is blanked after this
@@ -493,6 +493,13 @@ class Engine:
             return self._downloads(tab, now)
         except NoSuchWindowException:
             return self._finish(tab, Outcome.ERROR, "the tab closed or crashed", close=False)
+        except TabCrashed:
+            log.warning("%s: the tab crashed", tab.job.po)
+            try:
+                self._close_handle(tab.handle)
+            except WebDriverException as exc:
+                self._check_session(exc)
+            return self._finish(tab, Outcome.ERROR, "the tab crashed", close=False)
         except WebDriverException as exc:
             self._check_session(exc)
             if self._broken:
@@ -546,6 +553,8 @@ class Engine:
             return
         try:
             channel.send(COMMIT_PROBE_JS)
+        except TabCrashed:
+            raise
         except ChannelError as exc:
             self._drop_channel(tab, exc)
 
@@ -561,6 +570,8 @@ class Engine:
                     return
                 channel.send(COMMIT_PROBE_JS)
             answered, url = channel.collect()
+        except TabCrashed:
+            raise
         except ChannelError as exc:
             self._drop_channel(tab, exc)
             return
@@ -1037,6 +1048,8 @@ class Engine:
         if channel is not None:
             try:
                 answered, raw = channel.evaluate(SNAPSHOT_JS, full, wait=LOOK_WAIT)
+            except TabCrashed:
+                raise
             except ChannelError as exc:
                 self._drop_channel(tab, exc)
             else:

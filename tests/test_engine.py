@@ -88,6 +88,7 @@ SCENARIO: dict[str, Any] = {
         "31000050": {"supplier": "First Supplier", "attachments": attachments(("k.pdf", "link", "plain"))},
         "31000051": {"supplier": "Second Supplier", "page_delay": 1.0,
                      "attachments": attachments(("l.pdf", "button", "plain"))},
+        "31000060": {"render_delay": 8.0, "attachments": attachments(("n.pdf", "link", "plain"))},
         "31000053": {"page_delay": 0.8, "attachments": attachments(("m.pdf", "link", "plain")),
                      "trouble": {"throttle_page_first": 1}},
     },
@@ -441,6 +442,32 @@ def test_one_tab_serves_po_after_po_each_reading_its_own_page(sim: SimHandle, tm
             channel.close()
         for digits in ("31000050", "31000051", "31000009", "31000053"):
             assert_folder_matches(tmp_path / "downloads" / f"PO{digits}_COMPLETED", expect(sim, digits))
+    finally:
+        eng.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_crashed_tab_ends_its_po_at_once_and_the_engine_goes_on(sim: SimHandle, tmp_path: Path) -> None:
+    config = config_for(tmp_path, sim.base_url, username=sim.username, password=sim.password)
+    eng = engine_for(config, tmp_path, tabs=2)
+    try:
+        eng.start()
+        assert eng.browser is not None
+        eng.submit(job("31000060", deadline_s=60))  # its attachment list takes 8 s to render
+        results: list[PoResult] = []
+        wait_until(lambda: results.extend(eng.poll(0.05)) or any(t.committed for t in eng._tabs),
+                   30, what="the page loading")
+        renderers = [p for p in map(psutil.Process, eng.browser.pids())
+                     if "--type=renderer" in " ".join(p.cmdline())]
+        assert renderers
+        for proc in renderers:
+            proc.kill()
+        wait_until(lambda: results.extend(eng.poll(0.05)) or results, 60, what="the PO's end")
+        (crashed,) = results
+        # Not left to run into its 60 s deadline (that would read "took longer than 60 s").
+        assert crashed.outcome is Outcome.ERROR and "crashed" in crashed.reason, crashed.reason
+        after = next(iter(eng.run([job("31000043")])))
+        assert after.outcome is Outcome.COMPLETED, after.reason
     finally:
         eng.close()
 
