@@ -44,6 +44,16 @@ def update_readme(readme: Path, machine: dict[str, Any], figures: dict[str, Any]
     return True
 
 
+def targets_table(checked: list[dict[str, Any]]) -> list[str]:
+    """The targets as a Markdown table: what, limit, measured, met."""
+    out = ["| target | limit | measured | met |", "|---|---|---|---|"]
+    for t in checked:
+        measured = "not run" if t["measured"] is None else f"{t['measured']}{t['unit']}"
+        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
+        out.append(f"| {t['what']} | {t['target']} | {measured} | {met} |")
+    return out
+
+
 def readme_block(machine: dict[str, Any], checked: list[dict[str, Any]],
                  figures: dict[str, Any]) -> list[str]:
     """The targets and the headline figures, for the README's Performance section."""
@@ -55,13 +65,8 @@ def readme_block(machine: dict[str, Any], checked: list[dict[str, Any]],
         "[bench/results/bench.md](bench/results/bench.md) "
         "([JSON](bench/results/bench.json)).",
         "",
-        "| target | limit | measured | met |",
-        "|---|---|---|---|",
     ]
-    for t in checked:
-        measured = "not run" if t["measured"] is None else f"{t['measured']}{t['unit']}"
-        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
-        out.append(f"| {t['what']} | {t['target']} | {measured} | {met} |")
+    out += targets_table(checked)
     modes = figures.get("throughput", {}).get("modes", [])
     if modes:
         out += ["", "| daemon mode (realistic preset) | POs | POs/min | × one-shot | "
@@ -175,13 +180,8 @@ def markdown(machine: dict[str, Any], checked: list[dict[str, Any]],
         "",
         "## Targets",
         "",
-        "| target | limit | measured | met |",
-        "|---|---|---|---|",
     ]
-    for t in checked:
-        measured = "not run" if t["measured"] is None else f"{t['measured']}{t['unit']}"
-        met = {True: "yes", False: "**no**", None: "-"}[t["met"]]
-        out.append(f"| {t['what']} | {t['target']} | {measured} | {met} |")
+    out += targets_table(checked)
     if machine.get("failures"):
         out += ["", "Parts that failed: " + "; ".join(machine["failures"])]
     if machine.get("leftovers"):

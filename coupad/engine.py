@@ -543,25 +543,14 @@ class Engine:
         tab.stage = Stage.LOAD
         self._last_navigation = now
         self._driver.get(url)
-        self._probe_commit(tab)
-
-    def _probe_commit(self, tab: Tab) -> None:
-        """Ask the tab's DevTools socket for its URL: Chromium answers once the navigation has
-        committed, which wakes the engine then (see coupad.devtools)."""
-        channel = self._channel(tab.handle)
-        if channel is None:
-            return
-        try:
-            channel.send(COMMIT_PROBE_JS)
-        except TabCrashed:
-            raise
-        except ChannelError as exc:
-            self._drop_channel(tab, exc)
+        self._commit_answered(tab, now)  # sends the probe now, so its answer wakes the engine
 
     def _commit_answered(self, tab: Tab, now: float) -> None:
-        """Mark the tab committed once its probe answers with a URL other than the blank one
-        it was navigated from; a probe answered before the navigation began is sent again."""
-        channel = self._channels.get(tab.handle)
+        """Ask the tab's DevTools socket for its URL (Chromium answers once the navigation has
+        committed, which wakes the engine then) and mark the tab committed once the answer is
+        a URL other than a blank or retired document's; a probe answered before the
+        navigation began is sent again."""
+        channel = self._channel(tab.handle)
         if channel is None:
             return
         try:
@@ -573,7 +562,7 @@ class Engine:
         except TabCrashed:
             raise
         except ChannelError as exc:
-            self._drop_channel(tab, exc)
+            self._drop_channel(tab.handle, exc)
             return
         if not answered:
             return
@@ -965,9 +954,7 @@ class Engine:
         try:
             answered, value = channel.evaluate(RETIRE_JS, wait=LOOK_WAIT)
         except ChannelError as exc:
-            log.info("tab %s is read over WebDriver from now on: %s", handle, exc)
-            channel.close()
-            self._channels[handle] = None
+            self._drop_channel(handle, exc)
             return False
         return answered and value is True
 
@@ -1051,7 +1038,7 @@ class Engine:
             except TabCrashed:
                 raise
             except ChannelError as exc:
-                self._drop_channel(tab, exc)
+                self._drop_channel(tab.handle, exc)
             else:
                 return self._snapshot(tab, raw) if answered else None
         self._switch(tab.handle)
@@ -1076,13 +1063,13 @@ class Engine:
     def _look_interval(self, tab: Tab) -> float:
         return SOCKET_LOOK_INTERVAL if self._channels.get(tab.handle) else LOOK_INTERVAL
 
-    def _drop_channel(self, tab: Tab, exc: ChannelError) -> None:
+    def _drop_channel(self, handle: str, exc: ChannelError) -> None:
         """Read this tab over WebDriver from now on (commits through Target.getTargets)."""
-        log.info("%s: reading the tab over WebDriver from now on: %s", tab.job.po, exc)
-        channel = self._channels.get(tab.handle)
+        log.info("tab %s is read over WebDriver from now on: %s", handle, exc)
+        channel = self._channels.get(handle)
         if channel is not None:
             channel.close()
-        self._channels[tab.handle] = None
+        self._channels[handle] = None
 
     def _channel(self, handle: str) -> TabChannel | None:
         """The tab's DevTools socket (see coupad.devtools), or None: read it over WebDriver."""

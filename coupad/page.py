@@ -373,8 +373,12 @@ def settle_wait(snap: Snapshot) -> float:
     hook = snap.hook
     if snap.ready_state != "complete" or hook is None or hook.inflight > 0 or hook.timers > 0:
         return 0.0
-    needed = max(LATE_HOOK_QUIET_S, QUIET_S) if hook.late else QUIET_S
-    return max(0.0, needed - hook.quiet_s)
+    return max(0.0, _quiet_needed(hook) - hook.quiet_s)
+
+
+def _quiet_needed(hook: HookState) -> float:
+    """DOM quiet that settles a page with nothing in flight and no short timer pending."""
+    return max(LATE_HOOK_QUIET_S, QUIET_S) if hook.late else QUIET_S
 
 
 def is_settled(snap: Snapshot) -> bool:
@@ -386,13 +390,10 @@ def is_settled(snap: Snapshot) -> bool:
         return False
     if hook.inflight > 0:
         return False
-    if hook.late:
-        return hook.quiet_s >= max(LATE_HOOK_QUIET_S, QUIET_S) and (
-            hook.timers == 0 or hook.quiet_s >= LONG_QUIET_S
-        )
     if hook.timers == 0:
-        return hook.quiet_s >= QUIET_S
-    return hook.quiet_s >= LONG_QUIET_S
+        return hook.quiet_s >= _quiet_needed(hook)
+    # Short timers pending: a late hook still needs its own quiet; either way a long one.
+    return hook.quiet_s >= max(_quiet_needed(hook), LONG_QUIET_S)
 
 
 def classify(snap: Snapshot, base: str, expected_path: str, *, settled: bool) -> Verdict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,19 @@ def downloads(engine: Engine, tmp_path: Path) -> Iterator[Path]:
         # moment (while the engine is polled, as a worker always does) none on a page.
         wait_until(lambda: engine.poll(0.1) == [] and spare_tabs_blank(engine), 10,
                    what="every spare tab blank")
+
+
+@contextmanager
+def started_engine(sim: SimHandle, root: Path, tabs: int, **pool: Any) -> Iterator[Engine]:
+    """A signed-in engine of the test's own (``pool`` overrides pool keys), closed after."""
+    config = config_for(root, sim.base_url, username=sim.username, password=sim.password)
+    eng = engine_for(config.replace("pool", **pool) if pool else config, root, tabs=tabs)
+    try:
+        eng.start()
+        assert eng.browser is not None
+        yield eng
+    finally:
+        eng.close()
 
 
 def spare_tabs_blank(engine: Engine) -> bool:
@@ -410,10 +424,7 @@ def test_abort_all_leaves_work_folders_for_the_retry(engine: Engine, sim: SimHan
 
 @pytest.mark.timeout(90)
 def test_one_tab_serves_po_after_po_each_reading_its_own_page(sim: SimHandle, tmp_path: Path) -> None:
-    config = config_for(tmp_path, sim.base_url, username=sim.username, password=sim.password)
-    eng = engine_for(config, tmp_path, tabs=1)
-    try:
-        eng.start()
+    with started_engine(sim, tmp_path, tabs=1) as eng:
         # The slow page follows a fast one in the same tab: what is read must be its own page,
         # not the one before it, and so on through a not-found page and an empty one.
         # The same slow URL twice in a row (a throttled attempt, then its retry) must not
@@ -442,16 +453,11 @@ def test_one_tab_serves_po_after_po_each_reading_its_own_page(sim: SimHandle, tm
             channel.close()
         for digits in ("31000050", "31000051", "31000009", "31000053"):
             assert_folder_matches(tmp_path / "downloads" / f"PO{digits}_COMPLETED", expect(sim, digits))
-    finally:
-        eng.close()
 
 
 @pytest.mark.timeout(120)
 def test_a_crashed_tab_ends_its_po_at_once_and_the_engine_goes_on(sim: SimHandle, tmp_path: Path) -> None:
-    config = config_for(tmp_path, sim.base_url, username=sim.username, password=sim.password)
-    eng = engine_for(config, tmp_path, tabs=2)
-    try:
-        eng.start()
+    with started_engine(sim, tmp_path, tabs=2) as eng:
         assert eng.browser is not None
         eng.submit(job("31000060", deadline_s=60))  # its attachment list takes 8 s to render
         results: list[PoResult] = []
@@ -468,35 +474,28 @@ def test_a_crashed_tab_ends_its_po_at_once_and_the_engine_goes_on(sim: SimHandle
         assert crashed.outcome is Outcome.ERROR and "crashed" in crashed.reason, crashed.reason
         after = next(iter(eng.run([job("31000043")])))
         assert after.outcome is Outcome.COMPLETED, after.reason
-    finally:
-        eng.close()
 
 
 @pytest.mark.timeout(90)
 def test_a_tab_is_replaced_after_serving_pos_per_tab_pos(sim: SimHandle, tmp_path: Path) -> None:
-    config = config_for(tmp_path, sim.base_url, username=sim.username, password=sim.password)
-    eng = engine_for(config.replace("pool", pos_per_tab=2), tmp_path, tabs=1)
-    try:
-        eng.start()
+    with started_engine(sim, tmp_path, tabs=1, pos_per_tab=2) as eng:
         spares = []
-        for digits in ("31000050", "31000002", "31000009", "31000043", "31000003"):
+        expected = {"31000050": Outcome.COMPLETED, "31000002": Outcome.NO_ATTACHMENTS,
+                    "31000009": Outcome.COMPLETED, "31000043": Outcome.COMPLETED,
+                    "31000003": Outcome.NOT_FOUND}
+        for digits, outcome in expected.items():
             result = next(iter(eng.run([job(digits)])))
-            assert result.outcome in (Outcome.COMPLETED, Outcome.NO_ATTACHMENTS, Outcome.NOT_FOUND)
+            assert result.outcome is outcome, (digits, result.reason)
             assert eng.browser is not None and len(eng.browser.driver.window_handles) <= 2
             spares.append(tuple(eng._spare))
         # Kept after its first PO, closed after its second; then the same with a new tab.
         assert [len(s) for s in spares] == [1, 0, 1, 0, 1]
         assert len({spares[0], spares[2], spares[4]}) == 3
-    finally:
-        eng.close()
 
 
 @pytest.mark.timeout(90)
 def test_a_tab_that_does_not_turn_blank_is_replaced(sim: SimHandle, tmp_path: Path) -> None:
-    config = config_for(tmp_path, sim.base_url, username=sim.username, password=sim.password)
-    eng = engine_for(config, tmp_path, tabs=1)
-    try:
-        eng.start()
+    with started_engine(sim, tmp_path, tabs=1) as eng:
         first = next(iter(eng.run([job("31000050")])))
         assert first.outcome is Outcome.COMPLETED
         assert eng.browser is not None
@@ -513,23 +512,16 @@ def test_a_tab_that_does_not_turn_blank_is_replaced(sim: SimHandle, tmp_path: Pa
         assert sorted(third.names) == ["h.pdf", "i.pdf"]
         now = set(eng.browser.driver.window_handles)
         assert len(now) == 2 and now != handles  # the stuck tab was closed, a new one opened
-    finally:
-        eng.close()
 
 
 @pytest.mark.timeout(60)
 def test_close_leaves_no_process(sim: SimHandle, tmp_path: Path) -> None:
-    config = config_for(tmp_path, sim.base_url, username=sim.username, password=sim.password)
-    eng = engine_for(config, tmp_path, tabs=2)
-    try:
-        eng.start()
+    with started_engine(sim, tmp_path, tabs=2) as eng:
         assert eng.browser is not None
         pids = eng.browser.pids()
         assert len(pids) >= 3  # chromedriver, chromium and its helpers
         result = one(eng, "31000002")
         assert result.outcome is Outcome.NO_ATTACHMENTS
-    finally:
-        eng.close()
     assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert eng.free_slots == 0
 
