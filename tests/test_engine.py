@@ -413,8 +413,11 @@ def test_abort_all_leaves_work_folders_for_the_retry(engine: Engine, sim: SimHan
         done += engine.poll(0.1)
     assert [r.job.po.digits for r in done] == ["31000043"]  # the small PO finished first
     assert done[0].outcome is Outcome.COMPLETED
+    # The slow PO's page may be read a moment later; its 400 KB take 4 s to arrive.
     work = downloads / "PO31000042__WORK"
-    assert work.is_dir(), "the slow PO should be downloading"
+    wait_until(lambda: done.extend(engine.poll(0.05)) or work.is_dir(), 10,
+               what="the slow PO downloading")
+    assert len(done) == 1, "the slow PO ended before it could be aborted"
     aborted = engine.abort_all("test shutdown")
     assert [r.outcome for r in aborted] == [Outcome.ERROR]
     assert aborted[0].outcome.retryable and "test shutdown" in aborted[0].reason
