@@ -4,12 +4,14 @@ Two ways, as the page allows:
 
 - **Direct fetch** (:class:`DirectFetcher`) where the page exposes the attachment's URL: the
   browser's session cookies go into a plain HTTP client, which is many times faster than a
-  browser download (browser-facts.md). The cookies are sent to the Coupa origin only: URLs on
-  other origins are refused before any request, redirects are never followed blindly (only
-  same-origin ones, by hand), and a redirect to a sign-in page or an identity provider means
-  the session expired (:class:`~coupad.errors.SignInRequired`), not that the file is missing.
-  The body streams to a temporary name while it is hashed, and its length is checked against
-  the declared ``Content-Length`` in both directions.
+  browser download (browser-facts.md). A listed URL on another origin is refused before any
+  request. Redirects are followed by hand, to any http(s) origin (a file store answering with
+  a time-limited signed URL), but the cookies go to the Coupa origin only: no hop elsewhere
+  carries a Cookie, Authorization or Referer header. A redirect to a sign-in page or an
+  identity provider means the session expired (:class:`~coupad.errors.SignInRequired`), not
+  that the file is missing (:func:`_looks_like_sign_in` has the rule). The body streams to a
+  temporary name while it is hashed, and its length is checked against the declared
+  ``Content-Length`` in both directions.
 - **Browser download** where only a click starts it: :func:`set_browser_download_dir` points
   Chromium at a per-PO staging folder before the click, and :func:`browser_download_state`
   reads completion from the file system — a click is never counted as a download.
@@ -30,9 +32,10 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qsl, unquote, urljoin, urlsplit, urlunsplit
 
 import requests
+import requests.auth
 import urllib3.exceptions
 from urllib3.util import parse_url
 
@@ -48,31 +51,85 @@ _HEAD = 64 << 10  # enough of an HTML body to recognise a sign-in form
 # shows whether the server sent more than it declared. Servers close at once after
 # "Connection: close"; one that keeps the connection open costs this much, then counts as done.
 _EOF_GRACE = 1.0
-# On another site (an identity provider) any of these in the host or path means sign-in; on
-# Coupa's own site only a first path segment does, so "/attachments/login-guide.pdf" is a file.
-_SIGN_IN_MARKERS = ("session", "login", "logon", "signin", "sign_in", "sign-in", "sso", "saml",
-                    "oauth", "authorize", "adfs")
+# On Coupa's own site only a first path segment means sign-in, so
+# "/attachments/login-guide.pdf" is a file. See _looks_like_sign_in for other sites.
 _SIGN_IN_SEGMENTS = frozenset({"sessions", "session", "login", "logon", "signin", "sign_in",
                                "sign-in", "sso", "saml", "oauth", "oauth2", "adfs", "auth", "users"})
+# A sign-in word standing alone between separators ("login.microsoftonline.com", "/adfs/ls",
+# "/oauth2/v2.0"): as a bare substring, "sso" would find sign-in in "processor-exports".
+_SIGN_IN_WORD = re.compile(
+    r"(?<![a-z0-9])(?:sessions?|login|logon|sign[-_]?in|sso|saml\d*|oauth\d*|authori[sz]e|adfs"
+    r"|openid)(?![a-z0-9])"
+)
+# Query keys only a SAML, OAuth / OpenID Connect or WS-Federation sign-in request carries.
+_SIGN_IN_KEYS = frozenset({"samlrequest", "samlresponse", "relaystate", "response_type",
+                           "wresult", "wtrealm"})
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Signed URLs run to a few KB (a long session token included); a Location past this is refused.
+_MAX_LOCATION = 8192
+# What a file store answers to an expired signature (S3 and Azure: 403, Google: 400) or to an
+# object not yet replicated to the region asked (404); the next attempt gets a fresh URL.
+_STORE_REFUSALS = frozenset({400, 401, 403, 404, 410})
 _PASSWORD_FIELD = re.compile(rb"""type\s*=\s*["']?password|user_password""", re.IGNORECASE)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class DownloadProblem(enum.Enum):
-    """Why a direct fetch failed, so the engine can choose: retry, click instead, or give up."""
+    """Why a direct fetch failed, so the engine can choose: retry, click instead, or give up.
 
-    OFF_ORIGIN = "off_origin"  # the URL is not on the Coupa origin; nothing was requested
-    REDIRECTED_AWAY = "redirected_away"  # a redirect to another site; not followed
+    Whether a new attempt may succeed follows from the problem alone ("Coupa" is the Coupa
+    origin; "the file store" is any other origin a redirect led to):
+
+    ==================  =================================================  =========
+    problem             when                                               retryable
+    ==================  =================================================  =========
+    OFF_ORIGIN          the listed URL is malformed or not on Coupa        no
+    BAD_REDIRECT        a Location that is missing, too long, malformed,   no
+                        not http(s), or carries a user name or password
+    INSECURE_REDIRECT   a redirect from https to plain http                no
+    TOO_MANY_REDIRECTS  more than ``max_redirects`` in one chain           no
+    ACCESS_DENIED       Coupa answered 401/403                             no
+    NOT_FOUND           Coupa answered 404/410                             no
+    STORE_REFUSED       the file store answered 400/401/403/404/410: an    yes
+                        expired signature or a replication race, and the
+                        next attempt gets a freshly signed URL from Coupa
+    THROTTLED           429 from either                                    yes
+    SERVER_ERROR        5xx from either                                    yes
+    HTTP_ERROR          any other unexpected status                        no
+    LENGTH_MISMATCH     body shorter or longer than its Content-Length     yes
+    TOO_LARGE           more than ``max_size`` bytes                       no
+    TIMEOUT             no answer in time, the deadline, or a 408          yes
+    NETWORK             refused, reset or broken mid-body                  yes
+    ==================  =================================================  =========
+
+    A redirect to a sign-in page is no DownloadProblem: it raises SignInRequired.
+    """
+
+    OFF_ORIGIN = "off_origin"
+    BAD_REDIRECT = "bad_redirect"
+    INSECURE_REDIRECT = "insecure_redirect"
     TOO_MANY_REDIRECTS = "too_many_redirects"
-    ACCESS_DENIED = "access_denied"  # 401/403
-    NOT_FOUND = "not_found"  # 404/410
-    THROTTLED = "throttled"  # 429
-    SERVER_ERROR = "server_error"  # 5xx
-    HTTP_ERROR = "http_error"  # any other unexpected status
-    LENGTH_MISMATCH = "length_mismatch"  # body shorter or longer than Content-Length
+    ACCESS_DENIED = "access_denied"
+    NOT_FOUND = "not_found"
+    STORE_REFUSED = "store_refused"
+    THROTTLED = "throttled"
+    SERVER_ERROR = "server_error"
+    HTTP_ERROR = "http_error"
+    LENGTH_MISMATCH = "length_mismatch"
     TOO_LARGE = "too_large"
     TIMEOUT = "timeout"
-    NETWORK = "network"  # connection refused, reset, broken mid-body
+    NETWORK = "network"
+
+    @property
+    def retryable(self) -> bool:
+        """Whether a new attempt may succeed (the table above)."""
+        return self in _RETRYABLE_PROBLEMS
+
+
+_RETRYABLE_PROBLEMS = frozenset({
+    DownloadProblem.STORE_REFUSED, DownloadProblem.THROTTLED, DownloadProblem.SERVER_ERROR,
+    DownloadProblem.LENGTH_MISMATCH, DownloadProblem.TIMEOUT, DownloadProblem.NETWORK,
+})
 
 
 class DownloadError(CoupadError):
@@ -83,15 +140,23 @@ class DownloadError(CoupadError):
         message: str,
         *,
         problem: DownloadProblem,
-        retryable: bool,
         retry_after: float | None = None,
         status: int | None = None,
     ) -> None:
         super().__init__(message)
         self.problem = problem
-        self.retryable = retryable
         self.retry_after = retry_after
         self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        """Whether a new attempt may succeed; decided by the problem (DownloadProblem's table)."""
+        return self.problem.retryable
+
+    @property
+    def permanent(self) -> bool:
+        """Whether the same answer will come again however often the fetch is retried."""
+        return not self.problem.retryable
 
 
 @dataclass(frozen=True)
@@ -103,7 +168,8 @@ class Fetched:
     sha256: str
     filename: str | None  # from Content-Disposition, not yet made safe
     content_type: str
-    url: str  # the URL the bytes came from (after same-origin redirects)
+    url: str  # the URL the attachment was listed under: the first one requested, on Coupa
+    served_from: str  # the URL the bytes came from after any redirects, without its query
 
 
 @dataclass(frozen=True)
@@ -124,6 +190,27 @@ class _RefuseAll(http.cookiejar.DefaultCookiePolicy):
         return False
 
 
+class _NoCredentials(requests.auth.AuthBase):
+    """Sends no Authorization header; as a session's auth it also stops the ~/.netrc lookup."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.pop("Authorization", None)
+        return request
+
+
+class _Session(requests.Session):
+    """A requests session that leaves every redirect to DirectFetcher.
+
+    Even with ``allow_redirects=False`` requests prepares the next request of a redirect: it
+    reads the whole redirect body into memory (however long, however slow) and parses the
+    Location, raising ValueError on one it cannot parse. With no redirect target it does
+    neither; DirectFetcher reads the Location itself and closes the response unread.
+    """
+
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        return None
+
+
 class DirectFetcher:
     """Fetches attachment URLs on the Coupa origin with the browser's session cookies.
 
@@ -134,6 +221,10 @@ class DirectFetcher:
     a redirect nor a URL on another host can ever carry the session away. Cookies a response
     sets are ignored: the browser stays the one source of the session (call
     :meth:`update_cookies` after it signs in again).
+
+    requests' ``trust_env`` stays on, for the operator's proxy (``HTTPS_PROXY``, ``NO_PROXY``)
+    and CA bundle (``REQUESTS_CA_BUNDLE``); its one credential source, ``~/.netrc``, is shut
+    by a session auth that sends no Authorization header to any host. No Referer is ever sent.
     """
 
     def __init__(
@@ -190,29 +281,35 @@ class DirectFetcher:
     def fetch(self, url: str, dest_dir: Path, deadline: float | None = None) -> Fetched:
         """Download ``url`` into a new temporary file in ``dest_dir`` and return it verified.
 
-        ``deadline`` is a ``time.monotonic()`` value; past it the fetch fails as a retryable
-        timeout. Raises DownloadError or SignInRequired; a failed fetch leaves no file behind.
+        ``url`` must be on the Coupa origin; redirects from it are followed, off the Coupa
+        origin too (see the class docstring). ``deadline`` is a ``time.monotonic()`` value;
+        past it the fetch fails as a retryable timeout. Raises DownloadError or
+        SignInRequired; a failed fetch leaves no file behind.
         """
-        current = self._check_url(urljoin(self.base_url, url))
+        listed = self._check_url(urljoin(self.base_url, url))
+        current = listed
         redirects = 0
         while True:
             response = self._get(current, deadline)
             try:
-                if response.status_code in (301, 302, 303, 307, 308):
+                if response.status_code in _REDIRECT_STATUSES:
                     target = self._judge_redirect(current, response.headers.get("Location"))
                     redirects += 1
                     if redirects > self.max_redirects:
                         raise DownloadError(
-                            f"more than {self.max_redirects} redirects from {url}",
+                            f"more than {self.max_redirects} redirects from {_show_url(listed)}",
                             problem=DownloadProblem.TOO_MANY_REDIRECTS,
-                            retryable=False,
                         )
-                    log.debug("following a same-site redirect to %s", _show_url(target))
+                    log.debug("following a redirect from %s to %s",
+                              _show_url(current), _show_url(target))
                     current = target
                     continue
-                _check_status(response)
-                fetched = self._save(response, current, Path(dest_dir), deadline, redirects > 0)
-                log.debug("fetched %s: %d bytes", _show_url(current), fetched.size)
+                _check_status(response, current, on_coupa=_origin(current) == self.origin)
+                fetched = self._save(
+                    response, listed, current, Path(dest_dir), deadline, redirects > 0
+                )
+                log.debug("fetched %s from %s: %d bytes",
+                          _show_url(listed), fetched.served_from, fetched.size)
                 return fetched
             finally:
                 response.close()
@@ -234,8 +331,9 @@ class DirectFetcher:
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
+            session = _Session()
             session.cookies.set_policy(_RefuseAll())
+            session.auth = _NoCredentials()  # requests reads ~/.netrc only when auth is unset
             self._local.session = session
             with self._lock:
                 self._sessions.append(session)
@@ -245,42 +343,79 @@ class DirectFetcher:
         """Return ``url`` without its fragment if it is on the base origin, else refuse it."""
         if _has_control(url) or "\\" in url:
             raise DownloadError(
-                f"refusing a malformed attachment URL {url[:200]!r}",
+                f"refusing an attachment URL with control characters or a backslash "
+                f"({_show_url(url)!r})",
                 problem=DownloadProblem.OFF_ORIGIN,
-                retryable=False,
             )
         origin = _origin(url)
         if origin != self.origin:
-            shown = _show_origin(origin) if origin else repr(url[:200])
+            shown = _show_origin(origin) if origin else "an invalid or non-http(s) URL"
             raise DownloadError(
                 f"refusing to fetch from {shown}: not the Coupa site {_show_origin(self.origin)}",
                 problem=DownloadProblem.OFF_ORIGIN,
-                retryable=False,
             )
         return url.split("#", 1)[0]
 
     def _judge_redirect(self, current: str, location: str | None) -> str:
-        """Return the same-origin redirect target, or raise for sign-in or another site."""
+        """Return the URL a redirect leads to, or raise for sign-in or a Location not to follow."""
+        here = _show_url(current)
+        location = (location or "").strip(" ")
         if not location:
             raise DownloadError(
-                f"a redirect without a target from {_show_url(current)}",
-                problem=DownloadProblem.HTTP_ERROR,
-                retryable=False,
+                f"a redirect without a target from {here}", problem=DownloadProblem.BAD_REDIRECT
             )
-        target = urljoin(current, location.strip())
+        if len(location) > _MAX_LOCATION:
+            raise DownloadError(
+                f"a redirect from {here} to a {len(location)}-character location, more than "
+                f"the {_MAX_LOCATION} allowed; not followed",
+                problem=DownloadProblem.BAD_REDIRECT,
+            )
+        try:  # http.client reads headers as Latin-1; servers send UTF-8 (as requests does)
+            location = location.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            pass
+        if _has_control(location) or "\\" in location:
+            raise DownloadError(
+                f"a redirect from {here} to a location with control characters or a "
+                "backslash; not followed",
+                problem=DownloadProblem.BAD_REDIRECT,
+            )
+        try:
+            target = urljoin(current, location)
+            parts = urlsplit(target)
+        except ValueError:
+            target, parts = "", None
+        if parts is None or parts.scheme.lower() not in _DEFAULT_PORTS:
+            scheme = parts.scheme.lower() if parts else ""
+            shown = f"a {scheme}: URL" if re.fullmatch(r"[a-z][a-z0-9+.-]{0,19}", scheme) else (
+                "a malformed URL"
+            )
+            raise DownloadError(
+                f"a redirect from {here} to {shown}; only http and https are followed",
+                problem=DownloadProblem.BAD_REDIRECT,
+            )
+        if "@" in parts.netloc:
+            raise DownloadError(
+                f"a redirect from {here} to a URL carrying a user name or password; not followed",
+                problem=DownloadProblem.BAD_REDIRECT,
+            )
         origin = _origin(target)
+        if origin is None:
+            raise DownloadError(
+                f"a redirect from {here} to a malformed URL; not followed",
+                problem=DownloadProblem.BAD_REDIRECT,
+            )
+        if urlsplit(current).scheme.lower() == "https" and origin[0] == "http":
+            raise DownloadError(
+                f"a redirect from {here} to plain http ({_show_origin(origin)}): an https "
+                "download is never continued unencrypted",
+                problem=DownloadProblem.INSECURE_REDIRECT,
+            )
         if _looks_like_sign_in(target, same_site=origin == self.origin):
             raise SignInRequired(
                 f"Coupa asked to sign in again (an attachment redirected to {_show_url(target)})"
             )
-        if origin != self.origin:
-            shown = _show_origin(origin) if origin else repr(location[:200])
-            raise DownloadError(
-                f"redirected to another site {shown}; not followed",
-                problem=DownloadProblem.REDIRECTED_AWAY,
-                retryable=False,
-            )
-        return self._check_url(target)
+        return target.split("#", 1)[0]
 
     def _get(self, url: str, deadline: float | None) -> requests.Response:
         timeout = _remaining(deadline, self.timeout, url)
@@ -302,11 +437,18 @@ class DirectFetcher:
             )
         except requests.Timeout:
             raise _timeout(url, timeout) from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                requests.exceptions.MissingSchema) as exc:
+            # Only a redirect target gets here (a listed URL has passed _check_url); requests'
+            # message would quote the whole URL, query included.
+            raise DownloadError(
+                f"a redirect to {_show_url(url)} that cannot be requested ({type(exc).__name__})",
+                problem=DownloadProblem.BAD_REDIRECT,
+            ) from None
         except requests.RequestException as exc:
             raise DownloadError(
                 f"could not reach {_show_url(url)}: {_short(exc)}",
                 problem=DownloadProblem.NETWORK,
-                retryable=True,
             ) from None
 
     def _cookie_header(self, url: str) -> str:
@@ -324,18 +466,19 @@ class DirectFetcher:
     def _save(
         self,
         response: requests.Response,
+        listed: str,
         url: str,
         dest_dir: Path,
         deadline: float | None,
         redirected: bool,
     ) -> Fetched:
-        """Stream the body to a temporary file, checking length, size and deadline."""
+        """Stream the body of ``url`` (reached from ``listed``) to a temporary file, checking
+        length, size and deadline."""
         declared = _declared_length(response)
         if declared is not None and declared > self.max_size:
             raise DownloadError(
                 f"{_show_url(url)} is {declared} bytes, more than the {self.max_size} allowed",
                 problem=DownloadProblem.TOO_LARGE,
-                retryable=False,
             )
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
         disposition = response.headers.get("Content-Disposition")
@@ -350,8 +493,14 @@ class DirectFetcher:
             with part.open("wb") as out:
                 size, digest, head = self._copy_body(raw, sock, out, url, declared, deadline)
             if _is_sign_in_page(content_type, disposition, head, redirected):
+                if _origin(url) == self.origin:
+                    raise SignInRequired(
+                        f"Coupa answered {_show_url(url)} with its sign-in page instead of "
+                        "the file"
+                    )
                 raise SignInRequired(
-                    f"Coupa answered {_show_url(url)} with its sign-in page instead of the file"
+                    f"an attachment led to a page at {_show_url(url)} instead of the file: an "
+                    "identity provider asking to sign in again"
                 )
             done = dest_dir / f"{token}.download"
             part.rename(done)
@@ -364,7 +513,8 @@ class DirectFetcher:
             sha256=digest,
             filename=filename_from_content_disposition(disposition),
             content_type=content_type,
-            url=url,
+            url=listed,
+            served_from=_without_query(url),
         )
 
     def _copy_body(
@@ -396,7 +546,6 @@ class DirectFetcher:
                     f"the connection broke after {raw.tell()} bytes of {_show_url(url)}"
                     f"{_of_declared(declared)}: {_short(exc)}",
                     problem=DownloadProblem.NETWORK,
-                    retryable=True,
                 ) from None
             if not chunk:
                 break
@@ -405,7 +554,6 @@ class DirectFetcher:
                     f"{_show_url(url)} declared {declared} bytes but sent more "
                     f"({raw.tell()} bytes so far)",
                     problem=DownloadProblem.LENGTH_MISMATCH,
-                    retryable=True,
                 )
             out.write(chunk)
             digest.update(chunk)
@@ -416,7 +564,6 @@ class DirectFetcher:
                 raise DownloadError(
                     f"{_show_url(url)} is larger than the {self.max_size} bytes allowed",
                     problem=DownloadProblem.TOO_LARGE,
-                    retryable=False,
                 )
             if deadline is not None and time.monotonic() > deadline:
                 raise _timeout(url, None)
@@ -424,7 +571,6 @@ class DirectFetcher:
             raise DownloadError(
                 f"{_show_url(url)} declared {declared} bytes but sent only {raw.tell()}",
                 problem=DownloadProblem.LENGTH_MISMATCH,
-                retryable=True,
             )
         return size, digest.hexdigest(), head
 
@@ -516,38 +662,48 @@ def browser_download_state(staging: Path) -> BrowserDownloadState:
     )
 
 
-def _check_status(response: requests.Response) -> None:
-    """Raise the DownloadError that an unsuccessful status means."""
+def _check_status(response: requests.Response, url: str, *, on_coupa: bool) -> None:
+    """Raise the DownloadError that an unsuccessful status from ``url`` means."""
     status = response.status_code
     if 200 <= status < 300:
         return
-    where = _show_url(response.url)
+    where = _show_url(url)
+    if not on_coupa and status in _STORE_REFUSALS:
+        raise DownloadError(
+            f"the file store refused {where} (HTTP {status}); its signed link may have "
+            "expired, and a new attempt gets a fresh one from Coupa",
+            problem=DownloadProblem.STORE_REFUSED, status=status,
+        )
     if status in (401, 403):
         raise DownloadError(
             f"access denied to {where} (HTTP {status})",
-            problem=DownloadProblem.ACCESS_DENIED, retryable=False, status=status,
+            problem=DownloadProblem.ACCESS_DENIED, status=status,
         )
     if status in (404, 410):
         raise DownloadError(
             f"{where} does not exist (HTTP {status})",
-            problem=DownloadProblem.NOT_FOUND, retryable=False, status=status,
+            problem=DownloadProblem.NOT_FOUND, status=status,
         )
     retry_after = _retry_after(response.headers.get("Retry-After"))
+    server = "Coupa" if on_coupa else "the file store"
+    if status == 408:
+        raise DownloadError(
+            f"{server} timed out waiting for the request for {where} (HTTP 408)",
+            problem=DownloadProblem.TIMEOUT, retry_after=retry_after, status=status,
+        )
     if status == 429:
         raise DownloadError(
-            f"Coupa is throttling requests (HTTP 429 for {where})",
-            problem=DownloadProblem.THROTTLED, retryable=True, retry_after=retry_after,
-            status=status,
+            f"{server} is throttling requests (HTTP 429 for {where})",
+            problem=DownloadProblem.THROTTLED, retry_after=retry_after, status=status,
         )
     if status >= 500:
         raise DownloadError(
-            f"Coupa failed to serve {where} (HTTP {status})",
-            problem=DownloadProblem.SERVER_ERROR, retryable=True, retry_after=retry_after,
-            status=status,
+            f"{server} failed to serve {where} (HTTP {status})",
+            problem=DownloadProblem.SERVER_ERROR, retry_after=retry_after, status=status,
         )
     raise DownloadError(
         f"unexpected answer HTTP {status} for {where}",
-        problem=DownloadProblem.HTTP_ERROR, retryable=False, status=status,
+        problem=DownloadProblem.HTTP_ERROR, status=status,
     )
 
 
@@ -580,13 +736,37 @@ def _show_url(url: str) -> str:
     return (_show_origin(origin) if origin else "an invalid URL") + path[:200]
 
 
-def _looks_like_sign_in(url: str, same_site: bool) -> bool:
+def _without_query(url: str) -> str:
+    """``url`` without query and fragment: what may be stored and logged of any URL."""
     parts = urlsplit(url)
-    path = parts.path.lower()
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def _looks_like_sign_in(url: str, same_site: bool) -> bool:
+    """Whether a redirect target is a sign-in page rather than the file (or a hop to it).
+
+    On Coupa's own origin: its first path segment is a sign-in segment ("/sessions/new",
+    "/login", "/users/sign_in"). On another origin: a sign-in word (login, logon, sign-in,
+    session, sso, saml, oauth, authorize, adfs, openid; digits may follow saml and oauth)
+    standing alone in the host name or in a path segment other than the last, or a query key
+    only a sign-in request carries (SAMLRequest, SAMLResponse, RelayState, response_type,
+    client_id with redirect_uri, WS-Federation's wresult, wtrealm or wa=wsignin*). The last
+    segment is left out, as it names the file: ``/po/123/login-guide.pdf`` on a file store is
+    fetched. An identity provider that slips through is caught by its answer, an HTML page
+    not served as an attachment (:func:`_is_sign_in_page`).
+    """
+    parts = urlsplit(url)
     if same_site:
-        return path.strip("/").split("/", 1)[0] in _SIGN_IN_SEGMENTS
-    text = f"{(parts.hostname or '').lower()}{path}"
-    return any(marker in text for marker in _SIGN_IN_MARKERS)
+        return parts.path.lower().strip("/").split("/", 1)[0] in _SIGN_IN_SEGMENTS
+    folders = [unquote(segment).lower() for segment in parts.path.split("/")[1:-1]]
+    if any(_SIGN_IN_WORD.search(text) for text in [(parts.hostname or "").lower(), *folders]):
+        return True
+    query = {key.lower(): value for key, value in parse_qsl(parts.query, keep_blank_values=True)}
+    return bool(
+        _SIGN_IN_KEYS & query.keys()
+        or {"client_id", "redirect_uri"} <= query.keys()
+        or query.get("wa", "").lower().startswith("wsignin")
+    )
 
 
 def _is_sign_in_page(
@@ -654,7 +834,6 @@ def _timeout(url: str, seconds: float | None) -> DownloadError:
     return DownloadError(
         f"timed out{after} waiting for {_show_url(url)}",
         problem=DownloadProblem.TIMEOUT,
-        retryable=True,
     )
 
 
@@ -679,5 +858,9 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _short(exc: BaseException) -> str:
+    """The first line of an error, without any query (urllib3 quotes the URL it asked for)."""
+    inner = exc.args[0] if exc.args else None
+    if isinstance(inner, urllib3.exceptions.MaxRetryError) and inner.reason is not None:
+        exc = inner.reason  # "connection refused", not "max retries exceeded with url ..."
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:200]
+    return re.sub(r"\?[^\s'\"()]*", "?…", text)[:200]
