@@ -307,3 +307,85 @@ def test_server_error_pages_in_the_browser(browser: Browser) -> None:
             "Service Unavailable — Coupa is temporarily unavailable, please try again later.",
         ]
         _open(browser, f"{failing.base_url}/order_headers/15262980", "#attachments")
+
+
+# ---- page shapes and download options ----------------------------------------------------
+
+_COUNT_ATTACHMENTS_JS = """
+var seen = {};
+document.querySelectorAll('[aria-label]').forEach(function (el) {
+  var m = /^(.*) file attachment$/.exec(el.getAttribute('aria-label'));
+  if (m) { seen[m[1]] = true; }
+});
+document.querySelectorAll('a[href]').forEach(function (a) {
+  if (/attachment_file|\\/attachments\\//.test(a.href)) { seen[a.textContent] = true; }
+});
+return Object.keys(seen).length;
+"""
+
+GROWING = {
+    "po": {
+        # First slice in the HTML, the rest by the page's own requests.
+        "42000001": {
+            "page": {"arrival": "inline", "steps": [0.0, 0.8, 1.6], "grow_by": "request",
+                     "markup": "varied", "noise": ["ticker"]},
+            "attachments": [{"name": "a.pdf"}, {"name": "b.pdf", "shape": "button", "step": 1},
+                            {"name": "c.pdf", "step": 1}, {"name": "d.pdf", "step": 2}],
+        },
+        # Nothing at first (an empty list is shown), then everything by a timer.
+        "42000002": {
+            "page": {"arrival": "timer", "steps": [0.2, 1.2], "decoys": ["print_button"]},
+            "attachments": [{"name": "late.pdf", "shape": "button", "step": 1},
+                            {"name": "later.pdf", "step": 1}],
+        },
+        "42000003": {
+            "attachments": [{"name": "stored by click.pdf", "shape": "button", "redirect": True,
+                             "no_length": True, "size": 120_000}],
+        },
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def growing() -> Iterator[SimHandle]:
+    with sim_server(scenario=GROWING) as handle:
+        yield handle
+
+
+@pytest.mark.parametrize(("po", "counts"), [("42000001", [1, 3, 4]), ("42000002", [0, 2])])
+def test_a_growing_list_appears_slice_by_slice(
+    browser: Browser, growing: SimHandle, po: str, counts: list[int]
+) -> None:
+    _sign_in_by_cookie(browser, growing)
+    steps = GROWING["po"][po]["page"]["steps"]
+    browser.driver.get(f"{growing.base_url}/order_headers/{po}")
+    started = time.monotonic()
+    seen: list[tuple[int, float]] = []
+    while time.monotonic() - started < steps[-1] + 1.5:
+        count = browser.driver.execute_script(_COUNT_ATTACHMENTS_JS)
+        if not seen or seen[-1][0] != count:
+            seen.append((count, time.monotonic() - started))
+        time.sleep(0.05)
+    assert [count for count, _ in seen] == counts, seen
+    for (_, at), due in zip(seen[1:], steps[1:], strict=True):
+        assert at >= due - 0.1, seen  # never earlier than its step (the load itself is later)
+
+
+def test_a_redirected_click_download_lands_without_the_tenant_cookie(
+    browser: Browser, growing: SimHandle, downloads: Path
+) -> None:
+    stored = growing.truth("42000003")["attachments"][0]
+    _sign_in_by_cookie(browser, growing)
+    growing.reset_counters()
+    _open(browser, f"{growing.base_url}/order_headers/42000003", "span[role=button]")
+    button = browser.driver.find_element(By.CSS_SELECTOR, "span[role=button]")
+    browser.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+    button.click()
+    target = downloads / stored["name"]
+    wait_until(
+        lambda: target.exists() and target.stat().st_size == stored["size"], 30, what=str(target)
+    )
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == stored["sha256"]
+    log = growing.storage_requests()
+    assert [entry["status"] for entry in log] == [200]
+    assert log[0]["cookie"] is None and log[0]["authorization"] is None

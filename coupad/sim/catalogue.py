@@ -33,12 +33,16 @@ Overlays on the last three digits, applied after the case above:
 * ``777`` — a slow PO: 2 s server time per page and downloads at 256 KB/s.
 
 Other attachments are 1-300 KB, so tests stay fast. A scenario file (see
-:mod:`coupad.sim.scenario`) overrides single POs and requisitions.
+:mod:`coupad.sim.scenario`) overrides single POs and requisitions, and can give them every
+shape coupa-domain.md allows (:class:`PageStyle`, and per attachment a redirect to the
+file-storage origin, a body without Content-Length, a slow body or a permanent error).
+Default POs keep the classic page: the list fetched by the page's script, in one piece.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -143,6 +147,61 @@ class Outcome(enum.StrEnum):
     NO_ATTACHMENTS = "NO_ATTACHMENTS"
     NOT_FOUND = "NOT_FOUND"
     ACCESS_DENIED = "ACCESS_DENIED"
+    # Only with permanently broken files, whose retries run out: some good files, or none.
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+
+
+class Arrival(enum.StrEnum):
+    """How an attachment list, or one later slice of it, reaches the page."""
+
+    REQUEST = "request"  # the page's own script fetches it; the server answers late
+    TIMER = "timer"  # embedded in the page, rendered by setTimeout
+    INLINE = "inline"  # in the served HTML from the start (the first slice only)
+
+
+class Noise(enum.StrEnum):
+    """Background activity of a real page that never changes what it lists."""
+
+    TICKER = "ticker"  # setInterval every 500 ms rewrites a "last refreshed" line, forever
+    LONG_TIMER = "long_timer"  # setTimeout of 60 s that shows a session warning
+
+
+class Decoy(enum.StrEnum):
+    """Download-looking controls that are not attachments (no attachment URL or label)."""
+
+    DOWNLOAD_ALL = "download_all"  # "Download all" link to a zip, beside the list
+    EXPORT_XLSX = "export_xlsx"  # a link with the download attribute
+    PRINT_BUTTON = "print_button"  # span[role=button] aria-label "Print this order"
+    TERMS_PDF = "terms_pdf"  # a link whose text looks like a file name
+
+
+DECOY_FILES = {
+    Decoy.DOWNLOAD_ALL: "download_all.zip",
+    Decoy.EXPORT_XLSX: "export.xlsx",
+    Decoy.TERMS_PDF: "terms.pdf",
+}
+
+
+class Markup(enum.StrEnum):
+    """Whether the list's ids and classes are the classic fixed ones or vary per page."""
+
+    CLASSIC = "classic"  # #attachments, #attachment-list with aria-busy, fixed classes
+    VARIED = "varied"  # ids, classes, button elements and titles drawn from the page's number
+
+
+class Broken(enum.StrEnum):
+    """A permanent problem of one attachment: its download URL always answers this."""
+
+    NOT_FOUND = "not_found"  # 404
+    FORBIDDEN = "forbidden"  # 403
+
+    @property
+    def status(self) -> int:
+        return 404 if self is Broken.NOT_FOUND else 403
+
+
+REQUISITION_MODES = ("when_po_has_none", "always", "never")  # coupa.requisition_attachments
 
 
 class ErrorPage(enum.StrEnum):
@@ -172,6 +231,11 @@ class Attachment:
     disposition: Disposition = Disposition.PLAIN
     # RFC 5987 names also carry an ASCII filename="..." fallback when this is set.
     ascii_fallback: bool = False
+    step: int = 0  # the slice of a growing list it arrives in (PageStyle.steps)
+    redirect: bool = False  # the download URL answers 302 to a signed URL on the storage origin
+    no_length: bool = False  # the body has no Content-Length and ends when the connection closes
+    bandwidth: int | None = None  # bytes/s for this file; overrides the PO's and the preset's
+    broken: Broken | None = None  # the download URL answers 404 or 403, every time
 
     @property
     def pdf(self) -> bool:
@@ -216,7 +280,41 @@ class Attachment:
             "shape": self.shape.value,
             "disposition": self.disposition.value,
             "url": base_url + self.path,
+            "step": self.step,
+            "redirect": self.redirect,
+            "no_length": self.no_length,
+            "broken": self.broken.value if self.broken else None,
         }
+
+
+@dataclass(frozen=True)
+class PageStyle:
+    """How a PO or requisition page shows its attachment list, and what else it does."""
+
+    arrival: Arrival = Arrival.REQUEST
+    # Seconds after the page's script runs at which each slice of the list appears; empty:
+    # one slice at the render delay (at once when inline).
+    steps: tuple[float, ...] = ()
+    growth: Arrival = Arrival.TIMER  # how slices after the first arrive: timer or request
+    noise: tuple[Noise, ...] = ()
+    decoys: tuple[Decoy, ...] = ()
+    markup: Markup = Markup.CLASSIC
+
+    def offsets(self, render_delay: float) -> tuple[float, ...]:
+        """When each slice appears, in seconds after the page's script runs."""
+        if self.steps:
+            return self.steps
+        return (0.0 if self.arrival is Arrival.INLINE else render_delay,)
+
+
+def slices(attachments: tuple[Attachment, ...], count: int) -> list[tuple[Attachment, ...]]:
+    """The attachments of each of ``count`` slices, in page order."""
+    return [tuple(a for a in attachments if a.step == n) for n in range(count)]
+
+
+def markup_token(owner: str) -> str:
+    """Eight hex digits that vary a page's ids and classes (Markup.VARIED)."""
+    return hashlib.sha256(f"coupad-sim:markup:{owner}".encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)
@@ -237,6 +335,8 @@ class Requisition:
 
     id: str
     attachments: tuple[Attachment, ...] = ()
+    render_delay: float | None = None
+    page: PageStyle = field(default_factory=PageStyle)
 
 
 @dataclass(frozen=True)
@@ -252,6 +352,7 @@ class PurchaseOrder:
     attachments: tuple[Attachment, ...] = ()
     render_delay: float | None = None
     trouble: PoTrouble = field(default_factory=PoTrouble)
+    page: PageStyle = field(default_factory=PageStyle)
 
     @property
     def outcome(self) -> Outcome:
@@ -489,11 +590,41 @@ class Catalogue:
             return None
         return next((a for a in candidates if a.id == attachment_id), None)
 
-    def truth(self, digits: str, base_url: str = "") -> dict[str, Any]:
-        """The expected outcome and files of one PO, as GET /_sim/truth/<digits> returns it."""
+    def expected(
+        self, digits: str, requisition_attachments: str = "when_po_has_none"
+    ) -> tuple[Outcome, list[tuple[str, Attachment]]]:
+        """The final status a correct client reaches and the files it ends with, as
+        ``(source, attachment)``, when it fetches requisition files in the given mode
+        (coupa.requisition_attachments; the requisition counts when the PO lists none)."""
+        if requisition_attachments not in REQUISITION_MODES:
+            raise ValueError(f"unknown requisition mode {requisition_attachments!r}")
+        po = self.po(digits)
+        if po.error is not None:
+            return po.error.outcome, []
+        wanted: list[tuple[str, Attachment]] = [("po", a) for a in po.attachments]
+        with_requisition = requisition_attachments == "always" or (
+            requisition_attachments == "when_po_has_none" and not po.attachments
+        )
+        if with_requisition and po.requisition:
+            wanted += [("requisition", a) for a in self.requisition(po.requisition).attachments]
+        good = [(source, a) for source, a in wanted if a.broken is None]
+        if len(good) < len(wanted):
+            return (Outcome.PARTIAL if good else Outcome.FAILED), good
+        return (Outcome.COMPLETED if good else Outcome.NO_ATTACHMENTS), good
+
+    def truth(
+        self, digits: str, base_url: str = "", requisition_attachments: str = "when_po_has_none"
+    ) -> dict[str, Any]:
+        """The expected outcome and files of one PO, as GET /_sim/truth/<digits> returns it.
+
+        ``outcome`` ignores requisitions and broken files (as it always did);
+        ``expected_status`` and ``expected_files`` are what a correct client ends with when
+        it fetches requisition files in the given mode.
+        """
         po = self.po(digits)
         valid = po.error is None
         req = self.requisition(po.requisition) if po.requisition and valid else None
+        status, files = self.expected(digits, requisition_attachments)
         return {
             "po": f"PO{digits}",
             "digits": digits,
@@ -502,4 +633,9 @@ class Catalogue:
             "requisition_id": req.id if req else None,
             "attachments": [a.truth(base_url) for a in po.attachments] if valid else [],
             "requisition_attachments": [a.truth(base_url) for a in req.attachments] if req else [],
+            "requisition_mode": requisition_attachments,
+            "expected_status": status.value,
+            "expected_files": [
+                {"source": source, **a.truth(base_url)} for source, a in files
+            ],
         }

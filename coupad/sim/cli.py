@@ -85,6 +85,7 @@ async def _serve(sim: Simulator, host: str, port: int, idp_port: int) -> int:
         raise CoupadError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     print(f"coupad sim listening on {sim.base_url}", flush=True)
     print(f"identity provider on {sim.idp_url}", flush=True)
+    print(f"file storage on {sim.storage_url}", flush=True)
     try:
         await stop.wait()
     finally:

@@ -21,7 +21,32 @@ Example::
     shape = "link"                # link (default) | button
     disposition = "rfc5987"       # plain (default) | rfc5987 | inline (a PDF)
     ascii_fallback = true         # rfc5987 only: also send filename="..." in ASCII
-    [requisition.4711]
+    [[po.15262984.attachments]]
+    name = "quote.pdf"            # two files of one PO may share a name
+    redirect = true               # 302 to a signed URL on the file-storage origin
+    no_length = true              # no Content-Length: the body ends when the connection closes
+    bandwidth = 50000             # bytes/s for this file alone
+    # broken = "not_found"        # not_found (404) | forbidden (403), on every download
+    [po.15262985]
+    render_delay = 1.0
+    page = {arrival = "timer", noise = ["ticker"], decoys = ["download_all"]}
+    [po.15262986]
+    # How the list arrives: request (default: the page's script fetches attachments.json,
+    # answered after the render delay) | timer (embedded, rendered by setTimeout after the
+    # render delay) | inline (in the HTML). steps: the list grows in 1-4 slices shown at
+    # these seconds after load (instead of render_delay); grow_by: how slices after the
+    # first arrive, timer (default) | request (attachments.json?part=<n>, answered when due).
+    # noise: ticker (setInterval 500 ms, forever) | long_timer (setTimeout 60 s).
+    # decoys: download_all | export_xlsx | print_button | terms_pdf (never attachments).
+    # markup: classic (fixed ids, aria-busy) | varied (ids, classes, elements per page).
+    page = {arrival = "inline", steps = [0.0, 1.5], grow_by = "request", markup = "varied"}
+    [[po.15262986.attachments]]
+    name = "shown at once.pdf"
+    [[po.15262986.attachments]]
+    name = "shown later.pdf"
+    shape = "button"
+    step = 1                      # the slice it arrives in (default 0)
+    [requisition.4711]            # also page and render_delay, as for a PO
     [[requisition.4711.attachments]]
     name = "approval.msg"
     size = 5000
@@ -37,6 +62,12 @@ Example::
 A PO in the file is exactly what the file says, except that a missing ``supplier`` comes
 from the default catalogue. POs not in the file keep their default scenario. Any mistake
 raises :class:`ScenarioError` naming the key path and the line of the file.
+
+Bodies without Content-Length are close-delimited (no chunked encoding): the response says
+``Connection: close`` and the server closes the connection after the last byte. The storage
+origin of ``redirect = true`` listens beside the tenant and is advertised as
+``http://localhost:<port>`` (``127.0.0.1`` when the tenant itself is ``localhost``): another
+host, so the tenant's cookies are not sent to it.
 """
 
 from __future__ import annotations
@@ -52,11 +83,17 @@ from typing import Any, TypeVar
 from coupad.errors import CoupadError, ExitCode
 from coupad.ponumber import InvalidPoNumber, normalize
 from coupad.sim.catalogue import (
+    Arrival,
     Attachment,
+    Broken,
     Catalogue,
+    Decoy,
     Disposition,
     ErrorPage,
     Latency,
+    Markup,
+    Noise,
+    PageStyle,
     PoTrouble,
     PurchaseOrder,
     Requisition,
@@ -68,6 +105,8 @@ from coupad.sim.lines import KeyPath, json_lines, toml_lines
 from coupad.sim.trouble import Trouble
 
 MAX_SIZE = 200_000_000
+MAX_STEPS = 4  # slices of a growing list
+MAX_STEP_OFFSET = 60.0  # seconds after load of the last slice
 E = TypeVar("E")
 
 
@@ -195,9 +234,13 @@ def _scenario(data: object, where: _Where) -> Scenario:
         if not is_number(req_id):
             raise where.fail(path, "a requisition id must be digits")
         table = _table(value, path, where)
-        _known(table, {"attachments"}, path, where)
+        _known(table, {"attachments", "page", "render_delay"}, path, where)
+        page = _page(table, path, where)
         requisitions[req_id] = Requisition(
-            id=req_id, attachments=_attachments(table, path, f"R{req_id}", where)
+            id=req_id,
+            attachments=_attachments(table, path, f"R{req_id}", page, where),
+            render_delay=_render_delay(table, page, path, where),
+            page=page,
         )
     pos: dict[str, PurchaseOrder] = {}
     for key, value in _table(top.get("po", {}), ("po",), where).items():
@@ -229,6 +272,7 @@ _PO_KEYS = {
     "render_delay",
     "attachments",
     "trouble",
+    "page",
 }
 
 
@@ -263,9 +307,7 @@ def _po(key: str, value: object, where: _Where) -> PurchaseOrder:
         trouble = replace(
             trouble, page_delay=trouble.page_delay if trouble.page_delay is not None else delay
         )
-    render_delay = None
-    if "render_delay" in table:
-        render_delay = _number(table["render_delay"], path + ("render_delay",), where, low=0.0)
+    page = _page(table, path, where)
     return PurchaseOrder(
         digits=digits,
         case="scenario",
@@ -273,10 +315,73 @@ def _po(key: str, value: object, where: _Where) -> PurchaseOrder:
         requisition=requisition,
         error=error,
         banner=banner,
-        attachments=_attachments(table, path, digits, where),
-        render_delay=render_delay,
+        attachments=_attachments(table, path, digits, page, where),
+        render_delay=_render_delay(table, page, path, where),
         trouble=trouble,
+        page=page,
     )
+
+
+def _render_delay(
+    table: Mapping[str, Any], page: PageStyle, path: KeyPath, where: _Where
+) -> float | None:
+    if "render_delay" not in table:
+        return None
+    key = path + ("render_delay",)
+    if page.steps:
+        raise where.fail(key, "give render_delay or page.steps, not both")
+    if page.arrival is Arrival.INLINE:
+        raise where.fail(key, 'an inline list is in the page at once: render_delay does not apply')
+    return _number(table["render_delay"], key, where, low=0.0)
+
+
+_PAGE_KEYS = {"arrival", "steps", "grow_by", "noise", "decoys", "markup"}
+
+
+def _page(table: Mapping[str, Any], owner: KeyPath, where: _Where) -> PageStyle:
+    if "page" not in table:
+        return PageStyle()
+    path = owner + ("page",)
+    page = _table(table["page"], path, where)
+    _known(page, _PAGE_KEYS, path, where)
+    arrival = _choice(page.get("arrival", "request"), Arrival, path + ("arrival",), where)
+    steps: list[float] = []
+    if "steps" in page:
+        items = _list(page["steps"], path + ("steps",), where)
+        if not 1 <= len(items) <= MAX_STEPS:
+            raise where.fail(path + ("steps",), f"expected 1 to {MAX_STEPS} offsets, got {len(items)}")
+        for n, item in enumerate(items):
+            offset = _number(item, path + ("steps", n), where, low=0.0, high=MAX_STEP_OFFSET)
+            if steps and offset <= steps[-1]:
+                raise where.fail(path + ("steps", n), "offsets must increase")
+            steps.append(offset)
+        if arrival is Arrival.INLINE and steps[0] != 0:
+            raise where.fail(
+                path + ("steps", 0), "an inline list is in the page at once: the first offset is 0"
+            )
+    grow_by = _choice(page.get("grow_by", "timer"), Arrival, path + ("grow_by",), where)
+    if grow_by is Arrival.INLINE:
+        raise where.fail(path + ("grow_by",), "later slices arrive by timer or request")
+    return PageStyle(
+        arrival=arrival,
+        steps=tuple(steps),
+        growth=grow_by,
+        noise=_unique_choices(page.get("noise", []), Noise, path + ("noise",), where),
+        decoys=_unique_choices(page.get("decoys", []), Decoy, path + ("decoys",), where),
+        markup=_choice(page.get("markup", "classic"), Markup, path + ("markup",), where),
+    )
+
+
+def _unique_choices(
+    value: object, kind: Callable[[str], E], path: KeyPath, where: _Where
+) -> tuple[E, ...]:
+    chosen: list[E] = []
+    for n, item in enumerate(_list(value, path, where)):
+        choice = _choice(item, kind, path + (n,), where)
+        if choice in chosen:
+            raise where.fail(path + (n,), f"{item!r} is listed twice")
+        chosen.append(choice)
+    return tuple(chosen)
 
 
 def _po_trouble(value: object, path: KeyPath, where: _Where) -> PoTrouble:
@@ -299,11 +404,22 @@ def _po_trouble(value: object, path: KeyPath, where: _Where) -> PoTrouble:
     )
 
 
-_ATTACHMENT_KEYS = {"name", "size", "shape", "disposition", "ascii_fallback"}
+_ATTACHMENT_KEYS = {
+    "name",
+    "size",
+    "shape",
+    "disposition",
+    "ascii_fallback",
+    "step",
+    "redirect",
+    "no_length",
+    "bandwidth",
+    "broken",
+}
 
 
 def _attachments(
-    table: Mapping[str, Any], path: KeyPath, prefix: str, where: _Where
+    table: Mapping[str, Any], path: KeyPath, prefix: str, page: PageStyle, where: _Where
 ) -> tuple[Attachment, ...]:
     items = _list(table.get("attachments", []), path + ("attachments",), where)
     result = []
@@ -326,6 +442,19 @@ def _attachments(
             raise where.fail(
                 item_path + ("name",), 'control characters need disposition = "rfc5987"'
             )
+        slices = max(1, len(page.steps))
+        step = _integer(entry.get("step", 0), item_path + ("step",), where, low=0)
+        if step >= slices:
+            raise where.fail(
+                item_path + ("step",),
+                f"the page shows its list in {slices} slice(s) (page.steps): expected 0 to "
+                f"{slices - 1}",
+            )
+        broken = (
+            _choice(entry["broken"], Broken, item_path + ("broken",), where)
+            if "broken" in entry
+            else None
+        )
         result.append(
             Attachment(
                 id=f"{prefix}-{n + 1}",
@@ -336,6 +465,15 @@ def _attachments(
                 ascii_fallback=_boolean(
                     entry.get("ascii_fallback", False), item_path + ("ascii_fallback",), where
                 ),
+                step=step,
+                redirect=_boolean(entry.get("redirect", False), item_path + ("redirect",), where),
+                no_length=_boolean(
+                    entry.get("no_length", False), item_path + ("no_length",), where
+                ),
+                bandwidth=_integer(entry["bandwidth"], item_path + ("bandwidth",), where, low=1)
+                if "bandwidth" in entry
+                else None,
+                broken=broken,
             )
         )
     return tuple(result)

@@ -1,8 +1,9 @@
-"""The simulated Coupa tenant and its identity provider, as two aiohttp applications.
+"""The simulated Coupa tenant, its identity provider and its file storage: aiohttp apps.
 
 The tenant serves sign-in, PO and requisition pages, attachment downloads and the admin API
-under ``/_sim/``; the identity provider runs on another port (another origin) for SSO mode.
-Both live on one event loop; everything is served from memory.
+under ``/_sim/``; the identity provider runs on another port (another origin) for SSO mode;
+the file-storage origin (:mod:`coupad.sim.storage`) serves redirected downloads from another
+host. All live on one event loop; everything is served from memory.
 """
 
 from __future__ import annotations
@@ -20,13 +21,18 @@ from aiohttp import web
 
 from coupad.sim import content, pages
 from coupad.sim.catalogue import (
+    DECOY_FILES,
+    REQUISITION_MODES,
     Attachment,
     Catalogue,
     ErrorPage,
     Latency,
+    PageStyle,
     PurchaseOrder,
+    Requisition,
     examples,
     is_number,
+    slices,
 )
 from coupad.sim.scenario import ScenarioError, parse_trouble
 from coupad.sim.sessions import (
@@ -37,10 +43,12 @@ from coupad.sim.sessions import (
     SignInMode,
     safe_return_to,
 )
+from coupad.sim.storage import Storage, storage_host
 from coupad.sim.trouble import Trouble, TroubleMaker, Verdict
 
 log = logging.getLogger("coupad.sim")
 idp_log = logging.getLogger("coupad.sim.idp")
+storage_log = logging.getLogger("coupad.sim.storage")
 
 ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tfs'
 SHUTDOWN_TIMEOUT = 2.0  # downloads still running at stop are cut after this
@@ -74,23 +82,42 @@ class Simulator:
         self.downloads: Counter[str] = Counter()
         self.base_url = ""
         self.idp_url = ""
+        self.storage = Storage(self.catalogue.attachment, self._send)
         self._sso_codes: set[str] = set()
         self._stopping: asyncio.Event | None = None
         self._runners: list[web.AppRunner] = []
 
+    @property
+    def storage_url(self) -> str:
+        return self.storage.url
+
     # ---- lifecycle -------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0, idp_port: int = 0) -> None:
-        """Bind both applications; ``base_url`` and ``idp_url`` carry the real ports."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, idp_port: int = 0, storage_port: int = 0
+    ) -> None:
+        """Bind the applications; ``base_url``, ``idp_url`` and ``storage_url`` carry the
+        real ports."""
         self._stopping = asyncio.Event()
         tenant = await self._serve(self.tenant_app(), host, port, log)
         idp = await self._serve(self.idp_app(), host, idp_port, idp_log)
         shown = f"[{host}]" if ":" in host else host
         self.base_url = f"http://{shown}:{tenant}"
         self.idp_url = f"http://{shown}:{idp}"
+        # Another host name for the same machine, so that the tenant's cookies stay behind.
+        storage_name = storage_host(host)
+        bind = "127.0.0.1" if storage_name == "127.0.0.1" else host
+        also = "::1" if bind == "127.0.0.1" else None  # "localhost" may resolve to ::1 first
+        stored = await self._serve(self.storage.app(), bind, storage_port, storage_log, also)
+        self.storage.url = f"http://{storage_name}:{stored}"
 
     async def _serve(
-        self, app: web.Application, host: str, port: int, logger: logging.Logger
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        logger: logging.Logger,
+        also: str | None = None,
     ) -> int:
         runner = web.AppRunner(
             app,
@@ -103,7 +130,13 @@ class Simulator:
         site = web.TCPSite(runner, host, port, backlog=256)
         await site.start()
         self._runners.append(runner)
-        return int(runner.addresses[0][1])
+        bound = int(runner.addresses[0][1])
+        if also is not None:
+            try:
+                await web.TCPSite(runner, also, bound, backlog=256).start()
+            except OSError:
+                pass  # no IPv6 loopback here; the first address serves alone
+        return bound
 
     async def stop(self) -> None:
         """Release hanging requests, stop listening and close every connection."""
@@ -131,6 +164,11 @@ class Simulator:
         app.router.add_get("/order_headers/{digits}/attachments.json", self.po_attachments)
         app.router.add_get("/order_headers/{digits}/print.pdf", self.decoy_pdf)
         app.router.add_get("/order_headers/{digits}/export.csv", self.decoy_csv)
+        for name in DECOY_FILES.values():
+            app.router.add_get(f"/order_headers/{{owner}}/{name}", self.decoy_file)
+            app.router.add_get(f"/requisition_headers/{{owner}}/{name}", self.decoy_file)
+        app.router.add_get("/requisition_headers/{req_id}/print.pdf", self.decoy_pdf)
+        app.router.add_get("/requisition_headers/{req_id}/export.csv", self.decoy_csv)
         app.router.add_get("/requisition_headers/{req_id}", self.requisition_page)
         app.router.add_get(
             "/requisition_headers/{req_id}/attachments.json", self.requisition_attachments
@@ -141,6 +179,7 @@ class Simulator:
         app.router.add_get("/_sim/truth/{digits}", self.admin_truth)
         app.router.add_get("/_sim/counters", self.admin_counters)
         app.router.add_post("/_sim/counters/reset", self.admin_reset_counters)
+        app.router.add_get("/_sim/storage-requests", self.admin_storage_requests)
         app.router.add_post("/_sim/expire-sessions", self.admin_expire_sessions)
         app.router.add_post("/_sim/sessions", self.admin_new_session)
         app.router.add_get("/_sim/trouble", self.admin_get_trouble)
@@ -294,7 +333,7 @@ class Simulator:
         await self._page_delay(po)
         if po.error is not None:
             return _html(pages.error(po.error))
-        return _html(pages.purchase_order(po))
+        return _html(pages.purchase_order(po, self._render_delay(po)))
 
     async def _attachment_list(
         self, attachments: tuple[Attachment, ...], delay: float
@@ -307,23 +346,41 @@ class Simulator:
         ]
         return web.json_response({"attachments": data})
 
-    def _render_delay(self, po: PurchaseOrder | None = None) -> float:
-        if po is not None and po.render_delay is not None:
-            return po.render_delay
+    def _render_delay(self, page: PurchaseOrder | Requisition | None = None) -> float:
+        if page is not None and page.render_delay is not None:
+            return page.render_delay
         if self.config.render_delay is not None:
             return self.config.render_delay
         return self.config.latency.render_delay
+
+    async def _slice(
+        self,
+        request: web.Request,
+        attachments: tuple[Attachment, ...],
+        style: PageStyle,
+        render_delay: float,
+    ) -> web.Response:
+        """Slice ``?part=`` of the list (the whole list of a page that does not grow), once
+        it is due: slices after the first are asked for when the one before is shown."""
+        offsets = style.offsets(render_delay)
+        part = request.query.get("part", "0")
+        if not is_number(part) or int(part) >= len(offsets):
+            raise web.HTTPNotFound(text="no such part")
+        n = int(part)
+        delay = offsets[n] - (offsets[n - 1] if n else 0.0)
+        return await self._attachment_list(slices(attachments, len(offsets))[n], delay)
 
     async def po_attachments(self, request: web.Request) -> web.Response:
         self._require_session(request)
         po = self._po(request)
         if po is None or po.error is not None:
             return await self._attachment_list((), 0.0)
-        return await self._attachment_list(po.attachments, self._render_delay(po))
+        return await self._slice(request, po.attachments, po.page, self._render_delay(po))
 
     async def decoy_pdf(self, request: web.Request) -> web.Response:
         self._require_session(request)
-        body = content.content(f"print-{request.match_info['digits']}", 4096, pdf=True)
+        owner = request.match_info.get("digits") or request.match_info["req_id"]
+        body = content.content(f"print-{owner}", 4096, pdf=True)
         return web.Response(
             body=body,
             content_type="application/pdf",
@@ -338,6 +395,17 @@ class Simulator:
             headers={"Content-Disposition": 'attachment; filename="order_lines.csv"'},
         )
 
+    async def decoy_file(self, request: web.Request) -> web.Response:
+        """A download that is not an attachment: "Download all", an Excel export, terms."""
+        self._require_session(request)
+        name = request.path.rsplit("/", 1)[1]
+        body = content.content(f"decoy-{request.match_info['owner']}-{name}", 2048)
+        return web.Response(
+            body=body,
+            content_type="application/octet-stream",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
     def _requisition_id(self, request: web.Request) -> str | None:
         req_id = request.match_info["req_id"]
         return req_id if is_number(req_id) else None
@@ -348,16 +416,16 @@ class Simulator:
         await self._page_delay()
         if req_id is None:
             return _html(pages.error(_NOT_FOUND))
-        return _html(pages.requisition(self.catalogue.requisition(req_id)))
+        req = self.catalogue.requisition(req_id)
+        return _html(pages.requisition(req, self._render_delay(req)))
 
     async def requisition_attachments(self, request: web.Request) -> web.Response:
         self._require_session(request)
         req_id = self._requisition_id(request)
         if req_id is None:
             return await self._attachment_list((), 0.0)
-        return await self._attachment_list(
-            self.catalogue.requisition(req_id).attachments, self._render_delay()
-        )
+        req = self.catalogue.requisition(req_id)
+        return await self._slice(request, req.attachments, req.page, self._render_delay(req))
 
     # ---- downloads -------------------------------------------------------------------
 
@@ -366,13 +434,41 @@ class Simulator:
         att = self.catalogue.attachment(request.match_info["att_id"])
         if att is None:
             raise web.HTTPNotFound(text="no such attachment")
-        bandwidth = self.config.latency.bandwidth
+        if att.broken is not None:
+            # A permanent problem: the same answer every time, never the bytes.
+            return web.Response(
+                status=att.broken.status,
+                text=pages.download_refused(att.broken.status),
+                content_type="text/html",
+            )
+        if att.redirect:
+            return _redirect(self.storage.signed_url(att.id))
+        return await self._send(request, att)
+
+    def _bandwidth(self, att: Attachment) -> int:
+        """Bytes/s for this file: its own, else its PO's trouble, else the preset's."""
+        if att.bandwidth:
+            return att.bandwidth
         owner = att.id.rpartition("-")[0]
         if is_number(owner):
-            bandwidth = self.catalogue.po(owner).trouble.bandwidth or bandwidth
-        response = web.StreamResponse(headers={"Content-Disposition": att.content_disposition()})
+            po_bandwidth = self.catalogue.po(owner).trouble.bandwidth
+            if po_bandwidth:
+                return po_bandwidth
+        return self.config.latency.bandwidth
+
+    async def _send(self, request: web.Request, att: Attachment) -> web.StreamResponse:
+        """Stream the attachment's bytes, paced to its bandwidth; with ``no_length`` the body
+        has no Content-Length and ends when the server closes the connection."""
+        bandwidth = self._bandwidth(att)
+        headers = {"Content-Disposition": att.content_disposition()}
+        response = _CloseDelimited(headers=headers) if att.no_length else web.StreamResponse(
+            headers=headers
+        )
         response.content_type = att.content_type
-        response.content_length = att.size
+        if att.no_length:
+            response.force_close()
+        else:
+            response.content_length = att.size
         await response.prepare(request)
         if request.method != "GET":
             return response
@@ -406,7 +502,12 @@ class Simulator:
         digits = request.match_info["digits"]
         if not is_number(digits):
             raise web.HTTPBadRequest(text="digits expected")
-        return web.json_response(self.catalogue.truth(digits, self.base_url))
+        mode = request.query.get("requisition_attachments", "when_po_has_none")
+        if mode not in REQUISITION_MODES:
+            raise web.HTTPBadRequest(
+                text=f"requisition_attachments: expected one of {', '.join(REQUISITION_MODES)}"
+            )
+        return web.json_response(self.catalogue.truth(digits, self.base_url, mode))
 
     async def admin_counters(self, request: web.Request) -> web.Response:
         return web.json_response({"paths": dict(self.paths), "attachments": dict(self.downloads)})
@@ -414,7 +515,11 @@ class Simulator:
     async def admin_reset_counters(self, request: web.Request) -> web.Response:
         self.paths.clear()
         self.downloads.clear()
+        self.storage.reset()
         return web.json_response({"ok": True})
+
+    async def admin_storage_requests(self, request: web.Request) -> web.Response:
+        return web.json_response({"url": self.storage.url, "requests": self.storage.requests()})
 
     async def admin_expire_sessions(self, request: web.Request) -> web.Response:
         self.sessions.clear()
@@ -448,6 +553,14 @@ class Simulator:
 
 # What an address that cannot be a PO or requisition shows.
 _NOT_FOUND = ErrorPage.NOT_FOUND
+
+
+class _CloseDelimited(web.StreamResponse):
+    """A response without Content-Length and without chunking: HTTP/1.0-style, the body
+    ends when the connection closes (RFC 9112 section 6.3, last rule). aiohttp turns length
+    checks off this way for WebSockets only, so the class attribute is set here."""
+
+    _length_check = False
 
 
 def _redirect(location: str) -> web.Response:

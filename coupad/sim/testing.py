@@ -14,7 +14,7 @@ import requests
 
 from coupad.ponumber import normalize
 from coupad.sim import scenario as scenarios
-from coupad.sim.catalogue import PRESETS
+from coupad.sim.catalogue import PRESETS, Catalogue
 from coupad.sim.server import SimConfig, Simulator
 from coupad.sim.sessions import SignInMode
 
@@ -30,6 +30,7 @@ class SimHandle:
     idp_url: str
     username: str = "buyer@example.com"
     password: str = "coupa-sim"
+    storage_url: str = ""  # the file-storage origin of redirected downloads (another host)
 
     def _get(self, path: str) -> Any:
         response = requests.get(self.base_url + path, timeout=30)
@@ -43,16 +44,25 @@ class SimHandle:
         response.raise_for_status()
         return response.json()
 
-    def truth(self, po: str | int) -> dict[str, Any]:
-        """Expected outcome and files of a PO (``PO123``, ``123`` and 123 all work)."""
+    def truth(self, po: str | int, requisition_attachments: str | None = None) -> dict[str, Any]:
+        """Expected outcome and files of a PO (``PO123``, ``123`` and 123 all work);
+        ``expected_status`` and ``expected_files`` for a client fetching requisition files
+        in the given mode (default ``when_po_has_none``, coupad's default)."""
         digits = normalize(po).digits
-        return dict(self._get(f"/_sim/truth/{digits}"))
+        query = f"?requisition_attachments={requisition_attachments}" if requisition_attachments else ""
+        return dict(self._get(f"/_sim/truth/{digits}{query}"))
 
     def counters(self) -> dict[str, Any]:
         return dict(self._get("/_sim/counters"))
 
     def reset_counters(self) -> None:
+        """Zero the counters and empty the storage origin's request log."""
         self._post("/_sim/counters/reset")
+
+    def storage_requests(self) -> list[dict[str, Any]]:
+        """Every request the storage origin got: path, status, and the Cookie,
+        Authorization and Referer headers it carried (None when absent)."""
+        return list(self._get("/_sim/storage-requests")["requests"])
 
     def expire_sessions(self) -> None:
         """End every session now (tenant and identity provider)."""
@@ -77,8 +87,10 @@ def build_config(
     preset: str = "none",
     render_delay: float | None = None,
     session_lifetime: float | None = None,
+    catalogue: Catalogue | None = None,
 ) -> SimConfig:
-    """Validate the options shared by sim_server and the CLI into a SimConfig."""
+    """Validate the options shared by sim_server and the CLI into a SimConfig; a ready
+    ``catalogue`` (the fuzzer's) replaces a scenario's POs and requisitions."""
     if preset not in PRESETS:
         raise scenarios.ScenarioError(
             f"unknown preset {preset!r} (expected one of: {', '.join(PRESETS)})"
@@ -94,6 +106,8 @@ def build_config(
             raise scenarios.ScenarioError(f"{name} must be a finite number of seconds, got {value}")
     if session_lifetime == 0:
         raise scenarios.ScenarioError("session_lifetime must be more than 0 seconds")
+    if catalogue is not None and scenario is not None:
+        raise scenarios.ScenarioError("give a scenario or a catalogue, not both")
     if scenario is None:
         parsed = scenarios.Scenario()
     elif isinstance(scenario, Mapping):
@@ -101,7 +115,7 @@ def build_config(
     else:
         parsed = scenarios.load(Path(scenario))
     return SimConfig(
-        catalogue=parsed.catalogue(),
+        catalogue=catalogue if catalogue is not None else parsed.catalogue(),
         latency=parsed.latency_over(PRESETS[preset]),
         trouble=parsed.trouble,
         sign_in=mode,
@@ -120,14 +134,17 @@ def sim_server(
     render_delay: float | None = None,
     session_lifetime: float | None = None,
     host: str = "127.0.0.1",
+    catalogue: Catalogue | None = None,
 ) -> Iterator[SimHandle]:
-    """Run tenant and identity provider on free ports in a background thread until exit."""
+    """Run tenant, identity provider and file storage on free ports in a background thread
+    until exit."""
     config = build_config(
         sign_in=sign_in,
         scenario=scenario,
         preset=preset,
         render_delay=render_delay,
         session_lifetime=session_lifetime,
+        catalogue=catalogue,
     )
     sim = Simulator(config)
     started = threading.Event()
@@ -157,7 +174,9 @@ def sim_server(
             raise RuntimeError("the simulator did not start")
         if failure:
             raise failure[0]
-        yield SimHandle(sim.base_url, sim.idp_url, config.username, config.password)
+        yield SimHandle(
+            sim.base_url, sim.idp_url, config.username, config.password, sim.storage_url
+        )
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(STOP_TIMEOUT)
