@@ -12,6 +12,7 @@ import json
 import os
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -443,6 +444,25 @@ def stage_means(summary: dict[str, Any]) -> dict[str, float]:
     return {stage: round(float(v), 3) for stage, v in summary.get("timings", {}).items()}
 
 
+def seconds_by_outcome(journal: Path) -> dict[str, dict[str, float]]:
+    """Per final state: POs, and mean seconds per PO in the tab (the last attempt's ``total``)
+    and of it waiting for the page's evidence (``settle``), from the journal's task timings."""
+    sums: dict[str, list[float]] = {}
+    with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as conn:
+        for state, timings in conn.execute("SELECT state, timings FROM tasks"):
+            values = json.loads(timings or "{}")
+            if "total" not in values:
+                continue
+            row = sums.setdefault(state, [0.0, 0.0, 0.0])
+            row[0] += 1
+            row[1] += float(values["total"])
+            row[2] += float(values.get("settle", 0.0))
+    return {
+        state: {"pos": int(n), "s_per_po": round(total / n, 3), "settle_s_per_po": round(settle / n, 3)}
+        for state, (n, total, settle) in sorted(sums.items())
+    }
+
+
 def measure_batch(root: Path, sim: Sim, name: str, numbers: list[str], *,
                   pool: dict[str, Any], timeout: float) -> dict[str, Any]:
     """One daemon, warmed up, one CSV dropped: wall, CPU and outcomes from drop to report."""
@@ -458,6 +478,7 @@ def measure_batch(root: Path, sim: Sim, name: str, numbers: list[str], *,
         sim_cpu = sim.cpu() - sim_before
         workers = d.status()["workers"]
     usage = d.usage[-1]
+    by_outcome = seconds_by_outcome(d.journal)
     count = len(numbers)
     return {
         "pos": count,
@@ -475,6 +496,7 @@ def measure_batch(root: Path, sim: Sim, name: str, numbers: list[str], *,
         },
         "batch_duration_s": summary.get("duration_seconds"),
         "stages_s": stage_means(summary),
+        "seconds_by_outcome": by_outcome,
         "outcomes": summary.get("counts", {}),
         "worker_restarts": sum(w["restarts"] for w in workers),
         "leftovers": usage.get("leftovers", []),

@@ -35,6 +35,7 @@ class CoupaConfig:
     requisition_attachments: str = "when_po_has_none"
     page_timeout: float = 60.0
     settle_timeout: float = 15.0
+    late_list_window: float = 4.0
     download_timeout: float = 900.0
     max_concurrent_pages: int = 8
     min_request_interval: float = 0.0
@@ -54,6 +55,12 @@ class CoupaConfig:
             )
         _positive("coupa.page_timeout", self.page_timeout)
         _positive("coupa.settle_timeout", self.settle_timeout)
+        _positive("coupa.late_list_window", self.late_list_window)
+        if self.late_list_window > self.settle_timeout:
+            raise ConfigError(
+                f"coupa.late_list_window ({self.late_list_window!r}) must not be longer than "
+                f"coupa.settle_timeout ({self.settle_timeout!r}), its upper bound"
+            )
         _positive("coupa.download_timeout", self.download_timeout)
         _positive("coupa.max_concurrent_pages", self.max_concurrent_pages)
         _not_negative("coupa.min_request_interval", self.min_request_interval)

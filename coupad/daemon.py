@@ -536,7 +536,7 @@ class Daemon:
             ),
         )
         task = self.journal.record(task_id, slot.name, outcome, now)
-        self._after_record(task, now)
+        self._after_record(task, now, engine_final=wire["outcome"] in ("PARTIAL", "FAILED"))
         if wire["outcome"] == "THROTTLED":
             self.throttle.throttled(now, wire["retry_after"])
             log.warning("Coupa throttles: at most %d POs in flight, none started for %.0f s",
@@ -548,9 +548,10 @@ class Daemon:
         if slot.pos_done >= self.config.pool.recycle_after_pos and not slot.draining:
             self.pool.drain(slot, f"recycling after {slot.pos_done} POs")
 
-    def _after_record(self, task: Any, now: float) -> None:
-        """Give a PO that ended without the engine's help (retries exhausted) its folder."""
-        if task.state in (TaskState.FAILED, TaskState.PARTIAL):
+    def _after_record(self, task: Any, now: float, *, engine_final: bool = False) -> None:
+        """Give a PO that ended without the engine's help (retries exhausted) its folder; a
+        PO the engine ended PARTIAL or FAILED itself (a permanent problem) has its folder."""
+        if task.state in (TaskState.FAILED, TaskState.PARTIAL) and not engine_final:
             self._finalize_exhausted([task])
 
     def _finalize_exhausted(self, tasks: list[Any]) -> None:

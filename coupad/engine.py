@@ -5,45 +5,54 @@ advances every tab one step and returns the POs that finished, so a worker proce
 interleave heartbeats and claims between polls. A tab goes through these stages:
 
 ``OPEN`` (waits for the politeness interval, then navigates) → ``LOAD`` (looks at the page
-with one snapshot script per step until it is classified: sign-in, throttled, server error,
-not found, access denied, unexpected, or content once the page has settled) → ``CLICKS``
-(click-only attachments, one click at a time across the browser, because the download folder
-is a browser-wide setting) → optionally ``LOAD`` again for the requisition, in the same tab →
+until it is classified: sign-in, throttled or a server error at once; not found, access
+denied, an unexpected page or content only on evidence, below) → ``CLICKS`` (click-only
+attachments, one click at a time across the browser, because the download folder is a
+browser-wide setting) → optionally ``LOAD`` again for the requisition, in the same tab →
 ``DOWNLOADS`` (waits for direct fetches, which run in a thread pool, and for browser
-downloads, detected from the file system) → finished: the tab is blanked for the next PO, the
+downloads, detected from the file system) → finished: the tab is kept for the next PO, the
 folder renamed once when the outcome is final, and a :class:`PoResult` returned.
 
+**Evidence before verdict.** Coupa renders attachment lists after the page has loaded —
+seconds later on a busy tenant, by a timer or by the page's own requests, sometimes in steps
+— so an empty or short list seen early proves nothing. A loaded page (``readyState``
+complete) is read only when one of these holds, and until then it is looked at again:
+
+1. *The page is idle*: the hook (:mod:`coupad.page`), installed before the page's own
+   scripts ran, sees no request in flight (nor a script or frame inserted after load), no
+   socket, event stream or worker open, no timer, interval or animation frame due within
+   ``coupa.late_list_window``, and nothing done for a moment. Nothing the page started can
+   change it any more, so it is read at once, with no clock to wait out.
+2. *The list has stopped changing*: a page that keeps working (polls, animates, holds a
+   socket, or whose hook came late) is read once its attachment list — and its requisition
+   links — have not changed for ``coupa.late_list_window`` since it loaded or last changed.
+
+A list that is still changing ``coupa.settle_timeout`` after load ends the attempt as a
+retryable error; so does a page one of whose own requests failed (429, 5xx, network error),
+since what it shows may lack a part. The window bounds what is promised: an attachment that
+appears within ``coupa.late_list_window`` of the page's load, or of the list's previous change,
+is never missed.
+
+**Permanent is permanent.** A download problem that no retry changes (see
+:class:`coupad.download.DownloadProblem`) ends the PO at once, ``PARTIAL`` when some files are
+on disk, ``FAILED`` otherwise; transient problems return ``ERROR`` and are retried with backoff.
+
 Page loads never block: the browser uses page-load strategy "none", so ``get()`` returns at
-once and readiness is a condition checked by the snapshot. One more thing keeps one slow page
-from stalling the others: Chromium holds back every command sent to a tab (scripts, even raw
-DevTools calls) until that tab's pending navigation commits, and WebDriver runs one command
-at a time. So a tab is looked at only once its navigation has committed, which the
-browser-level ``Target.getTargets`` tells without waiting: a fresh tab keeps the title
-``about:blank`` until its first document commits. Several tabs therefore load, settle and
-download at the same time.
+once and readiness is a condition checked by the snapshot. Chromium holds back every command
+sent to a tab until that tab's pending navigation commits, and WebDriver runs one command at
+a time; so a tab is looked at only once its navigation has committed, which the tab's own
+DevTools socket (:mod:`coupad.devtools`) tells by answering, or, for a tab read over WebDriver,
+the browser-level ``Target.getTargets`` (a fresh tab keeps the title ``about:blank`` until its
+first document commits). Several tabs therefore load, settle and download at the same time.
 
-Tabs are read over their own DevTools sockets (:mod:`coupad.devtools`), which Chromium
-answers as soon as a navigation commits, so the engine sleeps in one ``select`` until a page
-is there; WebDriver still navigates, clicks and reads cookies. A tab whose socket cannot be
-used is read over WebDriver, its commits learned from ``Target.getTargets`` as above.
-
-Tabs are reused, not closed after each PO: measured on the bench machine, a PO page in a new
-tab (open, load, close) costs Chromium 0.21 CPU s against 0.064 s in a reused tab, and opening
-and closing a tab are the two slowest WebDriver commands (~30 and ~45 ms). The finished PO's
-document is *retired* (marked over the socket), so that the commit probe of the next
-navigation cannot take it for the new page, and the next PO (or the requisition of the same
-PO) navigates the tab straight away; after ``pool.pos_per_tab`` POs a tab is closed and a new
-one opened, because a reused renderer keeps growing for a while. Measured on the bench
-machine, one browser with 3 tabs, 200 POs at zero latency: a new tab per PO 0.209 s/PO and
-about 470 MB PSS; 10 POs per tab (the default) 0.135 s/PO and about 540 MB; 25, 0.120 s/PO
-and about 590 MB; 100, 0.124 s/PO and about 750 MB. A tab
-left spare for :data:`SPARE_IDLE` seconds is
-navigated to ``about:blank``, which drops the page and everything it held (scripts, timers,
-DOM; the back-forward cache is disabled at launch, so nothing is kept for "back"). A tab read
-over WebDriver is blanked at once instead, and navigated again once the browser reports it
-blank, so the title test holds for it as for a fresh tab; if it does not turn blank within
-:data:`RESET_TIMEOUT` it is closed and replaced. The browser is reached only through
-:class:`coupad.browser.BrowserLike`.
+Tabs are reused: a finished PO's document is *retired* (marked over its socket, so that the
+commit probe of the next navigation cannot take it for the new page) and the next PO
+navigates the tab straight away; after ``pool.pos_per_tab`` POs a tab is closed and a new
+one opened, because a reused renderer keeps growing for a while. A tab left spare for
+:data:`SPARE_IDLE` seconds is navigated to ``about:blank``, which drops the page and
+everything it held. A tab read over WebDriver is blanked at once instead, and navigated again
+once the browser reports it blank; if it does not turn blank within :data:`RESET_TIMEOUT` it
+is closed and replaced. The browser is reached only through :class:`coupad.browser.BrowserLike`.
 """
 
 from __future__ import annotations
@@ -93,8 +102,8 @@ from coupad.page import (
     Snapshot,
     Verdict,
     classify,
-    is_settled,
-    settle_wait,
+    idle_wait,
+    is_idle,
 )
 from coupad.ponumber import PoNumber
 from coupad.signin import form_sign_in, is_sign_in_url, read_password
@@ -103,6 +112,7 @@ log = logging.getLogger("coupad.engine")
 
 LOOK_INTERVAL = 0.05  # seconds between two snapshots of one tab read over WebDriver
 SOCKET_LOOK_INTERVAL = 0.025  # the same over the tab's DevTools socket (~1 ms a look, no queue)
+WATCH_INTERVAL = 0.1  # a loaded page that is not evidence yet is looked at at least this often
 RETIRE_JS = "window.__coupadRetired = true; return true;"
 # The commit probe: null from a retired document, the URL from any other.
 COMMIT_PROBE_JS = "return window.__coupadRetired ? null : String(location.href);"
@@ -135,6 +145,10 @@ class Outcome(enum.Enum):
     SERVER_ERROR = "SERVER_ERROR"
     TIMEOUT = "TIMEOUT"
     ERROR = "ERROR"  # download failures and the unexpected; files already on disk are kept
+    # A download problem no retry will change (a file Coupa says does not exist or may not be
+    # fetched, too many redirects, ...): the PO ends at once, PARTIAL when some files are on disk.
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
 
     @property
     def final(self) -> bool:
@@ -147,7 +161,8 @@ class Outcome(enum.Enum):
         return self in _RETRYABLE
 
 
-_FINAL = frozenset({Outcome.COMPLETED, Outcome.NO_ATTACHMENTS, Outcome.NOT_FOUND, Outcome.ACCESS_DENIED})
+_FINAL = frozenset({Outcome.COMPLETED, Outcome.NO_ATTACHMENTS, Outcome.NOT_FOUND, Outcome.ACCESS_DENIED,
+                    Outcome.PARTIAL, Outcome.FAILED})
 _RETRYABLE = frozenset({Outcome.THROTTLED, Outcome.SERVER_ERROR, Outcome.TIMEOUT, Outcome.ERROR})
 
 
@@ -233,6 +248,8 @@ class Tab:
     nav_at: float = 0.0
     committed: bool = False  # the tab's document is the one navigated to (see module docstring)
     ready_at: float | None = None
+    list_sig: str | None = None  # the attachment list's signature at the last look
+    list_changed_at: float = 0.0  # when the list last changed after the first look
     look_at: float = 0.0  # when to take the next snapshot
     last_url: str = ""
     folder: PoFolder | None = None
@@ -244,6 +261,7 @@ class Tab:
     fetches: dict[concurrent.futures.Future[Fetched], tuple[Planned, Path]] = field(default_factory=dict)
     refetched: set[str] = field(default_factory=set)
     failures: list[str] = field(default_factory=list)
+    transient: bool = False  # one of the failures may go away on another attempt
     signed_out: str | None = None
     retry_after: float | None = None
     requisition_id: str | None = None
@@ -253,8 +271,9 @@ class Tab:
     timings: dict[str, float] = field(default_factory=dict)
     downloads_started: float | None = None
 
-    def fail(self, message: str, retry_after: float | None = None) -> None:
+    def fail(self, message: str, retry_after: float | None = None, *, permanent: bool = False) -> None:
         self.failures.append(message)
+        self.transient = self.transient or not permanent
         if retry_after is not None:
             self.retry_after = max(self.retry_after or 0.0, retry_after)
 
@@ -539,6 +558,8 @@ class Engine:
         tab.nav_at = now
         tab.committed = False
         tab.ready_at = None
+        tab.list_sig = None
+        tab.list_changed_at = 0.0
         tab.look_at = 0.0
         tab.stage = Stage.LOAD
         self._last_navigation = now
@@ -593,36 +614,80 @@ class Engine:
         if snap is None:
             tab.look_at = now + self._look_interval(tab)
             return self._load_timeouts(tab, now)
-        # A page that is only waiting out its quiet time is looked at when that has passed.
-        tab.look_at = now + max(self._look_interval(tab), settle_wait(snap))
         on_po = tab.target == "po"
         if snap.ready_state == "complete" and tab.ready_at is None and _is_web(snap.url):
             tab.ready_at = now
             if on_po:
                 self._time(tab, "page", now - tab.nav_at)
-        settled = tab.ready_at is not None and is_settled(snap)
-        forced = tab.ready_at is not None and now - tab.ready_at > self.config.coupa.settle_timeout
+        self._note_list(tab, snap, now)
         verdict = classify(snap, self.base, tab.expected_path, settled=False)
-        if verdict.kind is PageKind.LOADING and (settled or forced):
-            if forced and not settled:
-                log.info("%s: page did not settle within %.0f s; reading it as it is",
-                         tab.job.po, self.config.coupa.settle_timeout)
-            if on_po:
-                self._time(tab, "settle", now - (tab.ready_at or now))
-            started = time.monotonic()
-            full = self._look(tab, full=True)
-            if full is None:
-                return None
-            snap = full
-            verdict = classify(full, self.base, tab.expected_path, settled=True)
-            if on_po:
-                self._time(tab, "discovery", time.monotonic() - started)
-        if verdict.kind is PageKind.LOADING:
+        if verdict.kind is not PageKind.LOADING:
+            return self._on_verdict(tab, snap, verdict)  # decisive at once: sign-in, 429, 5xx
+        if tab.ready_at is None:
+            tab.look_at = now + self._look_interval(tab)
             return self._load_timeouts(tab, now)
-        result = self._on_verdict(tab, snap, verdict)
+        evidence = self._evidence(tab, snap, now)
+        if evidence is None:
+            settle_timeout = self.config.coupa.settle_timeout
+            if now - tab.ready_at > settle_timeout:
+                return self._stop(tab, Outcome.ERROR, (
+                    f"the {'requisition' if not on_po else 'PO'} page's attachment list was "
+                    f"still changing {settle_timeout:.0f} s after the page loaded"))
+            tab.look_at = now + self._next_look(tab, snap, now)
+            return None
+        started = time.monotonic()
+        full = self._look(tab, full=True)
+        if full is None:
+            return None
+        if full.list_sig != tab.list_sig:
+            self._note_list(tab, full, now)  # it changed under the look: watch on
+            tab.look_at = now + self._look_interval(tab)
+            return None
+        if on_po:
+            self._time(tab, "settle", now - tab.ready_at)
+            self._time(tab, "discovery", time.monotonic() - started)
+        log.debug("%s: %s page read (%s) %.2f s after load with %d attachments", tab.job.po,
+                  tab.target, evidence, now - tab.ready_at, len(full.attachments))
+        hook = full.hook
+        if hook is not None and hook.failed:
+            # Part of the page did not load: what it shows is no evidence of what it has.
+            outcome = Outcome.THROTTLED if hook.failure.startswith("HTTP 429") else Outcome.SERVER_ERROR
+            return self._stop(tab, outcome, f"the page could not load part of itself ({hook.failure})")
+        verdict = classify(full, self.base, tab.expected_path, settled=True)
+        if verdict.kind is PageKind.LOADING:
+            tab.look_at = now + self._look_interval(tab)
+            return self._load_timeouts(tab, now)
+        result = self._on_verdict(tab, full, verdict)
         if result is None and tab.stage is Stage.CLICKS:
             return self._click(tab, now)  # go on at once: no poll round between the stages
         return result
+
+    def _note_list(self, tab: Tab, snap: Snapshot, now: float) -> None:
+        """Remember when the page's attachment list (or its requisition links) last changed."""
+        if snap.list_sig != tab.list_sig:
+            if tab.list_sig is not None:
+                tab.list_changed_at = now
+            tab.list_sig = snap.list_sig
+
+    def _evidence(self, tab: Tab, snap: Snapshot, now: float) -> str | None:
+        """Why the loaded page can be believed now (see the module docstring), or None."""
+        window = self.config.coupa.late_list_window
+        if is_idle(snap, window):
+            return "idle"
+        assert tab.ready_at is not None
+        if now - max(tab.ready_at, tab.list_changed_at) >= window:
+            return "list unchanged"
+        return None
+
+    def _next_look(self, tab: Tab, snap: Snapshot, now: float) -> float:
+        """When to look at a page that is not evidence yet: when it may turn idle or its list
+        may have been unchanged long enough, and at least every WATCH_INTERVAL meanwhile."""
+        window = self.config.coupa.late_list_window
+        assert tab.ready_at is not None
+        stable_in = window - (now - max(tab.ready_at, tab.list_changed_at))
+        idle_in = idle_wait(snap, window)
+        due = min(WATCH_INTERVAL, stable_in, idle_in if idle_in is not None else WATCH_INTERVAL)
+        return max(self._look_interval(tab), due)
 
     def _load_timeouts(self, tab: Tab, now: float) -> PoResult | None:
         if tab.ready_at is None and now - tab.nav_at > self.config.coupa.page_timeout:
@@ -727,7 +792,7 @@ class Engine:
                 tab.signed_out = f"{name}: {exc}"
             return
         except DownloadError as exc:
-            tab.fail(f"{name}: {exc}", exc.retry_after)
+            tab.fail(f"{name}: {exc}", exc.retry_after, permanent=not exc.retryable)
             return
         except concurrent.futures.CancelledError:
             return
@@ -862,6 +927,10 @@ class Engine:
             reasons = [tab.page_reason, *tab.failures, *tab.notes]
             return self._finish(tab, tab.page_outcome, "; ".join(reasons))
         if tab.failures:
+            if not tab.transient:
+                # Nothing another attempt could change: end now rather than retry in vain.
+                outcome = Outcome.PARTIAL if self._downloaded(tab) else Outcome.FAILED
+                return self._finish(tab, outcome, "; ".join(tab.failures + tab.notes))
             return self._finish(tab, Outcome.ERROR, "; ".join(tab.failures + tab.notes))
         outcome = Outcome.COMPLETED if tab.planned else Outcome.NO_ATTACHMENTS
         return self._finish(tab, outcome, "; ".join(tab.notes))
@@ -884,14 +953,8 @@ class Engine:
             folder = tab.folder or PoFolder.open(self.config.paths.downloads, tab.job.po, tab.job.group)
             folder_path = folder.finalize(outcome.value)
             self._time(tab, "finalize", time.monotonic() - started)
-        names: list[str] = []
-        downloaded = 0
-        if tab.folder is not None:
-            for planned in tab.planned:
-                entry = next((e for e in tab.folder.entries if e.key == planned.key), None)
-                if entry is not None:
-                    downloaded += 1
-                    names.append(entry.name)
+        names = self._downloaded(tab)
+        downloaded = len(names)
         self._time(tab, "total", time.monotonic() - tab.submitted)
         result = PoResult(
             job=tab.job,
@@ -909,6 +972,14 @@ class Engine:
         log.info("%s %s: %d/%d files in %.1f s%s", tab.job.po, outcome.value, downloaded,
                  len(tab.planned), tab.timings["total"], f" ({reason})" if reason else "")
         return result
+
+    @staticmethod
+    def _downloaded(tab: Tab) -> list[str]:
+        """The names on disk of the PO's planned files, in the page's order."""
+        if tab.folder is None:
+            return []
+        by_key = {e.key: e.name for e in tab.folder.entries}
+        return [by_key[p.key] for p in tab.planned if p.key in by_key]
 
     def _release_tab(self, tab: Tab) -> None:
         """Keep the finished PO's tab for the next PO (see the module docstring), or close it

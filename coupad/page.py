@@ -9,15 +9,17 @@ is relied on (coupa-domain.md): attachment elements whose ``aria-label`` reads
 ``/attachments/``, a supplier field found by its label, links to ``/requisition_headers/<id>``
 and the wording of error pages.
 
-Settling: :data:`HOOK_JS` is installed in a tab before it navigates (CDP
-``Page.addScriptToEvaluateOnNewDocument``). It counts requests in flight (fetch, response
-bodies, XMLHttpRequest), pending short ``setTimeout`` timers (delay of 5 s or less) and
-records the time of the last DOM mutation. :func:`is_settled` says a page is settled when
-``readyState`` is complete, no request is in flight and the DOM has been quiet for
-:data:`QUIET_S` with no short timer pending (or quiet for :data:`LONG_QUIET_S` whatever the
-timers, so a page that polls with timers is not held up). When the hook is missing, the
-snapshot installs it late; then requests that started earlier are invisible, so a longer
-quiet period is required. The engine bounds all of this with ``coupa.settle_timeout``.
+Evidence: :data:`HOOK_JS` is installed in a tab before it navigates (CDP
+``Page.addScriptToEvaluateOnNewDocument``), so it sees everything the page's own scripts start:
+requests (fetch and its bodies, XMLHttpRequest, scripts and frames inserted after load),
+timers of every length with the time each is due, intervals, animation frames and idle
+callbacks, sockets, event streams and workers, messages, and DOM changes. Every look reports
+what is pending and how long the page has been quiet. :func:`is_idle` says when nothing the
+hook sees can change the page within a horizon; the engine uses it, and the attachment list's
+signature that every look carries, to decide when a page has shown everything it will show
+(the rule is in :mod:`coupad.engine`). When the hook is missing, the snapshot installs it
+late and says so: such a page can never count as idle, since what its scripts started
+earlier is invisible.
 """
 
 from __future__ import annotations
@@ -31,9 +33,7 @@ from urllib.parse import urlsplit
 
 from coupad.signin import is_sign_in_url, origin
 
-QUIET_S = 0.15
-LONG_QUIET_S = 1.0
-LATE_HOOK_QUIET_S = 0.5
+QUIET_S = 0.15  # seconds a page must have done nothing, with nothing pending, to be idle
 SHORT_PAGE_CHARS = 2000  # an error page's text is short; a PO page's is long
 TEXT_SAMPLE_CHARS = 4000
 MAX_ATTACHMENTS = 1000
@@ -42,65 +42,186 @@ MAX_NAME_CHARS = 1000
 _HOOK_BODY = r"""
 (function (late) {
   if (window.top !== window || window.__coupadHook) { return; }
-  var h = {inflight: 0, timers: 0, lastMutation: Date.now(), late: late};
+  var clock = Date.now.bind(Date);
+  var slice = Array.prototype.slice;
+  var h = {inflight: 0, last: clock(), late: late};
   try {
     Object.defineProperty(window, '__coupadHook', {value: h, enumerable: false});
   } catch (e) { return; }
-  function counted(fn) {
-    return function () {
-      h.inflight++;
-      var open = true;
-      function end() { if (open) { open = false; h.inflight--; } }
-      var p;
+  function touch() { h.last = clock(); }
+  function opened() {
+    h.inflight++;
+    var open = true;
+    return function () { if (open) { open = false; h.inflight--; touch(); } };
+  }
+  // Requests: fetch and the reading of its bodies, XMLHttpRequest. A request of the page's
+  // own site that failed (network error, 429, 5xx) means the page may be missing a part.
+  h.failed = 0;
+  h.failure = '';
+  function failed(target, status) {
+    var u;
+    try { u = new URL(String(target), location.href); } catch (e) { return; }
+    if (u.origin !== location.origin) { return; }
+    if (!h.failed) { h.failure = (status ? 'HTTP ' + status : 'network error') + ' ' + u.pathname; }
+    h.failed++;
+  }
+  function counted(fn, fetching) {
+    return function (input) {
+      var end = opened(), p;
       try { p = fn.apply(this, arguments); } catch (e) { end(); throw e; }
-      if (p && typeof p.then === 'function') { p.then(end, end); } else { end(); }
+      if (p && typeof p.then === 'function') {
+        p.then(end, end);
+        if (fetching) {
+          var target = input && input.url ? input.url : input;
+          p.then(function (r) {
+            if (r && r.type !== 'opaqueredirect' && (r.status === 429 || r.status >= 500)) { failed(target, r.status); }
+          }, function (e) {
+            if (!e || e.name !== 'AbortError') { failed(target, 0); }
+          });
+        }
+      } else { end(); }
       return p;
     };
   }
-  if (window.fetch) { window.fetch = counted(window.fetch); }
+  if (window.fetch) { window.fetch = counted(window.fetch, true); }
   if (window.Response) {
     ['json', 'text', 'arrayBuffer', 'blob', 'formData'].forEach(function (m) {
-      if (Response.prototype[m]) { Response.prototype[m] = counted(Response.prototype[m]); }
+      if (Response.prototype[m]) { Response.prototype[m] = counted(Response.prototype[m], false); }
     });
   }
   if (window.XMLHttpRequest) {
-    var send = XMLHttpRequest.prototype.send;
+    var xopen = XMLHttpRequest.prototype.open, send = XMLHttpRequest.prototype.send;
+    XMLHttpRequest.prototype.open = function (method, url) {
+      this.__coupadUrl = url;
+      return xopen.apply(this, arguments);
+    };
     XMLHttpRequest.prototype.send = function () {
-      h.inflight++;
-      var open = true;
-      function end() { if (open) { open = false; h.inflight--; } }
-      this.addEventListener('loadend', end);
+      var end = opened(), xhr = this, aborted = false;
+      xhr.addEventListener('abort', function () { aborted = true; });
+      xhr.addEventListener('loadend', function () {
+        if (!aborted && (xhr.status === 0 || xhr.status === 429 || xhr.status >= 500)) {
+          failed(xhr.__coupadUrl, xhr.status);
+        }
+        end();
+      });
       try { return send.apply(this, arguments); } catch (e) { end(); throw e; }
     };
   }
-  var pending = new Set();
+  // Timers of every length, with the time each is due; intervals are due again after each run.
+  var due = new Map(), shadow = new Map();
   var setT = window.setTimeout, clearT = window.clearTimeout;
-  window.setTimeout = function (fn, delay) {
-    if (typeof fn !== 'function' || Number(delay) > 5000) {
-      return setT.apply(window, arguments);
+  var setI = window.setInterval, clearI = window.clearInterval;
+  function schedule(original, repeat, fn, delay, args) {
+    var wait = Math.max(0, Number(delay) || 0), id;
+    function ran() {
+      if (repeat) { due.set(id, clock() + wait); } else { due.delete(id); }
+      touch();
     }
-    var args = Array.prototype.slice.call(arguments, 2);
-    var id = setT.call(window, function () {
-      if (pending.delete(id)) { h.timers--; }
-      return fn.apply(this, args);
-    }, delay);
-    pending.add(id);
-    h.timers++;
+    if (typeof fn === 'function') {
+      id = original.call(window, function () { ran(); return fn.apply(this, args); }, wait);
+    } else {
+      id = original.apply(window, [fn, wait].concat(args));
+      shadow.set(id, original.call(window, ran, wait));
+    }
+    due.set(id, clock() + wait);
     return id;
-  };
-  window.clearTimeout = function (id) {
-    if (pending.delete(id)) { h.timers--; }
-    return clearT.apply(window, arguments);
-  };
+  }
+  function cancel(id) {
+    due.delete(id);
+    if (shadow.has(id)) { clearT.call(window, shadow.get(id)); clearI.call(window, shadow.get(id)); shadow.delete(id); }
+  }
+  window.setTimeout = function (fn, delay) { return schedule(setT, false, fn, delay, slice.call(arguments, 2)); };
+  window.setInterval = function (fn, delay) { return schedule(setI, true, fn, delay, slice.call(arguments, 2)); };
+  window.clearTimeout = function (id) { cancel(id); return clearT.apply(window, arguments); };
+  window.clearInterval = function (id) { cancel(id); return clearI.apply(window, arguments); };
+  // Animation frames and idle callbacks: due at once.
+  var frames = new Set();
+  [['requestAnimationFrame', 'cancelAnimationFrame'], ['requestIdleCallback', 'cancelIdleCallback']]
+    .forEach(function (pair) {
+      var ask = window[pair[0]], drop = window[pair[1]];
+      if (!ask || !drop) { return; }
+      window[pair[0]] = function (fn) {
+        var rest = slice.call(arguments, 1), id;
+        id = ask.apply(window, [function () { frames.delete(id); touch(); return fn.apply(this, arguments); }].concat(rest));
+        frames.add(id);
+        return id;
+      };
+      window[pair[1]] = function (id) { frames.delete(id); return drop.apply(window, arguments); };
+    });
+  // Channels that can bring news at any time: sockets, event streams, workers.
+  var channels = [];
+  ['WebSocket', 'EventSource', 'Worker', 'SharedWorker'].forEach(function (name) {
+    var Original = window[name];
+    if (!Original) { return; }
+    var Wrapped = function () {
+      var made = new (Function.prototype.bind.apply(Original, [null].concat(slice.call(arguments))))();
+      channels.push({what: name, it: made, ended: false});
+      return made;
+    };
+    Wrapped.prototype = Original.prototype;
+    Object.keys(Original).forEach(function (k) { try { Wrapped[k] = Original[k]; } catch (e) {} });
+    try { window[name] = Wrapped; } catch (e) {}
+  });
+  if (window.Worker) {
+    var terminate = Worker.prototype.terminate;
+    Worker.prototype.terminate = function () {
+      for (var i = 0; i < channels.length; i++) { if (channels[i].it === this) { channels[i].ended = true; } }
+      return terminate.apply(this, arguments);
+    };
+  }
+  function liveChannels() {
+    var n = 0;
+    channels.forEach(function (c) {
+      if (c.ended) { return; }
+      var state = c.it.readyState;
+      if (c.what === 'WebSocket' && state === 3) { return; }
+      if (c.what === 'EventSource' && state === 2) { return; }
+      n++;
+    });
+    return n;
+  }
+  // Messages between windows and ports wake a page (schedulers use them between renders).
+  window.addEventListener('message', touch, true);
+  if (window.MessagePort) {
+    var post = MessagePort.prototype.postMessage;
+    MessagePort.prototype.postMessage = function () { touch(); return post.apply(this, arguments); };
+  }
+  // Scripts and frames inserted once the document is complete: in flight until they load.
+  function watchLoad(node) {
+    if (!node || node.nodeType !== 1 || document.readyState !== 'complete') { return; }
+    var tag = node.tagName;
+    var src = node.getAttribute && node.getAttribute('src');
+    if ((tag === 'SCRIPT' || tag === 'IFRAME') && src && !/^\s*about:/i.test(src)) {
+      var end = opened();
+      node.addEventListener('load', end);
+      node.addEventListener('error', end);
+    }
+    if (node.querySelectorAll) {
+      var inner = node.querySelectorAll('script[src], iframe[src]');
+      for (var i = 0; i < inner.length; i++) { watchLoad(inner[i]); }
+    }
+  }
   try {
-    new MutationObserver(function () { h.lastMutation = Date.now(); }).observe(document, {
-      subtree: true, childList: true, attributes: true, characterData: true});
+    new MutationObserver(function (records) {
+      touch();
+      records.forEach(function (r) { for (var i = 0; i < r.addedNodes.length; i++) { watchLoad(r.addedNodes[i]); } });
+    }).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
   } catch (e) {}
+  h.report = function () {
+    var now = clock(), next = -1;
+    due.forEach(function (when) {
+      var left = Math.max(0, when - now);
+      if (next < 0 || left < next) { next = left; }
+    });
+    if (frames.size) { next = 0; }
+    return {inflight: h.inflight, channels: liveChannels(), timers: due.size + frames.size,
+            next: next, quiet: now - h.last, late: h.late, failed: h.failed, failure: h.failure};
+  };
 })
 """
 
 HOOK_JS = _HOOK_BODY.strip() + "(false);"
-"""Installed before navigation: counts requests, short timers and DOM mutations."""
+"""Installed before navigation: tracks what may still change the page (see the module docstring)."""
 
 # Shared by the snapshot and the click lookup, so both number attachment elements alike.
 _ATTACHMENT_ELEMENTS_JS = r"""
@@ -131,17 +252,8 @@ var out = {
   status: Number(nav.responseStatus || 0),
   title: coupadClean(document.title).slice(0, 300),
   login: !!document.querySelector('#user_email, #user_password, input[type=password]'),
-  hook: h ? {inflight: h.inflight, timers: h.timers, quiet: Date.now() - h.lastMutation,
-             late: !!h.late} : null
+  hook: h && h.report ? h.report() : null
 };
-if (!full) { return out; }
-var body = document.body;
-var text = body ? String(body.innerText || '') : '';
-out.textLength = text.length;
-out.text = text.slice(0, TEXT_SAMPLE_CHARS);
-out.headings = Array.prototype.slice.call(
-  document.querySelectorAll('h1, h2, h3, [role=heading]'), 0, 20
-).map(function (e) { return coupadClean(e.innerText || e.textContent).slice(0, 300); });
 
 var here = String(location.href).split('#')[0];
 function directUrl(a) {
@@ -151,7 +263,7 @@ function directUrl(a) {
   if (a.href.split('#')[0] === here) { return null; }
   return a.href;
 }
-var atts = [], seen = {};
+var atts = [], seen = {}, reqs = [];
 var labelled = coupadAttachmentElements();
 for (var i = 0; i < labelled.length && atts.length < MAX_ATTACHMENTS; i++) {
   var el = labelled[i].el;
@@ -161,7 +273,6 @@ for (var i = 0; i < labelled.length && atts.length < MAX_ATTACHMENTS; i++) {
   atts.push({name: name.slice(0, MAX_NAME_CHARS), url: url, index: url ? null : i});
 }
 var links = document.querySelectorAll('a[href]');
-var reqs = [];
 for (var j = 0; j < links.length; j++) {
   var a = links[j], u;
   try { u = new URL(a.href); } catch (e) { continue; }
@@ -178,6 +289,25 @@ for (var j = 0; j < links.length; j++) {
   }
   atts.push({name: lname.slice(0, MAX_NAME_CHARS), url: a.href, index: null});
 }
+// Every look carries the list's signature, so a list that grows between looks is noticed.
+var sig = 0;
+for (var s = 0; s < atts.length; s++) {
+  var key = atts[s].name + '\u0000' + (atts[s].url || '#' + atts[s].index) + '\u0001';
+  for (var c = 0; c < key.length; c++) { sig = (Math.imul(sig, 31) + key.charCodeAt(c)) | 0; }
+}
+for (var r = 0; r < reqs.length; r++) {
+  for (var d = 0; d < reqs[r].length; d++) { sig = (Math.imul(sig, 31) + reqs[r].charCodeAt(d)) | 0; }
+  sig = (Math.imul(sig, 31) + 2) | 0;
+}
+out.list = {count: atts.length, sig: String(sig >>> 0)};
+if (!full) { return out; }
+var body = document.body;
+var text = body ? String(body.innerText || '') : '';
+out.textLength = text.length;
+out.text = text.slice(0, TEXT_SAMPLE_CHARS);
+out.headings = Array.prototype.slice.call(
+  document.querySelectorAll('h1, h2, h3, [role=heading]'), 0, 20
+).map(function (e) { return coupadClean(e.innerText || e.textContent).slice(0, 300); });
 out.attachments = atts;
 out.requisitions = reqs.slice(0, 20);
 
@@ -277,12 +407,16 @@ class Attachment:
 
 @dataclass(frozen=True)
 class HookState:
-    """The settle hook's counters as last seen."""
+    """What the page hook saw of the page's own activity at one look."""
 
-    inflight: int
-    timers: int
-    quiet_s: float
-    late: bool
+    inflight: int  # requests, and scripts or frames inserted after load, not yet answered
+    timers: int  # timers, intervals, animation frames and idle callbacks pending
+    quiet_s: float  # seconds since the page last did anything the hook sees
+    late: bool  # installed after the page's scripts had run: blind to what they started
+    channels: int = 0  # open sockets, event streams and workers: news may come at any time
+    next_due_s: float | None = None  # seconds until the next pending timer is due
+    failed: int = 0  # requests to the page's own site that failed (network, 429, 5xx)
+    failure: str = ""  # the first of them, such as "HTTP 503 /order_headers/1/attachments"
 
 
 @dataclass(frozen=True)
@@ -302,6 +436,10 @@ class Snapshot:
     attachments: tuple[Attachment, ...] = ()
     supplier: str | None = None
     requisitions: tuple[str, ...] = ()  # requisition ids linked from the page
+    # Every look: how many attachments the page lists and a signature of the list (with the
+    # requisition links), so that a list that grows or changes between looks is noticed.
+    list_count: int = 0
+    list_sig: str = ""
 
     @classmethod
     def from_js(cls, raw: Any) -> Snapshot:
@@ -310,11 +448,16 @@ class Snapshot:
         hook_raw = data.get("hook")
         hook = None
         if isinstance(hook_raw, dict):
+            next_due = _int(hook_raw.get("next"), default=-1)
             hook = HookState(
                 inflight=_int(hook_raw.get("inflight")),
                 timers=_int(hook_raw.get("timers")),
-                quiet_s=_int(hook_raw.get("quiet")) / 1000.0,
+                quiet_s=max(0, _int(hook_raw.get("quiet"))) / 1000.0,
                 late=bool(hook_raw.get("late")),
+                channels=_int(hook_raw.get("channels")),
+                next_due_s=next_due / 1000.0 if next_due >= 0 else None,
+                failed=_int(hook_raw.get("failed")),
+                failure=_str(hook_raw.get("failure"), 300),
             )
         attachments = []
         raw_attachments = data.get("attachments")
@@ -333,6 +476,8 @@ class Snapshot:
         headings = data.get("headings")
         requisitions = data.get("requisitions")
         supplier = data.get("supplier")
+        listed_raw = data.get("list")
+        listed: dict[str, Any] = listed_raw if isinstance(listed_raw, dict) else {}
         return cls(
             url=_str(data.get("url"), 4000),
             ready_state=_str(data.get("ready"), 20),
@@ -350,6 +495,8 @@ class Snapshot:
                 r for r in (requisitions[:20] if isinstance(requisitions, list) else [])
                 if isinstance(r, str) and r.isascii() and r.isdigit()
             ),
+            list_count=_int(listed.get("count")),
+            list_sig=_str(listed.get("sig"), 40),
         )
 
     @property
@@ -366,34 +513,36 @@ class Verdict:
     reason: str = ""
 
 
-def settle_wait(snap: Snapshot) -> float:
-    """Seconds until the page can count as settled if nothing on it changes meanwhile; 0 when
-    that cannot be told yet (not complete, requests in flight, short timers pending), so the
-    caller looks again soon rather than at a predicted time."""
+def is_idle(snap: Snapshot, horizon: float) -> bool:
+    """Whether nothing the hook sees can still change the page within ``horizon`` seconds.
+
+    The document is complete; the hook was there before the page's scripts ran; no request,
+    inserted script or frame is in flight; no socket, event stream or worker is open; no
+    timer (of any kind) is due within ``horizon``; and the page has done nothing for
+    :data:`QUIET_S` (no DOM change, no timer run, no request ended, no message).
+    """
     hook = snap.hook
-    if snap.ready_state != "complete" or hook is None or hook.inflight > 0 or hook.timers > 0:
-        return 0.0
-    return max(0.0, _quiet_needed(hook) - hook.quiet_s)
-
-
-def _quiet_needed(hook: HookState) -> float:
-    """DOM quiet that settles a page with nothing in flight and no short timer pending."""
-    return max(LATE_HOOK_QUIET_S, QUIET_S) if hook.late else QUIET_S
-
-
-def is_settled(snap: Snapshot) -> bool:
-    """Whether the page's dynamic content has settled (see the module docstring)."""
-    if snap.ready_state != "complete":
+    if snap.ready_state != "complete" or hook is None or hook.late:
         return False
+    if hook.inflight > 0 or hook.channels > 0:
+        return False
+    if hook.next_due_s is not None and hook.next_due_s <= horizon:
+        return False
+    return hook.quiet_s >= QUIET_S
+
+
+def idle_wait(snap: Snapshot, horizon: float) -> float | None:
+    """Seconds until :func:`is_idle` can hold if nothing else happens meanwhile: the quiet time
+    still to run, after the pending timer that is due within ``horizon``; None when that cannot
+    be told (not complete, no hook or a late one, requests in flight, channels open)."""
     hook = snap.hook
-    if hook is None:
-        return False
-    if hook.inflight > 0:
-        return False
-    if hook.timers == 0:
-        return hook.quiet_s >= _quiet_needed(hook)
-    # Short timers pending: a late hook still needs its own quiet; either way a long one.
-    return hook.quiet_s >= max(_quiet_needed(hook), LONG_QUIET_S)
+    if snap.ready_state != "complete" or hook is None or hook.late:
+        return None
+    if hook.inflight > 0 or hook.channels > 0:
+        return None
+    if hook.next_due_s is not None and hook.next_due_s <= horizon:
+        return hook.next_due_s + QUIET_S
+    return max(0.0, QUIET_S - hook.quiet_s)
 
 
 def classify(snap: Snapshot, base: str, expected_path: str, *, settled: bool) -> Verdict:
@@ -498,12 +647,12 @@ def _quote(snap: Snapshot, phrase: str) -> str:
     return phrase
 
 
-def _int(value: Any) -> int:
+def _int(value: Any, default: int = 0) -> int:
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, (int, float)) and value == value and abs(value) < 1e15:
         return int(value)
-    return 0
+    return default
 
 
 def _str(value: Any, limit: int) -> str:

@@ -21,8 +21,8 @@ from coupad.page import (
     PageKind,
     Snapshot,
     classify,
-    is_settled,
-    settle_wait,
+    idle_wait,
+    is_idle,
 )
 from util import wait_until
 
@@ -184,40 +184,54 @@ def test_network_error_page() -> None:
     assert kind(s) is PageKind.SERVER_ERROR
 
 
-def test_settling_rules() -> None:
-    def hook(**kw: Any) -> HookState:
-        values: dict[str, Any] = dict(inflight=0, timers=0, quiet_s=0.2, late=False)
-        values.update(kw)
-        return HookState(**values)
-
-    assert is_settled(snap(hook=hook()))
-    assert not is_settled(snap(hook=hook(), ready_state="interactive"))
-    assert not is_settled(snap(hook=hook(inflight=1, quiet_s=5)))
-    assert not is_settled(snap(hook=hook(quiet_s=0.05)))
-    assert not is_settled(snap(hook=hook(timers=1)))
-    assert is_settled(snap(hook=hook(timers=1, quiet_s=1.5)))
-    assert not is_settled(snap(hook=hook(late=True)))
-    assert is_settled(snap(hook=hook(late=True, quiet_s=0.6)))
-    assert not is_settled(snap(hook=None))
+HORIZON = 4.0
 
 
-def test_the_wait_until_settled_is_predicted_only_when_nothing_is_pending() -> None:
-    def hook(**kw: Any) -> HookState:
-        values: dict[str, Any] = dict(inflight=0, timers=0, quiet_s=0.05, late=False)
-        values.update(kw)
-        return HookState(**values)
+def hook(**kw: Any) -> HookState:
+    values: dict[str, Any] = dict(inflight=0, timers=0, quiet_s=0.2, late=False)
+    values.update(kw)
+    return HookState(**values)
 
-    assert settle_wait(snap(hook=hook())) == pytest.approx(0.10)
-    assert settle_wait(snap(hook=hook(quiet_s=3.0))) == 0.0
-    assert settle_wait(snap(hook=hook(late=True))) == pytest.approx(0.45)
-    # Requests or short timers pending, not complete, or no hook: look again soon instead.
-    assert settle_wait(snap(hook=hook(inflight=1))) == 0.0
-    assert settle_wait(snap(hook=hook(timers=2))) == 0.0
-    assert settle_wait(snap(hook=hook(), ready_state="interactive")) == 0.0
-    assert settle_wait(snap(hook=None)) == 0.0
-    # Waiting the predicted time on an unchanged page makes it settled.
-    waited = snap(hook=hook(quiet_s=0.05 + settle_wait(snap(hook=hook()))))
-    assert is_settled(waited)
+
+def test_a_page_is_idle_only_when_nothing_it_started_can_still_change_it() -> None:
+    assert is_idle(snap(hook=hook()), HORIZON)
+    assert not is_idle(snap(hook=hook(), ready_state="interactive"), HORIZON)
+    assert not is_idle(snap(hook=hook(inflight=1, quiet_s=5)), HORIZON)
+    assert not is_idle(snap(hook=hook(quiet_s=0.05)), HORIZON)
+    assert not is_idle(snap(hook=hook(channels=1, quiet_s=5)), HORIZON)
+    # A timer due within the horizon may still render the list; one due later may not.
+    assert not is_idle(snap(hook=hook(timers=1, next_due_s=2.5, quiet_s=5)), HORIZON)
+    assert is_idle(snap(hook=hook(timers=1, next_due_s=60.0)), HORIZON)
+    # A hook installed after the page's scripts ran cannot tell what they started.
+    assert not is_idle(snap(hook=hook(late=True, quiet_s=30)), HORIZON)
+    assert not is_idle(snap(hook=None), HORIZON)
+
+
+def test_the_wait_until_idle_is_predicted_from_the_next_timer_and_the_quiet_time() -> None:
+    assert idle_wait(snap(hook=hook(quiet_s=0.05)), HORIZON) == pytest.approx(0.10)
+    assert idle_wait(snap(hook=hook(quiet_s=3.0)), HORIZON) == 0.0
+    assert idle_wait(snap(hook=hook(timers=1, next_due_s=2.5)), HORIZON) == pytest.approx(2.65)
+    assert idle_wait(snap(hook=hook(timers=1, next_due_s=9.0, quiet_s=0.05)), HORIZON) == (
+        pytest.approx(0.10))
+    # Requests or channels open, not complete, no hook or a late one: it cannot be told.
+    assert idle_wait(snap(hook=hook(inflight=1)), HORIZON) is None
+    assert idle_wait(snap(hook=hook(channels=2)), HORIZON) is None
+    assert idle_wait(snap(hook=hook(), ready_state="interactive"), HORIZON) is None
+    assert idle_wait(snap(hook=hook(late=True)), HORIZON) is None
+    assert idle_wait(snap(hook=None), HORIZON) is None
+    # Waiting the predicted time on an unchanged page makes it idle.
+    waiting = snap(hook=hook(quiet_s=0.05))
+    later = snap(hook=hook(quiet_s=0.05 + (idle_wait(waiting, HORIZON) or 0)))
+    assert is_idle(later, HORIZON)
+
+
+def test_hook_report_from_hostile_values() -> None:
+    s = Snapshot.from_js({"url": "https://a", "hook": {"inflight": "1", "next": float("inf"),
+                          "quiet": -5, "failed": [], "failure": 7, "channels": None},
+                          "list": {"count": "x", "sig": 12}})
+    assert s.hook == HookState(inflight=0, timers=0, quiet_s=0.0, late=False, channels=0,
+                               next_due_s=None, failed=0, failure="")
+    assert s.list_count == 0 and s.list_sig == ""
 
 
 @pytest.mark.parametrize(
@@ -283,9 +297,11 @@ SUPPLIER_SHAPES = {
 class LocalSite:
     """A tiny web server in a thread, serving fixed HTML pages by path."""
 
-    def __init__(self, pages: dict[str, str], delays: dict[str, float]) -> None:
+    def __init__(self, pages: dict[str, str], delays: dict[str, float],
+                 statuses: dict[str, int] | None = None) -> None:
         self.pages = pages
         self.delays = delays
+        self.statuses = statuses or {}
         self.loop = asyncio.new_event_loop()
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -294,6 +310,8 @@ class LocalSite:
 
     async def _handle(self, request: web.Request) -> web.Response:
         await asyncio.sleep(self.delays.get(request.path, 0))
+        if request.path in self.statuses:
+            return web.Response(status=self.statuses[request.path], text="trouble")
         if request.path not in self.pages:
             return web.Response(status=404, text="no")
         return web.Response(text=self.pages[request.path], content_type="text/html")
@@ -338,12 +356,26 @@ def site() -> Iterator[LocalSite]:
         "x.open('GET', '/slow'); x.onload = function () {"
         "document.getElementById('o').textContent = 'loaded'; }; x.send();</script></body></html>",
         "/slow": "ok",
+        "/ticker": "<html><body><p id=c>0</p><script>setInterval(function () {"
+        "document.getElementById('c').textContent = Date.now(); }, 500);</script></body></html>",
+        "/frames": "<html><body><p id=c>0</p><script>(function spin() {"
+        "requestAnimationFrame(spin); })();</script></body></html>",
+        "/stream": "<html><body><script>window.addEventListener('load', function () {"
+        "window.es = new EventSource('/slow'); });</script></body></html>",
+        "/late-script": "<html><body><script>window.addEventListener('load', function () {"
+        "setTimeout(function () { var s = document.createElement('script'); s.src = '/slow-js';"
+        "document.body.appendChild(s); }, 50); });</script></body></html>",
+        "/slow-js": "window.lateScript = true;",
+        "/fails": "<html><body><script>fetch('/broken-list'); fetch('/missing');"
+        "fetch('http://localhost:9/elsewhere').catch(function () {});"
+        "var x = new XMLHttpRequest(); x.open('GET', '/broken-list'); x.send();"
+        "</script></body></html>",
         "/notfound": "<html><head><title>Coupa</title></head><body><h1>Oops! We couldn't find "
         "what you wanted.</h1><p>Go back</p></body></html>",
     }
     for shape, html in SUPPLIER_SHAPES.items():
         pages[f"/supplier/{shape}"] = f"<html><body><h1>PO</h1>{html}</body></html>"
-    with LocalSite(pages, {"/slow": 0.8}) as running:
+    with LocalSite(pages, {"/slow": 0.8, "/slow-js": 3.0}, {"/broken-list": 503}) as running:
         yield running
 
 
@@ -380,9 +412,12 @@ def test_snapshot_waits_for_rendered_attachments_and_reads_the_page(driver: Any,
         first = wait_until(lambda: (s := look(driver)).ready_state == "complete" and s, 10)
         assert first.hook is not None and not first.hook.late
         assert first.status == 200
-        assert not is_settled(first), "settled before the render timer fired"
-        settled = wait_until(lambda: (s := look(driver)) and is_settled(s) and s, 10)
+        assert not is_idle(first, HORIZON), "idle before the render timer fired"
+        assert first.hook is not None and first.hook.next_due_s is not None
+        assert first.hook.next_due_s <= 0.6
+        settled = wait_until(lambda: (s := look(driver)) and is_idle(s, HORIZON) and s, 10)
         assert settled.hook is not None and settled.hook.timers == 0
+        assert settled.list_count == 5
         full = look(driver, full=True)
         names = [(a.name, a.url is not None) for a in full.attachments]
         assert names == [
@@ -415,7 +450,7 @@ def test_supplier_found_by_its_label(driver: Any, site: LocalSite, shape: str) -
                 "aria": "Aria SL", "inline": "Inline BV"}[shape]
     open_hooked(driver, f"{site.base}/supplier/{shape}")
     try:
-        wait_until(lambda: is_settled(look(driver)), 10)
+        wait_until(lambda: is_idle(look(driver), HORIZON), 10)
         assert look(driver, full=True).supplier == expected
     finally:
         close_tab(driver)
@@ -423,19 +458,50 @@ def test_supplier_found_by_its_label(driver: Any, site: LocalSite, shape: str) -
 
 @pytest.mark.browser
 @pytest.mark.timeout(60)
-def test_static_page_settles_fast_and_polling_page_is_not_held_up(driver: Any, site: LocalSite) -> None:
+def test_static_page_is_idle_at_once_and_a_polling_page_never(driver: Any, site: LocalSite) -> None:
     open_hooked(driver, site.base + "/static")
     try:
-        start = time.monotonic()
-        wait_until(lambda: is_settled(look(driver)), 10)
-        assert time.monotonic() - start < 1.0
+        wait_until(lambda: is_idle(look(driver), HORIZON), 10)
     finally:
         close_tab(driver)
     open_hooked(driver, site.base + "/polling")
     try:
-        start = time.monotonic()
-        wait_until(lambda: is_settled(look(driver)), 10)
-        assert time.monotonic() - start < 2.5  # the 2 s timer chain never empties
+        wait_until(lambda: look(driver).ready_state == "complete", 10)
+        seen = [look(driver) for _ in range(5)]
+        assert not any(is_idle(s, HORIZON) for s in seen), "a 2 s timer chain never ends"
+        assert all(s.hook is not None and s.hook.next_due_s is not None for s in seen)
+    finally:
+        close_tab(driver)
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("path", ["/ticker", "/frames", "/stream", "/late-script"])
+def test_what_keeps_a_page_from_being_idle(driver: Any, site: LocalSite, path: str) -> None:
+    """An interval, an animation loop, an open event stream and a script inserted after load
+    (answered slowly) each keep the page from counting as idle."""
+    open_hooked(driver, site.base + path)
+    try:
+        first = wait_until(lambda: (s := look(driver)).ready_state == "complete" and s, 10)
+        assert first.hook is not None
+        time.sleep(0.3)  # longer than the quiet time: only the pending work can hold it
+        busy = look(driver)
+        assert not is_idle(busy, HORIZON), busy.hook
+    finally:
+        close_tab(driver)
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(60)
+def test_a_failed_request_of_the_page_itself_is_reported(driver: Any, site: LocalSite) -> None:
+    open_hooked(driver, site.base + "/fails")
+    try:
+        s = wait_until(lambda: (s := look(driver)) and s.hook and s.hook.failed >= 2 and s, 10)
+        assert s.hook is not None
+        assert s.hook.failure == "HTTP 503 /broken-list", s.hook.failure
+        # A 404 of its own site and a failure of another site are not counted.
+        time.sleep(0.3)
+        assert look(driver).hook.failed == 2  # type: ignore[union-attr]
     finally:
         close_tab(driver)
 
@@ -447,8 +513,9 @@ def test_xhr_in_flight_holds_the_page(driver: Any, site: LocalSite) -> None:
     try:
         wait_until(lambda: look(driver).ready_state == "complete", 10)
         busy = look(driver)
-        assert busy.hook is not None and busy.hook.inflight == 1 and not is_settled(busy)
-        wait_until(lambda: is_settled(look(driver)), 10)
+        assert busy.hook is not None and busy.hook.inflight == 1
+        assert not is_idle(busy, HORIZON)
+        wait_until(lambda: is_idle(look(driver), HORIZON), 10)
         full = look(driver, full=True)
         assert "loaded" in full.text
     finally:
@@ -462,8 +529,9 @@ def test_hook_installed_late_when_missing(driver: Any, site: LocalSite) -> None:
     try:
         driver.get(site.base + "/notfound")
         wait_until(lambda: look(driver).ready_state == "complete", 10)
-        s = wait_until(lambda: (s := look(driver)) and is_settled(s) and s, 10)
+        s = look(driver)
         assert s.hook is not None and s.hook.late
+        assert not is_idle(s, HORIZON), "a late hook is blind to what the page started"
         full = look(driver, full=True)
         verdict = classify(full, site.base, "/notfound", settled=True)
         assert verdict.kind is PageKind.NOT_FOUND
