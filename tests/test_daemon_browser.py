@@ -183,3 +183,29 @@ def _events(d: DaemonProc) -> list[str]:
         return [r[0] for r in conn.execute("SELECT kind FROM events")]
     finally:
         conn.close()
+
+
+def test_coupad_demo_runs_its_sample_batch_end_to_end(tmp_path):
+    # README, "Two commands": `make demo` runs `coupad demo`: the simulator, a real daemon and
+    # real browsers on temporary folders, a sample CSV with a mix of outcomes, live progress,
+    # then the report summary and where the files are.
+    import os
+    import subprocess
+    import sys
+
+    from daemonkit import MARK, final_folders, our_processes
+
+    work = tmp_path / "demo"
+    out = subprocess.run(
+        [sys.executable, "-m", "coupad", "demo", "--dir", str(work), "--workers", "1",
+         "--tabs", "3", "--timeout", "200"],
+        capture_output=True, text=True, timeout=250, env={**os.environ, MARK: str(tmp_path)})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "batch done:" in out.stdout and str(work / "downloads") in out.stdout
+    (summary,) = (work / "outbox").glob("sample-pos.*.summary.json")
+    counts = json.loads(summary.read_text(encoding="utf-8"))["counts"]
+    assert {"COMPLETED", "NO_ATTACHMENTS", "NOT_FOUND", "ACCESS_DENIED", "INVALID"} <= set(counts)
+    finals = final_folders(work / "downloads")
+    assert finals and not list((work / "downloads").rglob("*__WORK"))
+    assert sum(1 for status in finals.values() if status == "COMPLETED") >= 10
+    wait_until(lambda: not our_processes(tmp_path), 30, what="no process of the demo left")

@@ -321,3 +321,36 @@ def test_xlsx_input_gets_csv_and_xlsx_reports_with_its_extra_columns(tmp_path):
         assert [r[status] for r in rows[1:]] == ["COMPLETED", "NOT_FOUND", "INVALID"]
         assert str(rows[2][1]).startswith("'=")  # a formula from the input stays inert
         assert d.finals() == {"PO100111": "COMPLETED", "PO300112": "NOT_FOUND"}
+
+
+def test_a_worker_is_recycled_after_recycle_after_pos_pos(tmp_path):
+    # README, "Under load and trouble": a browser is recycled between POs after
+    # pool.recycle_after_pos POs.
+    import sqlite3
+
+    with daemon(tmp_path, BASE, engine=FAKE,
+                pool={"workers": 1, "tabs_per_worker": 1, "recycle_after_pos": 2}) as d:
+        first = wait_until(lambda: d.status()["workers"][0]["pid"], 30, what="a worker")
+        d.drop("recycle.csv", csv_of(*(f"1002{n}0" for n in range(6))))
+        assert d.wait_report("recycle")["counts"] == {"COMPLETED": 6}
+        conn = sqlite3.connect(d.root / "state" / "journal.sqlite")
+        try:
+            exits = [json.loads(row[0]) for row in
+                     conn.execute("SELECT detail FROM events WHERE kind = 'worker_exit'")]
+        finally:
+            conn.close()
+        recycled = [e for e in exits if e["expected"] and e["reason"] == "recycling after 2 POs"]
+        assert len(recycled) >= 2, exits
+        assert not [e for e in exits if not e["expected"]], exits
+        assert wait_until(lambda: d.status()["workers"][0]["pid"], 30) != first
+
+
+def test_sigint_stops_the_daemon_cleanly_like_sigterm(tmp_path):
+    # README, "coupad commands": `coupad run` stops cleanly on SIGTERM/SIGINT (Ctrl-C).
+    with daemon(tmp_path, BASE, engine=FAKE) as d:
+        d.drop("int.csv", csv_of("100121"))
+        d.wait_report("int")
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGINT)
+        assert d.proc.wait(30) == 0
+        assert "stopped (clean)" in d.log()

@@ -44,3 +44,24 @@ def test_every_coupactl_command_has_help_with_an_example(command, capsys):
 
 def test_readme_shows_the_two_commands():
     assert "make demo" in README and "make test" in README
+
+
+def test_the_readme_performance_figures_are_those_make_bench_measured():
+    # coupa-domain.md, "What earlier tools got wrong" 7: claimed speed-ups were never measured
+    # against a real browser. Every figure in the README's Performance tables is the one the
+    # last `make bench` run recorded in bench/results/bench.json, with real Chromium.
+    import importlib.util
+    import json
+
+    bench = Path(__file__).resolve().parent.parent / "bench"
+    spec = importlib.util.spec_from_file_location("bench_record", bench / "record.py")
+    assert spec is not None and spec.loader is not None
+    record = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(record)
+    data = json.loads((bench / "results" / "bench.json").read_text(encoding="utf-8"))
+    assert "Chromium" in data["machine"]["chromium"] and not data["machine"]["quick"]
+    assert data["targets"] == record.targets(data["figures"])
+    assert record.START in README and record.END in README
+    shown = README.split(record.START, 1)[1].split(record.END, 1)[0].strip("\n")
+    measured = record.readme_block(data["machine"], data["targets"], data["figures"])
+    assert shown == "\n".join(measured).strip("\n"), "README figures differ from bench.json"

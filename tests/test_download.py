@@ -841,3 +841,35 @@ def test_a_browser_download_that_is_a_sign_in_page_is_told_apart(
 
 def test_a_vanished_download_is_not_a_sign_in_page(tmp_path: Path) -> None:
     assert is_sign_in_download(tmp_path / "gone", "a.pdf") is False
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "no-length"])
+def test_a_file_of_tens_of_mb_arrives_whole_with_its_sha256(tmp_path, declared):
+    # coupa-domain.md, "Downloads": "Sizes range from a few KB to tens of MB."
+    block = bytes(range(256)) * 4096  # 1 MiB
+    blocks = 40
+    digest = hashlib.sha256()
+    for _ in range(blocks):
+        digest.update(block)
+
+    def routes(server: Server) -> list[web.RouteDef]:
+        async def big(request: web.Request) -> web.StreamResponse:
+            response = web.StreamResponse(headers={
+                "Content-Type": "application/pdf",
+                "Content-Disposition": 'attachment; filename="scan 40 MB.pdf"'})
+            if declared:
+                response.content_length = blocks * len(block)
+            await response.prepare(request)
+            for _ in range(blocks):
+                await response.write(block)
+            await response.write_eof()
+            return response
+
+        return [web.get("/attachments/big", big)]
+
+    with Server(routes) as server:
+        with DirectFetcher(server.base, [], timeout=30) as fetcher:
+            got = fetcher.fetch("/attachments/big", tmp_path / "in")
+    assert got.size == blocks * len(block) == got.path.stat().st_size
+    assert got.sha256 == digest.hexdigest() and got.filename == "scan 40 MB.pdf"

@@ -293,3 +293,40 @@ def test_list_from_a_script_inserted_after_load_or_from_a_worker(
     assert result.outcome is Outcome.COMPLETED, result.reason
     folder = downloads / f"PO{digits}_COMPLETED"
     assert (folder / name).read_bytes() == FILE
+
+
+@pytest.mark.timeout(90)
+def test_a_page_whose_list_request_failed_or_whose_list_never_settles_is_not_a_verdict(
+        tmp_path: Path) -> None:
+    # README, "What a status means": "A list still changing at coupa.settle_timeout, or a page
+    # one of whose own requests failed (its list may be the part that is missing), is not a
+    # verdict: the attempt is retried."
+    from test_page import LocalSite
+
+    head = "<!doctype html><html><head><title>PO</title></head><body><h1>Purchase Order</h1>"
+    pages = {
+        "/order_headers/34000001": head + "<ul id=l></ul><script>fetch('/list.json')"
+        ".then(function (r) { return r.json(); }).catch(function () {});</script></body></html>",
+        "/order_headers/34000002": head + "<ul id=l></ul><script>var n = 0; setInterval("
+        "function () { n += 1; var a = document.createElement('a'); a.textContent = n + '.pdf';"
+        "a.href = '/attachment_file/' + n; document.getElementById('l').appendChild(a); }, 300);"
+        "</script></body></html>",
+    }
+    with LocalSite(pages, {}, {"/list.json": 503}) as site:
+        config = config_for(tmp_path, site.base, sign_in="profile",
+                            coupa={"late_list_window": 1.0, "settle_timeout": 3.0})
+        engine = engine_for(config, tmp_path, tabs=2)
+        try:
+            engine.start()
+            results = run_all(engine, [job("34000001"), job("34000002")])
+        finally:
+            engine.close()
+    failed, unsettled = results["34000001"], results["34000002"]
+    assert failed.outcome is Outcome.SERVER_ERROR, failed.reason
+    assert "could not load part of itself (HTTP 503 /list.json)" in failed.reason
+    assert unsettled.outcome is Outcome.ERROR, unsettled.reason
+    assert "still changing 3 s after the page loaded" in unsettled.reason
+    for result in (failed, unsettled):
+        assert result.outcome.retryable and not result.outcome.final and result.folder is None
+    downloads = config.paths.downloads
+    assert not downloads.exists() or not list(downloads.rglob("PO3400000*_*"))

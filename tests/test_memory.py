@@ -37,3 +37,32 @@ def test_view_of_this_machine_is_sane():
     assert 0 < view.used <= view.limit
     assert 0 < view.pressure <= 1
     assert view.source in ("host", "cgroup")
+
+
+def test_a_process_groups_memory_is_its_pss_not_its_summed_rss():
+    # README, "Under load and trouble": a browser's memory is its processes' PSS; summed RSS
+    # would count the pages they share once per process.
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    import psutil
+
+    from coupad.pool import group_pss_mb
+    from util import wait_until
+
+    sleeper = f"{shlex.quote(sys.executable)} -c 'import time; time.sleep(60)'"
+    group = subprocess.Popen(["sh", "-c", f"{sleeper} & {sleeper} & {sleeper} & wait"],
+                             start_new_session=True)
+    try:
+        wait_until(lambda: len(m := psutil.Process(group.pid).children()) == 3
+                   and all("time.sleep" in " ".join(p.cmdline()) for p in m),
+                   20, what="three sleepers in the group")
+        members = psutil.Process(group.pid).children()
+        pss_mb = group_pss_mb(group.pid)  # first: memory that grows meanwhile only adds RSS
+        rss_mb = sum(p.memory_info().rss for p in [psutil.Process(group.pid), *members]) / 2**20
+        assert 0 < pss_mb < rss_mb * 0.9, (pss_mb, rss_mb)
+    finally:
+        os.killpg(group.pid, 9)
+        group.wait(10)

@@ -251,3 +251,15 @@ def test_a_parsed_hostile_file_flows_into_a_safe_report(tmp_path):
     assert rows[3][1] == "'@SUM(A1:A9)" and rows[3][2] == "INVALID"
     assert "not a PO number" in rows[3][8]
     assert rows[4][1] == "'-2+3"
+
+
+def test_the_added_columns_are_the_ones_users_expect_by_name(tmp_path):
+    # coupa-domain.md, "Folder and report conventions": the report columns users expect per PO,
+    # spelled out here rather than taken from coupad.report, so that a rename fails.
+    rows = read_csv(write_reports(tmp_path, batch([line(["PO1", "x"], po="1")]))[0])
+    assert rows[0] == ["PO_NUMBER", "Note", "STATUS", "SUPPLIER", "ATTACHMENTS_FOUND",
+                       "ATTACHMENTS_DOWNLOADED", "ATTACHMENT_NAMES", "LAST_PROCESSED",
+                       "ERROR_MESSAGE", "DOWNLOAD_FOLDER", "COUPA_URL"]
+    assert rows[1][2:] == ["COMPLETED", "Acme", "2", "2", "a.pdf; b.msg",
+                           "2024-05-01T10:00:00+00:00", "", "/data/downloads/PO15262984_COMPLETED",
+                           "https://example.coupahost.com/order_headers/15262984"]
