@@ -59,9 +59,9 @@ def test_the_readme_performance_figures_are_those_make_bench_measured():
     record = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(record)
     data = json.loads((bench / "results" / "bench.json").read_text(encoding="utf-8"))
-    assert "Chromium" in data["machine"]["chromium"] and not data["machine"]["quick"]
-    assert data["targets"] == record.targets(data["figures"])
+    machine = data["machine"]
+    assert "Chromium" in machine["chromium"] and not machine["quick"] and not machine["failures"]
     assert record.START in README and record.END in README
     shown = README.split(record.START, 1)[1].split(record.END, 1)[0].strip("\n")
-    measured = record.readme_block(data["machine"], data["targets"], data["figures"])
+    measured = record.readme_block(machine, data["targets"], data["figures"])
     assert shown == "\n".join(measured).strip("\n"), "README figures differ from bench.json"
