@@ -25,7 +25,9 @@ complete) is read only when one of these holds, and until then it is looked at a
    change it any more, so it is read at once, with no clock to wait out.
 2. *The list has stopped changing*: a page that keeps working (polls, animates, holds a
    socket, or whose hook came late) is read once its attachment list — and its requisition
-   links — have not changed for ``coupa.late_list_window`` since it loaded or last changed.
+   links — have not changed for ``coupa.late_list_window`` since it loaded or last changed,
+   and none of its requests is in flight (a request still open may be the list, late on a
+   busy tenant: it is waited for up to ``coupa.settle_timeout``).
 
 A list that is still changing ``coupa.settle_timeout`` after load ends the attempt as a
 retryable error; so does a page one of whose own requests failed (429, 5xx, network error),
@@ -675,8 +677,13 @@ class Engine:
         if is_idle(snap, window):
             return "idle"
         assert tab.ready_at is not None
-        if now - max(tab.ready_at, tab.list_changed_at) >= window:
+        if now - max(tab.ready_at, tab.list_changed_at) < window:
+            return None
+        if snap.hook is None or snap.hook.inflight == 0:
             return "list unchanged"
+        # A request of the page is still open: it may be the list, late on a busy tenant.
+        if now - tab.ready_at > self.config.coupa.settle_timeout:
+            return "list unchanged, a request still open at coupa.settle_timeout"
         return None
 
     def _next_look(self, tab: Tab, snap: Snapshot, now: float) -> float:

@@ -135,9 +135,11 @@ class DaemonProc:
         self.proc.kill()
         self.proc.wait(10)
 
-    def log(self) -> str:
+    def log(self, tail: int | None = 6000) -> str:
+        """The daemon's log: its last ``tail`` characters (None: all of it)."""
         try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")[-6000:]
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+            return text if tail is None else text[-tail:]
         except OSError:
             return ""
 

@@ -46,6 +46,10 @@ SCENARIO: dict[str, Any] = {
         # for the window: here the list comes 2 s after load.
         "32000005": {"render_delay": 2.0, "page": {"arrival": "timer", "noise": ["ticker"]},
                      "attachments": ONE},
+        # A busy page whose list request takes longer than the window: the open request is
+        # waited for (up to coupa.settle_timeout), not read past as an empty list.
+        "32000007": {"render_delay": 6.0, "page": {"arrival": "request", "noise": ["ticker"]},
+                     "attachments": ONE},
         # "An empty or short list seen early is not evidence": a page that really has none.
         "32000006": {"page": {"arrival": "timer", "noise": ["long_timer"]}, "render_delay": 0.2},
         # "A download may be answered with a redirect to a file-storage host on another origin".
@@ -124,6 +128,13 @@ def test_page_that_never_stops_working_is_read_once_its_list_is_unchanged(
     window = engine.config.coupa.late_list_window
     # The list came 2 s after load; it had to stay unchanged for the window after that.
     assert time.monotonic() - started >= 2.0 + window
+
+
+@pytest.mark.timeout(60)
+def test_busy_page_whose_list_request_outlasts_the_window_is_waited_for(
+        engine: Engine, sim: SimHandle) -> None:
+    assert engine.config.coupa.late_list_window < 6.0 < engine.config.coupa.settle_timeout
+    check_against_truth(engine, sim, "32000007")
 
 
 @pytest.mark.timeout(60)
