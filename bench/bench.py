@@ -10,6 +10,9 @@ under bench/reaper.py), real Chromium and real `coupactl`:
     footprint   PSS per browser and per tab; the 2,000-PO soak with recycling
     scale       100,000-row ingest, `coupactl status --json` with 1,000,000 tasks, journal costs
     recovery    kill -9 + restart to the first PO running again; drop to first PO running
+    latency     the latency-bound preset (0.8 s pages, lists 0.4 s later, a third click-only):
+                pool 2x3 against its limit and one-shot; a plain Playwright script
+                (bench/competitor.py) against coupad there and at zero latency
 
 Writes bench/results/bench.json, bench/results/bench.md and bench/results/memory.svg.
 Usage: ``python bench/bench.py [--quick] [--parts throughput,overhead,...]``
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import footprint
+import latency
 import overhead
 import record
 import recovery
@@ -48,6 +52,7 @@ PARTS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "footprint": footprint.run,
     "scale": scale.run,
     "recovery": recovery.run,
+    "latency": latency.run,
 }
 
 
@@ -74,7 +79,8 @@ def main() -> int:
     try:
         scenario_file = work / "scenario.json"
         scenario_file.write_text(json.dumps(scenarios.scenario(
-            mix_count=200, fixed_count=120, light_count=footprint.SOAK_POS)), encoding="utf-8")
+            mix_count=200, fixed_count=120, light_count=footprint.SOAK_POS,
+            latency_count=latency.ZERO_POS_IN_SCENARIO)), encoding="utf-8")
         with simulator(work, "realistic", scenario_file) as realistic, \
                 simulator(work, "none", scenario_file) as instant:
             ctx = Context(work=work, quick=args.quick, realistic=realistic, instant=instant)
@@ -95,6 +101,7 @@ def main() -> int:
     machine.update(load_average_at_end=load_average(),
                    total_seconds=round(time.monotonic() - started, 1), leftovers=leftovers,
                    failures=failures)
+    record.keep_before(results_dir, figures)
     written = record.write(results_dir, machine, figures)
     if results_dir.resolve() == (HERE / "results").resolve() and not args.quick:
         if record.update_readme(HERE.parent / "README.md", machine, figures):

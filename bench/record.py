@@ -73,6 +73,7 @@ def readme_block(machine: dict[str, Any], checked: list[dict[str, Any]],
                 "CPU s/PO |", "|---|---|---|---|---|"]
         out += [f"| {m['mode']} | {m['pos']} | {m['pos_per_minute']} | "
                 f"{m['speedup_vs_one_shot']} | {m['cpu_s_per_po']} |" for m in modes]
+    out += _latency_readme(figures.get("latency", {}))
     lines = []
     oh = figures.get("overhead", {})
     pool = _mode(oh, "pool 2x3")
@@ -129,6 +130,7 @@ def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
     soak = _get(figures, "footprint", "soak") or {}
     scale = figures.get("scale", {})
     rec = figures.get("recovery", {})
+    lat = figures.get("latency", {})
     rows: list[tuple[str, str, Any, Callable[[Any], bool], str]] = [
         ("Throughput, pool 2×3 vs one-shot (realistic preset)", "≥ 5×",
          _mode(tp, "pool 2x3").get("speedup_vs_one_shot"), lambda v: v >= 5, "×"),
@@ -148,12 +150,34 @@ def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
          _get(scale, "status", "coupactl_status_json_ms", "median"), lambda v: v <= 100, " ms"),
         ("Drop → first PO running, warm pool (median)", "≤ 1 s",
          _get(rec, "drop", "median_s"), lambda v: v <= 1, " s"),
+        ("Latency-bound preset (0.8 s pages, list 0.4 s later, ⅓ click-only): efficiency of "
+         "pool 2×3, best possible / achieved", "≥ 0.8",
+         _get(lat, "pool", "efficiency"), lambda v: v >= 0.8, ""),
+        ("Latency-bound preset: pool 2×3 vs one-shot", "≥ 12×",
+         _get(lat, "pool", "speedup_vs_one_shot"), lambda v: v >= 12, "×"),
+        ("Latency-bound preset: coupad's POs/min ÷ the Playwright script's (6 in flight)",
+         "≥ 1", _get(lat, "versus", "latency", "throughput_ratio"), lambda v: v >= 1, "×"),
+        ("Latency-bound preset: coupad's CPU s/PO ÷ the Playwright script's", "≤ 1",
+         _get(lat, "versus", "latency", "cpu_ratio"), lambda v: v <= 1, "×"),
+        ("Zero latency: coupad's POs/min ÷ the Playwright script's (6 in flight)", "≥ 1",
+         _get(lat, "versus", "zero", "throughput_ratio"), lambda v: v >= 1, "×"),
+        ("Zero latency: coupad's CPU s/PO ÷ the Playwright script's", "≤ 1",
+         _get(lat, "versus", "zero", "cpu_ratio"), lambda v: v <= 1, "×"),
+        ("Latency part: coupad POs whose folder differs from the simulator's truth", "0",
+         _coupad_wrong(lat), lambda v: v == 0, ""),
     ]
     result = []
     for what, target, value, check, unit in rows:
         result.append({"what": what, "target": target, "measured": value, "unit": unit,
                        "met": None if value is None else bool(check(value))})
     return result
+
+
+def _coupad_wrong(lat: dict[str, Any]) -> int | None:
+    runs = [lat.get("one_shot"), lat.get("pool"), _get(lat, "zero", "pool")]
+    if not all(isinstance(r, dict) and "right" in r for r in runs):
+        return None
+    return sum(r["pos"] - r["right"] for r in runs)
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -187,7 +211,8 @@ def markdown(machine: dict[str, Any], checked: list[dict[str, Any]],
     if machine.get("leftovers"):
         out += ["", f"Leftover processes killed at the end: {len(machine['leftovers'])}"]
     for name, render in (("throughput", _throughput), ("overhead", _overhead),
-                         ("footprint", _footprint), ("scale", _scale), ("recovery", _recovery)):
+                         ("footprint", _footprint), ("scale", _scale), ("recovery", _recovery),
+                         ("latency", _latency)):
         part = figures.get(name)
         if part is None:
             continue
@@ -341,6 +366,147 @@ def _recovery(part: dict[str, Any]) -> list[str]:
         f"{_outcomes(kill['outcomes'])} ({'as expected' if kill['ok'] else 'NOT as expected'}).",
         "",
     ]
+
+
+# ---- the latency-bound preset and the competitor --------------------------------------------
+
+
+def keep_before(folder: Path, figures: dict[str, Any]) -> None:
+    """Put the previous record's latency figures (``folder``'s bench.json, a full run) into
+    this run's, as ``latency.before``, so that the tables show the figures before and after;
+    a previous record without them passes its own ``before`` on."""
+    latency = figures.get("latency")
+    if not isinstance(latency, dict) or "error" in latency:
+        return
+    try:
+        previous = json.loads((folder / "bench.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if previous.get("machine", {}).get("quick"):
+        return
+    old = previous.get("figures", {}).get("latency")
+    if not isinstance(old, dict) or "error" in old:
+        return
+    if "pool" in old:
+        latency["before"] = {"when": previous["machine"].get("when"), "rows": _latency_rows(old)}
+    elif "before" in old:
+        latency["before"] = old["before"]
+
+
+def _latency_rows(lat: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per run of the latency part, for the tables (and kept as ``before``)."""
+    runs = [("latency-bound", lat.get("one_shot")), ("latency-bound", lat.get("pool")),
+            ("latency-bound", lat.get("competitor")), ("zero", _get(lat, "zero", "pool")),
+            ("zero", _get(lat, "zero", "competitor"))]
+    rows = []
+    for preset, m in runs:
+        if not isinstance(m, dict):
+            continue
+        if "error" in m:
+            rows.append({"preset": preset, "mode": "Playwright script", "error": m["error"]})
+            continue
+        rows.append({
+            "preset": preset, "mode": m["mode"], "pos": m["pos"],
+            "pos_per_minute": m["pos_per_minute"], "wall_s_per_po": m["wall_s_per_po"],
+            "cpu_s_per_po": m["cpu_s_per_po"], "efficiency": m.get("efficiency"),
+            "speedup_vs_one_shot": m.get("speedup_vs_one_shot"), "right": m["right"],
+        })
+    return rows
+
+
+def _latency_table(rows: list[dict[str, Any]], label: str = "") -> list[str]:
+    out = []
+    for r in rows:
+        if "error" in r:
+            out.append(f"| {label}{r['preset']} | {r['mode']} | failed: {r['error'][:80]} "
+                       "| | | | | | |")
+            continue
+        eff = "-" if r.get("efficiency") is None else r["efficiency"]
+        speed = "-" if r.get("speedup_vs_one_shot") is None else r["speedup_vs_one_shot"]
+        out.append(f"| {label}{r['preset']} | {r['mode']} | {r['pos']} | {r['pos_per_minute']} "
+                   f"| {r['wall_s_per_po']} | {r['cpu_s_per_po']} | {eff} | {speed} | "
+                   f"{r['right']}/{r['pos']} |")
+    return out
+
+
+_LATENCY_HEAD = [
+    "| preset | run | POs | POs/min | wall s/PO | CPU s/PO | efficiency | × one-shot | "
+    "files right |",
+    "|---|---|---|---|---|---|---|---|---|",
+]
+
+
+def _latency_readme(lat: dict[str, Any]) -> list[str]:
+    if not lat or "error" in lat or "pool" not in lat:
+        return []
+    out = ["", "Latency-bound preset (0.8 s of server time per page, the attachment list 0.4 s "
+           "later, a third of the files click-only) and zero latency: coupad's pool 2×3 "
+           "against one-shot and against a plain Playwright script with 6 pages "
+           "([bench/competitor.py](bench/competitor.py)), on the same POs:", "",
+           *_LATENCY_HEAD, *_latency_table(_latency_rows(lat))]
+    before = lat.get("before")
+    if before:
+        out += _latency_table(before["rows"], f"before ({before['when']}): ")
+    return out
+
+
+def _latency(part: dict[str, Any]) -> list[str]:
+    preset = part["preset"]
+    out = [
+        "## Latency-bound preset, and a plain Playwright script side by side",
+        "",
+        f"Pages cost {preset['page_delay_s']} s of server time, their attachment list arrives "
+        f"{preset['render_delay_s']} s after load, files at "
+        f"{preset['bandwidth_bytes_per_s'] / 1e6:g} MB/s; POs with 1–3 files of 1–100 KB, a "
+        "third of the files click-only, one PO in ten without files. The same POs are run at "
+        f"zero latency. coupad: the real daemon with its defaults (the evidence rule in force: "
+        f"late_list_window {_get(part, 'evidence_rule', 'late_list_window_s')} s), CSV dropped "
+        f"→ report; {part['concurrency']} in flight (pool 2×3). The script (bench/competitor.py): Playwright for Python, "
+        "Debian's Chromium, one signed-in context, as many pages, links fetched with the "
+        "context's cookies, clicks under expect_download; measured from its go (signed in, "
+        "pages open) to its result, under the same reaper, so its CPU is its whole tree's "
+        "(script, node driver, Chromium). Efficiency: POs × "
+        f"{preset['page_delay_s'] + preset['render_delay_s']:g} s / {part['concurrency']} "
+        "divided by the wall time. Files right: the PO's folder holds exactly the files the "
+        "simulator's truth lists (sha256), and for coupad the expected status.",
+        "",
+        *_LATENCY_HEAD,
+        *_latency_table(_latency_rows(part)),
+    ]
+    before = part.get("before")
+    if before:
+        out += _latency_table(before["rows"], f"before ({before['when']}): ")
+    for preset_name, key in (("latency-bound", "latency"), ("zero latency", "zero")):
+        v = part.get("versus", {}).get(key, {})
+        if "error" in v:
+            out += ["", f"{preset_name}: no comparison — {v['error']}"]
+        elif v:
+            out += ["", f"{preset_name}: coupad {v['coupad_pos_per_minute']} POs/min and "
+                    f"{v['coupad_cpu_s_per_po']} CPU s/PO, the script "
+                    f"{v['script_pos_per_minute']} POs/min and {v['script_cpu_s_per_po']} "
+                    f"CPU s/PO: throughput × {v['throughput_ratio']}, CPU × {v['cpu_ratio']}."]
+    for name, m in (("pool 2×3, latency-bound", part.get("pool")),
+                    ("pool 2×3, zero latency", _get(part, "zero", "pool"))):
+        if isinstance(m, dict) and m.get("seconds_by_outcome"):
+            out += ["", f"coupad {name}: seconds per PO in a tab by outcome (of which waiting "
+                    "for the page's evidence): " + "; ".join(
+                        f"{state} {o['pos']} POs {o['s_per_po']} s ({o['settle_s_per_po']} s)"
+                        for state, o in m["seconds_by_outcome"].items())
+                    + "; CPU s/PO by process: " + ", ".join(
+                        f"{k} {v}" for k, v in (m.get("cpu_s_per_po_by_process") or {}).items())
+                    + "."]
+    for name, m in (("latency-bound", part.get("competitor")),
+                    ("zero latency", _get(part, "zero", "competitor"))):
+        if isinstance(m, dict) and "error" not in m:
+            whole = m["whole_run"]
+            out += ["", f"The script, {name}: {m.get('s_per_po_in_page')} s per PO in a page; "
+                    f"start-up and sign-in {m['start_up_s']} s; its "
+                    f"whole run (launch to exit) {whole['wall_s']} s, {whole['pos_per_minute']} "
+                    f"POs/min, {whole['cpu_s_per_po']} CPU s/PO; CPU s/PO by process: "
+                    + ", ".join(f"{k} {v}" for k, v in m["cpu_s_per_po_by_process"].items())
+                    + f"; {m['error_count']} POs failed."]
+    out.append("")
+    return out
 
 
 # ---- the plot --------------------------------------------------------------------------------

@@ -8,6 +8,12 @@
   attachment list rendered at once, no attachments — so the best possible time is known.
 - ``LIGHT`` (from 70,000,000): the soak's POs — one small attachment each, alternating shapes,
   so 2,000 of them fit the time budget while every PO still downloads a file.
+- ``LATENCY`` (from 80,000,000): the latency-bound mix — 1-3 small attachments (1-100 KB) per
+  PO, every third attachment click-only (``shape = "button"``), one PO in ten without any.
+  These POs carry no latency of their own: on the zero-latency simulator they cost nothing but
+  the client, and :func:`latency_scenario` gives a simulator of their own the latency-bound
+  preset (0.8 s of server time per page, the list rendered 0.4 s later) through the scenario's
+  ``[latency]`` table, so both latencies serve the very same POs.
 
 Each range's per-PO settings override the latency preset of the simulator they are loaded
 into, so one scenario file serves both the realistic and the zero-latency simulator.
@@ -21,7 +27,13 @@ from typing import Any
 MIX = 50_000_000
 FIXED = 60_000_000
 LIGHT = 70_000_000
+LATENCY = 80_000_000
 FIXED_PAGE_DELAY = 1.0  # seconds of server time per FIXED page
+# The latency-bound preset: server time per page, and how much later its attachment list
+# arrives (the page's script asks for it; the answer comes this long after).
+LATENCY_PAGE_DELAY = 0.8
+LATENCY_RENDER_DELAY = 0.4
+LATENCY_BANDWIDTH = 4_000_000  # bytes/s, as the realistic preset
 
 
 def mix(count: int, seed: int = 7) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -75,11 +87,47 @@ def light(count: int) -> dict[str, Any]:
     }
 
 
-def scenario(mix_count: int, fixed_count: int, light_count: int) -> dict[str, Any]:
+def latency_bound(count: int, seed: int = 11) -> dict[str, Any]:
+    """``count`` LATENCY POs: 1-3 attachments of 1-100 KB, every third one click-only, one
+    PO in ten without attachments; no latency of their own (the simulator's preset decides)."""
+    rng = random.Random(seed)
+    pos: dict[str, Any] = {}
+    files = 0
+    for n in range(count):
+        digits = str(LATENCY + n)
+        if n % 10 == 4:
+            pos[digits] = {"supplier": "Nothing Attached"}
+            continue
+        attachments = []
+        for i in range(rng.randint(1, 3)):
+            attachments.append({
+                "name": f"lat-{n}-{i}.{rng.choice(['pdf', 'xlsx', 'msg', 'docx'])}",
+                "size": rng.randint(1_000, 100_000),
+                "shape": "button" if files % 3 == 2 else "link",
+            })
+            files += 1
+        pos[digits] = {"supplier": f"Supplier {n % 5}", "attachments": attachments}
+    return pos
+
+
+def latency_scenario(count: int) -> dict[str, Any]:
+    """A scenario for a simulator of its own: the first ``count`` LATENCY POs under the
+    latency-bound preset (run it with ``--preset realistic``: the table overrides its page
+    and render delays, and keeps its bandwidth)."""
+    return {
+        "po": latency_bound(count),
+        "latency": {"page_delay": LATENCY_PAGE_DELAY, "render_delay": LATENCY_RENDER_DELAY,
+                    "bandwidth": LATENCY_BANDWIDTH},
+    }
+
+
+def scenario(mix_count: int, fixed_count: int, light_count: int,
+             latency_count: int = 0) -> dict[str, Any]:
     """The whole scenario file's content."""
     pos, requisitions = mix(mix_count)
     pos.update(fixed(fixed_count))
     pos.update(light(light_count))
+    pos.update(latency_bound(latency_count))
     return {"po": pos, "requisition": requisitions}
 
 
@@ -99,5 +147,14 @@ def expected_mix(count: int) -> dict[str, int]:
             status = "COMPLETED"
         else:
             status = "NO_ATTACHMENTS"
+        found[status] = found.get(status, 0) + 1
+    return found
+
+
+def expected_latency_bound(count: int) -> dict[str, int]:
+    """Final statuses the first ``count`` LATENCY POs must end with."""
+    found: dict[str, int] = {}
+    for table in latency_bound(count).values():
+        status = "COMPLETED" if table.get("attachments") else "NO_ATTACHMENTS"
         found[status] = found.get(status, 0) + 1
     return found
