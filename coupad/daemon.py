@@ -47,13 +47,23 @@ from coupad.notify import Notifier
 from coupad import memory
 from coupad.memory import MemoryView
 from coupad.throttle import Throttle
-from coupad.journal import FileRecord, Journal, RetryPolicy, RowIn, TaskOutcome
+from coupad.journal import Journal, RetryPolicy, RowIn, TaskOutcome
 from coupad.ponumber import PoNumber
 from coupad.pool import Exit, Pool, Slot
 from coupad.report import BatchReport, ReportLine, write_reports
 from coupad.states import TaskState, WorkerState
 from coupad.status import build_snapshot, starting_snapshot, status_line
-from coupad.worker import job_to_wire
+from coupad.messages import (
+    Fatal,
+    Heartbeat,
+    Job,
+    Ready,
+    Released,
+    Result,
+    Run,
+    SignInRefused,
+    ToDaemon,
+)
 
 log = logging.getLogger("coupad.daemon")
 
@@ -435,9 +445,9 @@ class Daemon:
                 return
             allowed -= len(tasks)
             self.throttle.started(len(tasks), now)
-            jobs = [job_to_wire(t.id, t.po_digits, None, self.config.tasks.po_timeout)
-                    for t in tasks]
-            if not self.pool.send(slot, "run", jobs):
+            jobs = tuple(Job(key=str(t.id), digits=t.po_digits, group=None,
+                             deadline_s=self.config.tasks.po_timeout) for t in tasks)
+            if not self.pool.send(slot, Run(jobs)):
                 self.journal.release(slot.name, [t.id for t in tasks], now)
                 continue
             for task in tasks:
@@ -480,71 +490,59 @@ class Daemon:
 
     # -- worker messages -----------------------------------------------------------------
 
-    def on_message(self, slot: Slot, message: tuple[Any, ...], now: float) -> None:
+    def on_message(self, slot: Slot, message: ToDaemon, now: float) -> None:
         assert self.journal is not None
-        kind = message[0]
-        if kind == "ready":
+        if isinstance(message, Ready):
             if slot.state == WorkerState.STARTING:
                 self.pool.move(slot, WorkerState.READY)
-            slot.pgid = message[1].get("pgid")
+            slot.pgid = message.pgid
             slot.last_heartbeat = now
             if self.sign_in.needed and self._sign_in_source_changed():
                 self._signed_in_again(now)
-        elif kind == "heartbeat":
+        elif isinstance(message, Heartbeat):
             slot.last_heartbeat = now
-            ids = [slot.in_flight[k] for k in message[1]["busy"] if k in slot.in_flight]
+            ids = [slot.in_flight[k] for k in message.busy if k in slot.in_flight]
             if ids:
                 self.journal.heartbeat(slot.name, ids, now, self.config.pool.lease_seconds)
-        elif kind == "result":
-            self._on_result(slot, message[1], now)
-        elif kind == "released":
-            task_id = slot.in_flight.pop(message[1], None)
+        elif isinstance(message, Result):
+            self._on_result(slot, message, now)
+        elif isinstance(message, Released):
+            task_id = slot.in_flight.pop(message.key, None)
             if task_id is not None:
                 self.journal.release(slot.name, [task_id], now)
-        elif kind == "fatal":
-            slot.last_error = str(message[1])
-        elif kind == "sign_in_failed":
-            slot.last_error = str(message[1])
-            self._sign_in_failed(now, str(message[1]))
-        elif kind == "signed_in":
-            if message[1]:
-                self._signed_in_again(now)
-        else:
-            log.warning("slot %d sent an unknown message %r", slot.index, kind)
+        elif isinstance(message, Fatal):
+            slot.last_error = message.why
+        elif isinstance(message, SignInRefused):
+            slot.last_error = message.why
+            self._sign_in_failed(now, message.why)
 
-    def _on_result(self, slot: Slot, wire: dict[str, Any], now: float) -> None:
+    def _on_result(self, slot: Slot, result: Result, now: float) -> None:
         assert self.journal is not None
-        task_id = slot.in_flight.pop(wire["key"], None)
+        task_id = slot.in_flight.pop(result.key, None)
         if task_id is None:
             log.warning("slot %d reported a PO it does not hold (%s); ignored",
-                        slot.index, wire["key"])
+                        slot.index, result.key)
             return
         slot.last_heartbeat = now
         slot.pos_done += 1
         if not slot.in_flight and slot.state == WorkerState.BUSY:
             self.pool.move(slot, WorkerState.READY)
         outcome = TaskOutcome(
-            status=wire["outcome"], reason=wire["reason"], supplier=wire["supplier"],
-            found=wire["found"], downloaded=wire["downloaded"], names=tuple(wire["names"]),
-            folder=wire["folder"], url=wire["url"], retry_after=wire["retry_after"],
-            timings=wire["timings"],
-            files=tuple(
-                FileRecord(name=f.get("name", ""), original_name=f.get("original_name", ""),
-                           size=int(f.get("size", 0)), sha256=f.get("sha256", ""),
-                           source_url=f.get("source_url", ""), source=f.get("source", "po"))
-                for f in wire["files"]
-            ),
+            status=result.outcome, reason=result.reason, supplier=result.supplier,
+            found=result.found, downloaded=result.downloaded, names=result.names,
+            folder=result.folder, url=result.url, retry_after=result.retry_after,
+            timings=result.timings, files=result.files,
         )
         task = self.journal.record(task_id, slot.name, outcome, now)
-        self._after_record(task, now, engine_final=wire["outcome"] in ("PARTIAL", "FAILED"))
-        if wire["outcome"] == "THROTTLED":
-            self.throttle.throttled(now, wire["retry_after"])
+        self._after_record(task, now, engine_final=result.outcome in ("PARTIAL", "FAILED"))
+        if result.outcome == "THROTTLED":
+            self.throttle.throttled(now, result.retry_after)
             log.warning("Coupa throttles: at most %d POs in flight, none started for %.0f s",
                         int(self.throttle.cap), self.throttle.paused_until - now)
-        elif wire["outcome"] != "SIGNED_OUT":
+        elif result.outcome != "SIGNED_OUT":
             self.throttle.succeeded()
-        if wire["outcome"] == "SIGNED_OUT" and not self.sign_in.needed:
-            self._signed_out(now, wire["reason"])
+        if result.outcome == "SIGNED_OUT" and not self.sign_in.needed:
+            self._signed_out(now, result.reason)
         if slot.pos_done >= self.config.pool.recycle_after_pos and not slot.draining:
             self.pool.drain(slot, f"recycling after {slot.pos_done} POs")
 

@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -28,6 +29,7 @@ import psutil
 
 from coupad.browser import copy_profile, new_profile_dir
 from coupad.config import Config
+from coupad.messages import TO_DAEMON, Drain, MessageError, Stop, ToDaemon, ToWorker, decode, encode
 from coupad.states import WorkerState, check_worker
 from coupad.worker import FATAL_EXIT, WorkerSpec, worker_main
 
@@ -166,7 +168,7 @@ class Pool:
         log.warning("slot %d: %s; restarting in %.0f s", slot.index, why, delay)
 
     def reap(
-        self, now: float, on_message: Callable[[Slot, tuple[Any, ...]], None]
+        self, now: float, on_message: Callable[[Slot, ToDaemon], None]
     ) -> list[Exit]:
         """Collect workers that exited, decide their restart, return what they still held.
 
@@ -206,11 +208,13 @@ class Pool:
         return exits
 
     @staticmethod
-    def _pending(slot: Slot) -> list[tuple[Any, ...]]:
-        messages = []
+    def _pending(slot: Slot) -> list[ToDaemon]:
+        messages: list[ToDaemon] = []
         try:
             while slot.conn is not None and slot.conn.poll():
-                messages.append(slot.conn.recv())
+                message = _decoded(slot, slot.conn.recv())
+                if message is not None:
+                    messages.append(message)
         except (EOFError, OSError):
             pass
         return messages
@@ -274,11 +278,11 @@ class Pool:
     def connections(self) -> list[Connection]:
         return [s.conn for s in self.slots if s.conn is not None]
 
-    def receive(self, timeout: float, extra: Sequence[Any] = ()) -> list[tuple[Slot, tuple[Any, ...]]]:
+    def receive(self, timeout: float, extra: Sequence[Any] = ()) -> list[tuple[Slot, ToDaemon]]:
         """Wait up to ``timeout`` for messages from any worker (or for ``extra`` to become
         readable); return the worker messages."""
         by_conn = {id(s.conn): s for s in self.slots if s.conn is not None}
-        messages: list[tuple[Slot, tuple[Any, ...]]] = []
+        messages: list[tuple[Slot, ToDaemon]] = []
         ready = wait([*(s.conn for s in self.slots if s.conn is not None), *extra], timeout)
         for item in ready:
             slot = by_conn.get(id(item))
@@ -286,16 +290,18 @@ class Pool:
                 continue
             try:
                 while slot.conn.poll():
-                    messages.append((slot, slot.conn.recv()))
+                    message = _decoded(slot, slot.conn.recv())
+                    if message is not None:
+                        messages.append((slot, message))
             except (EOFError, OSError):
                 continue  # the process ended; reap() handles it
         return messages
 
-    def send(self, slot: Slot, *message: Any) -> bool:
+    def send(self, slot: Slot, message: ToWorker) -> bool:
         if slot.conn is None:
             return False
         try:
-            slot.conn.send(message)
+            slot.conn.send(encode(message))
             return True
         except (BrokenPipeError, OSError):
             return False
@@ -325,13 +331,13 @@ class Pool:
         slot.recycle_reason = reason
         if slot.state in (WorkerState.READY, WorkerState.BUSY):
             self.move(slot, WorkerState.RECYCLING)
-        self.send(slot, "drain")
+        self.send(slot, Drain())
 
     def stop_all(self, reason: str) -> None:
         for slot in self.slots:
             if slot.process is not None:
                 slot.draining = True
-                self.send(slot, "stop", reason)
+                self.send(slot, Stop(reason))
 
     def kill_all(self) -> None:
         for slot in self.slots:
@@ -375,3 +381,16 @@ def _describe(code: int | None) -> str:
     if code == FATAL_EXIT:
         return "could not start its browser"
     return f"exited with status {code}"
+
+
+def _decoded(slot: Slot, raw: Any) -> ToDaemon | None:
+    """A worker's message, or None (logged) when it is not one this version knows."""
+    try:
+        message = decode(raw)
+    except MessageError as exc:
+        log.warning("slot %d sent something that is not a message: %s", slot.index, exc)
+        return None
+    if not isinstance(message, TO_DAEMON):
+        log.warning("slot %d sent a message meant for a worker: %r", slot.index, message)
+        return None
+    return typing.cast(ToDaemon, message)

@@ -1,21 +1,9 @@
 """A worker process: one warm browser running several POs at once, driven over a pipe.
 
-The daemon starts each worker with the ``spawn`` method and talks to it with plain tuples:
-
-daemon → worker
-    ``("run", [job, ...])``   start these POs (each a dict from :func:`job_to_wire`)
-    ``("sign_in",)``          sign in again on the native form (``sign_in = "form"``)
-    ``("drain",)``            take nothing new, finish what is in flight, then exit 0
-    ``("stop", reason)``      abandon in-flight POs (reported back as released), exit 0
-
-worker → daemon
-    ``("ready", info)``       the browser is up; info has pid, pgid, tabs
-    ``("heartbeat", info)``   sent from the thread that drives WebDriver, so a hung call
-                              stops the heartbeat and the daemon can tell
-    ``("result", result)``    one PO ended (a dict from :func:`result_to_wire`)
-    ``("released", key)``     an in-flight PO abandoned at stop, not attempted
-    ``("signed_in", ok, why)`` outcome of a ``sign_in`` request
-    ``("fatal", why)``        the browser cannot start; the worker exits with FATAL_EXIT
+The daemon starts each worker with the ``spawn`` method; they talk in the messages of
+:mod:`coupad.messages` (daemon → worker: run these POs, drain, stop; worker → daemon: ready,
+heartbeats from the thread that drives the browser — so a hung call silences them — results,
+POs released at a stop, and why the browser cannot start).
 
 A worker never touches the journal: the daemon is its single writer. If the daemon dies
 (even by ``kill -9``), the worker sees the pipe close, kills its browser's process group and
@@ -39,7 +27,23 @@ from typing import Any, Protocol
 from coupad import logs
 from coupad.config import Config
 from coupad.errors import BrowserError, CoupadError
+from coupad.messages import (
+    Drain,
+    Fatal,
+    Heartbeat,
+    MessageError,
+    Ready,
+    Released,
+    Result,
+    Run,
+    SignInRefused,
+    Stop,
+    ToDaemon,
+    decode,
+    encode,
+)
 from coupad.ponumber import PoNumber
+from coupad.records import FileRecord
 
 FATAL_EXIT = 3  # the browser could not start: restarting at once will not help
 LOST_PARENT_EXIT = 4
@@ -76,44 +80,43 @@ class EngineLike(Protocol):
 
     def abort_all(self, reason: str) -> list[Any]: ...
 
-    def sign_in(self) -> bool: ...
-
     def close(self) -> None: ...
 
     def browser_pgid(self) -> int | None: ...
 
 
-def job_to_wire(task_id: int, digits: str, group: str | None, deadline_s: float) -> dict[str, Any]:
-    return {"key": str(task_id), "digits": digits, "group": group, "deadline_s": deadline_s}
-
-
-def result_to_wire(result: Any) -> dict[str, Any]:
-    """A PoResult as plain data, plus the files listed in the folder's manifest."""
+def result_message(result: Any) -> Result:
+    """A PoResult as the message that reports it, with the files its folder's manifest lists."""
     folder = Path(result.folder) if result.folder else None
-    return {
-        "key": result.job.key,
-        "outcome": result.outcome.name,
-        "reason": result.reason,
-        "supplier": result.supplier,
-        "found": result.found,
-        "downloaded": result.downloaded,
-        "names": list(result.names),
-        "folder": str(folder) if folder else None,
-        "url": result.final_url,
-        "timings": dict(result.timings),
-        "retry_after": result.retry_after,
-        "files": _manifest_files(folder),
-    }
+    return Result(
+        key=result.job.key,
+        outcome=result.outcome.name,
+        reason=result.reason,
+        supplier=result.supplier,
+        found=result.found,
+        downloaded=result.downloaded,
+        names=tuple(result.names),
+        folder=str(folder) if folder else None,
+        url=result.final_url,
+        timings=dict(result.timings),
+        retry_after=result.retry_after,
+        files=_manifest_files(folder),
+    )
 
 
-def _manifest_files(folder: Path | None) -> list[dict[str, Any]]:
+def _manifest_files(folder: Path | None) -> tuple[FileRecord, ...]:
     if folder is None:
-        return []
+        return ()
     try:
         data = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        return [dict(f) for f in data.get("files", [])]
-    except (OSError, ValueError, AttributeError):
-        return []
+        return tuple(
+            FileRecord(name=str(f.get("name", "")), original_name=str(f.get("original_name", "")),
+                       size=int(f.get("size", 0)), sha256=str(f.get("sha256", "")),
+                       source_url=str(f.get("source_url", "")), source=str(f.get("source", "po")))
+            for f in data.get("files", [])
+        )
+    except (OSError, ValueError, AttributeError, TypeError):
+        return ()
 
 
 def make_engine(spec: WorkerSpec) -> EngineLike:
@@ -187,9 +190,9 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     engine = make_engine(spec)
     send_lock = threading.Lock()
 
-    def send(*message: Any) -> None:
+    def send(message: ToDaemon) -> None:
         with send_lock:
-            conn.send(message)
+            conn.send(encode(message))
 
     _watch_parent(conn, engine.browser_pgid, log)
     try:
@@ -201,11 +204,11 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         log.error("%s: %s", "sign-in refused" if refused else "browser did not start", exc)
         _safe_close(engine, log)
         try:
-            send("sign_in_failed" if refused else "fatal", str(exc))
+            send(SignInRefused(str(exc)) if refused else Fatal(str(exc)))
         except OSError:
             pass
         os._exit(FATAL_EXIT)
-    send("ready", {"pid": os.getpid(), "pgid": engine.browser_pgid(), "tabs": spec.tabs})
+    send(Ready(pid=os.getpid(), pgid=engine.browser_pgid(), tabs=spec.tabs))
     log.info("ready with %d tabs", spec.tabs)
     try:
         _loop(spec, conn, engine, send, flags, log)
@@ -219,7 +222,7 @@ def _loop(
     spec: WorkerSpec,
     conn: Connection,
     engine: EngineLike,
-    send: Callable[..., None],
+    send: Callable[[ToDaemon], None],
     flags: _Flags,
     log: logging.Logger,
 ) -> None:
@@ -230,38 +233,31 @@ def _loop(
     in_flight: set[str] = set()
     while True:
         while conn.poll():
-            message = conn.recv()
-            kind = message[0]
-            if kind == "run":
-                for wire in message[1]:
-                    job = PoJob(
-                        po=PoNumber(wire["digits"]),
-                        key=wire["key"],
-                        group=wire["group"],
-                        deadline_s=wire["deadline_s"],
-                    )
+            try:
+                message = decode(conn.recv())
+            except MessageError as exc:
+                log.warning("the daemon sent something that is not a message: %s", exc)
+                continue
+            if isinstance(message, Run):
+                for wire in message.jobs:
+                    job = PoJob(po=PoNumber(wire.digits), key=wire.key, group=wire.group,
+                                deadline_s=wire.deadline_s)
                     engine.submit(job)
                     in_flight.add(job.key)
-            elif kind == "sign_in":
-                try:
-                    ok = engine.sign_in()
-                    send("signed_in", ok, "" if ok else "still signed out")
-                except CoupadError as exc:
-                    send("signed_in", False, str(exc))
-            elif kind == "drain":
+            elif isinstance(message, Drain):
                 flags.drain = True
-            elif kind == "stop":
-                for result in engine.abort_all(str(message[1])):
+            elif isinstance(message, Stop):
+                for result in engine.abort_all(message.reason):
                     in_flight.discard(result.job.key)
-                    send("released", result.job.key)
+                    send(Released(result.job.key))
                 return
         # The engine waits on the pipe, so a new PO starts as soon as the daemon sends it.
         for result in engine.poll(max_wait=0.05, wake=conn):
             in_flight.discard(result.job.key)
-            send("result", result_to_wire(result))
+            send(result_message(result))
         now = time.monotonic()
         if now - last_beat >= heartbeat_every:
-            send("heartbeat", {"busy": sorted(in_flight), "free": engine.free_slots})
+            send(Heartbeat(busy=tuple(sorted(in_flight)), free=engine.free_slots))
             last_beat = now
         if flags.drain and not in_flight:
             return

@@ -1,0 +1,220 @@
+"""What the daemon and a worker process say to each other over their pipe: one dataclass per
+message, encoded and decoded side by side.
+
+On the pipe a message is a pair ``(tag, fields)`` of plain data; :func:`encode` makes it and
+:func:`decode` checks it (the tag is known, every field is there with the right type) and
+builds the message again, so neither side compares string literals or indexes tuples.
+
+daemon → worker: :class:`Run`, :class:`Drain`, :class:`Stop`.
+worker → daemon: :class:`Ready`, :class:`Heartbeat`, :class:`Result`, :class:`Released`,
+:class:`SignInRefused`, :class:`Fatal`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from coupad.errors import CoupadError
+from coupad.records import FileRecord
+
+
+class MessageError(CoupadError):
+    """Something on the pipe is not a message this version knows."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One PO for a worker: the task id as its key, and its time budget."""
+
+    key: str
+    digits: str
+    group: str | None
+    deadline_s: float
+
+
+# ---- daemon → worker -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """Start these POs."""
+
+    jobs: tuple[Job, ...]
+
+
+@dataclass(frozen=True)
+class Drain:
+    """Take nothing new, finish what is in flight, then exit 0."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Abandon in-flight POs (each reported back as :class:`Released`), then exit 0."""
+
+    reason: str
+
+
+# ---- worker → daemon -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The browser is up."""
+
+    pid: int
+    pgid: int | None
+    tabs: int
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Sent from the thread that drives the browser, so that a hung call silences it."""
+
+    busy: tuple[str, ...]
+    free: int
+
+
+@dataclass(frozen=True)
+class Result:
+    """One PO's attempt ended; ``outcome`` is an engine outcome name."""
+
+    key: str
+    outcome: str
+    reason: str
+    supplier: str | None
+    found: int
+    downloaded: int
+    names: tuple[str, ...]
+    folder: str | None
+    url: str
+    timings: dict[str, float]
+    retry_after: float | None
+    files: tuple[FileRecord, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Released:
+    """An in-flight PO abandoned at a stop, not attempted."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class SignInRefused:
+    """Coupa refused the sign-in when the browser started; the worker exits."""
+
+    why: str
+
+
+@dataclass(frozen=True)
+class Fatal:
+    """The browser cannot start; the worker exits with its FATAL code."""
+
+    why: str
+
+
+ToWorker = Run | Drain | Stop
+ToDaemon = Ready | Heartbeat | Result | Released | SignInRefused | Fatal
+Message = ToWorker | ToDaemon
+TO_WORKER: tuple[type, ...] = (Run, Drain, Stop)
+TO_DAEMON: tuple[type, ...] = (Ready, Heartbeat, Result, Released, SignInRefused, Fatal)
+
+_TAGS: dict[type, str] = {
+    Run: "run", Drain: "drain", Stop: "stop",
+    Ready: "ready", Heartbeat: "heartbeat", Result: "result", Released: "released",
+    SignInRefused: "sign_in_refused", Fatal: "fatal",
+}
+_BY_TAG = {tag: kind for kind, tag in _TAGS.items()}
+_NESTED: dict[type, type] = {Job: Job, FileRecord: FileRecord}
+
+
+def encode(message: Message) -> tuple[str, dict[str, Any]]:
+    """The message as plain data for the pipe."""
+    tag = _TAGS.get(type(message))
+    if tag is None:
+        raise MessageError(f"not a message: {type(message).__name__}")
+    return tag, _plain(message)
+
+
+def decode(raw: Any) -> Message:
+    """The message a pair from the pipe stands for; MessageError for anything else."""
+    if not (isinstance(raw, tuple) and len(raw) == 2 and isinstance(raw[0], str)
+            and isinstance(raw[1], dict)):
+        raise MessageError(f"not a (tag, fields) pair: {_show(raw)}")
+    kind = _BY_TAG.get(raw[0])
+    if kind is None:
+        raise MessageError(f"unknown message {_show(raw[0])}")
+    return typing.cast(Message, _build(kind, raw[1], raw[0]))
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _build(kind: type, data: dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(kind)
+    values = {}
+    for f in dataclasses.fields(kind):
+        if f.name not in data:
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+                continue
+            raise MessageError(f"{where}: field {f.name!r} is missing")
+        values[f.name] = _check(hints[f.name], data[f.name], f"{where}.{f.name}")
+    extra = set(data) - {f.name for f in dataclasses.fields(kind)}
+    if extra:
+        raise MessageError(f"{where}: unknown fields {sorted(extra)}")
+    return kind(**values)
+
+
+def _check(hint: Any, value: Any, where: str) -> Any:
+    """``value`` as the type ``hint`` says, or MessageError."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check(option, value, where)
+            except MessageError:
+                continue
+        raise MessageError(f"{where}: {_show(value)} is not {hint}")
+    if origin is tuple:
+        (item,) = typing.get_args(hint)[:1]
+        if not isinstance(value, (list, tuple)):
+            raise MessageError(f"{where}: a list expected, got {_show(value)}")
+        return tuple(_check(item, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        key_type, value_type = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise MessageError(f"{where}: a mapping expected, got {_show(value)}")
+        return {_check(key_type, k, where): _check(value_type, v, f"{where}[{k!r}]")
+                for k, v in value.items()}
+    if hint in _NESTED:
+        if not isinstance(value, dict):
+            raise MessageError(f"{where}: a record expected, got {_show(value)}")
+        return _build(hint, value, where)
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is int or hint is str or hint is bool:
+        if isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):
+            return value
+    raise MessageError(f"{where}: {_show(value)} is not {getattr(hint, '__name__', hint)}")
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
