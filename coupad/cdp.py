@@ -1,0 +1,593 @@
+"""One DevTools connection per browser: every tab a flattened session on one socket.
+
+The browser-level endpoint (``ws://…/devtools/browser/<id>``) is the only one Selenium Grid
+exposes (capability ``se:cdp``), and one socket serves every tab: commands carry the tab's
+``sessionId`` and events from all tabs arrive tagged with it (shared/browser-facts.md).
+
+The client is synchronous and select()-friendly, with no threads: :meth:`Connection.send`
+writes a command and returns its id at once, :meth:`Connection.pump` reads whatever frames
+have arrived (answers are stored, events go to listeners), and :meth:`Connection.result`
+says whether a command has been answered. Its socket is :meth:`Connection.fileno`, so a
+caller can sleep in one ``select`` over it and its other sockets.
+
+Every command has a deadline. A command past it fails alone with :class:`CdpTimeout`: a tab
+legitimately holds an evaluation until a pending navigation commits, so a late answer says
+nothing about the others. But if nothing at all has arrived on the socket since that command
+was sent, the connection itself may be silent (a Grid node killed under an open socket stays
+silent rather than closing): a browser-level probe is sent, and if the probe too goes
+unanswered the connection is closed and :class:`ConnectionLost` raised.
+
+Tabs: :meth:`Connection.attach_tabs` turns on target discovery and auto-attach, so every page
+target — those open now and every tab opened later, by WebDriver or by the page — gets a
+session; a tab's target id is its WebDriver window handle. Non-page targets (Chromium also
+auto-attaches a ``browser_ui`` target) are ignored.
+
+Reconnecting: :meth:`Connection.reconnect` opens a new socket to the same endpoint and replays
+every *arming* registered with :meth:`Connection.arm` (auto-attach, download behaviour, …).
+The browser forgets some settings when the connection that made them closes — the download
+behaviour reverts — so anything that must hold for the browser's life is an arming. Sessions
+re-attach under new ids; the target→session map follows.
+
+Nothing here logs the parameters or results of a command: they can hold cookie values.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import socket
+import ssl
+import time
+import urllib.request
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import websocket
+
+from coupad.errors import CoupadError
+
+log = logging.getLogger("coupad.cdp")
+
+CONNECT_TIMEOUT = 5.0
+DEFAULT_TIMEOUT = 30.0
+PROBE_TIMEOUT = 5.0
+# A pump reads at most this many frames, so a flood of events cannot keep the caller's loop
+# from its other work; what is left stays readable for the next select.
+MAX_FRAMES_PER_PUMP = 1000
+# Openers of closed popups are remembered this long (in entries): a popup opened only for a
+# download is closed by Chromium within moments, maybe before its download is attributed.
+_OPENERS_KEPT = 1024
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+Handler = Callable[[dict[str, Any], "str | None"], None]
+Arming = Callable[["Connection"], None]
+Outcome = Callable[[Any], None]  # receives the result dict, or the CdpError that replaced it
+
+
+class CdpError(CoupadError):
+    """The browser's DevTools connection failed, or the browser refused a command."""
+
+
+class CdpTimeout(CdpError):
+    """A command got no answer by its deadline."""
+
+
+class ConnectionLost(CdpError):
+    """The socket closed, broke or went silent; :meth:`Connection.reconnect` opens a new one."""
+
+
+class TargetCrashed(CdpError):
+    """The tab a command was sent to crashed: its renderer is gone and will never answer."""
+
+
+@dataclass
+class _Command:
+    method: str
+    session: str | None
+    sent_at: float
+    deadline: float
+    then: Outcome | None
+    probe: bool = False
+
+
+def browser_endpoint(driver: Any, *, timeout: float = 2.0) -> str | None:
+    """The browser-level DevTools WebSocket URL of a WebDriver session, if it has one.
+
+    On Selenium Grid that is the ``se:cdp`` capability (its ``debuggerAddress`` names a port
+    on the node, not here, so it is never used when ``se:cdp`` is present). Locally it is
+    ``webSocketDebuggerUrl`` from ``http://<debuggerAddress>/json/version``, for a loopback
+    address only.
+    """
+    try:
+        capabilities = driver.capabilities
+    except Exception:  # a driver without capabilities: no DevTools, WebDriver does it all
+        return None
+    if not isinstance(capabilities, dict):
+        return None
+    remote = capabilities.get("se:cdp")
+    if remote is not None:
+        if isinstance(remote, str) and urlsplit(remote).scheme in ("ws", "wss"):
+            return remote
+        return None
+    options = capabilities.get("goog:chromeOptions")
+    address = options.get("debuggerAddress") if isinstance(options, dict) else None
+    if not isinstance(address, str) or address.rsplit(":", 1)[0].strip("[]") not in _LOOPBACK:
+        return None
+    # No proxy: a loopback address behind an http_proxy setting would be somebody else's.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{address}/json/version", timeout=timeout) as answer:
+            version = json.loads(answer.read(1 << 16))
+    except (OSError, ValueError) as exc:
+        log.debug("no DevTools version answer from %s: %s", address, exc)
+        return None
+    url = version.get("webSocketDebuggerUrl") if isinstance(version, dict) else None
+    if not isinstance(url, str) or urlsplit(url).scheme != "ws":
+        return None
+    return url
+
+
+class Connection:
+    """A browser-level DevTools connection; see the module docstring for the model."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        probe_timeout: float = PROBE_TIMEOUT,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.probe_timeout = probe_timeout
+        self.connect_timeout = connect_timeout
+        self._ws: websocket.WebSocket | None = None
+        self._next_id = 0
+        self._pending: dict[int, _Command] = {}
+        self._outcomes: dict[int, Any] = {}  # answered commands: result dict or CdpError
+        self._listeners: dict[str, list[Handler]] = {}
+        self._armings: list[Arming] = []
+        self._attaching = False
+        self._pages: dict[str, str | None] = {}  # page target → its session, once attached
+        self._by_session: dict[str, str] = {}
+        self._openers: OrderedDict[str, str] = OrderedDict()
+        self._crashed: set[str] = set()
+        self._last_heard = 0.0
+        self._probe: int | None = None
+        self._ws = self._connect()
+
+    # ---- the socket ------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether the socket is closed (after :meth:`close` or a lost connection)."""
+        return self._ws is None
+
+    def fileno(self) -> int:
+        """The socket, for ``select``; ConnectionLost once it is closed."""
+        return self._socket().fileno()
+
+    def close(self) -> None:
+        """Close the socket; pending commands fail with ConnectionLost. Armings are kept."""
+        self._drop("the connection was closed")
+
+    def reconnect(self) -> None:
+        """Open a new socket to the same endpoint and replay every arming, in order."""
+        self._drop("the connection was replaced")
+        self._ws = self._connect()
+        log.info("DevTools connection re-established; re-arming %d setting(s)", len(self._armings))
+        try:
+            for arming in list(self._armings):
+                arming(self)
+        except CdpError:
+            self._drop("re-arming failed")
+            raise
+
+    def arm(self, arming: Arming) -> None:
+        """Run ``arming(connection)`` now and again after every :meth:`reconnect`."""
+        self._armings.append(arming)
+        if not self.closed:
+            arming(self)
+
+    def _connect(self) -> websocket.WebSocket:
+        try:
+            ws = websocket.create_connection(
+                self.endpoint,
+                timeout=self.connect_timeout,
+                suppress_origin=True,  # Chromium refuses an Origin it was not told to allow
+                enable_multithread=False,
+                skip_utf8_validation=True,  # a bad frame is dropped here, not fatal there
+            )
+        except (OSError, websocket.WebSocketException) as exc:
+            raise ConnectionLost(f"cannot reach the browser's DevTools: {_short(exc)}") from None
+        self._last_heard = time.monotonic()
+        return ws
+
+    def _socket(self) -> socket.socket:
+        sock = self._ws.sock if self._ws is not None else None
+        if sock is None:
+            raise ConnectionLost("the DevTools connection is closed")
+        return sock
+
+    def _drop(self, why: str) -> None:
+        """Close the socket; fail what was pending; forget sessions (they die with it)."""
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            try:
+                ws.close(timeout=0.1)
+            except (OSError, websocket.WebSocketException):
+                pass
+        pending, self._pending = self._pending, {}
+        for cid, command in pending.items():
+            if not command.probe:
+                self._settle(cid, command, ConnectionLost(f"{command.method}: {why}"))
+        self._probe = None
+        self._pages.clear()
+        self._by_session.clear()
+
+    def _lost(self, why: str) -> ConnectionLost:
+        log.warning("DevTools connection lost: %s", why)
+        self._drop(why)
+        return ConnectionLost(why)
+
+    # ---- commands --------------------------------------------------------------------------
+
+    def send(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        session: str | None = None,
+        timeout: float | None = None,
+        then: Outcome | None = None,
+    ) -> int:
+        """Send a command without waiting; return its id.
+
+        Its answer is collected with :meth:`result` — or, with ``then``, handed to
+        ``then(result_or_error)`` as it arrives and not stored; an id neither collected nor
+        :meth:`discard`-ed keeps its answer in memory. A command to a tab known to have
+        crashed fails at once with TargetCrashed, as the tab would never answer.
+        """
+        ws = self._ws
+        if ws is None:
+            raise ConnectionLost("the DevTools connection is closed")
+        self._next_id += 1
+        cid = self._next_id
+        now = time.monotonic()
+        limit = self.timeout if timeout is None else timeout
+        command = _Command(method, session, now, now + limit, then)
+        if session is not None and self._by_session.get(session) in self._crashed:
+            self._settle(cid, command, TargetCrashed(f"{method}: the tab crashed"))
+            return cid
+        message: dict[str, Any] = {"id": cid, "method": method, "params": params or {}}
+        if session is not None:
+            message["sessionId"] = session
+        self._pending[cid] = command
+        try:
+            ws.send(json.dumps(message))
+        except (OSError, websocket.WebSocketException) as exc:
+            raise self._lost(f"sending {method} failed: {_short(exc)}") from None
+        return cid
+
+    def result(self, cid: int) -> tuple[bool, Any]:
+        """``(True, result)`` once answered, ``(False, None)`` while pending.
+
+        An error answer raises CdpError with the browser's message; a command past its
+        deadline raises CdpTimeout; one cut off by a lost connection, ConnectionLost. Either
+        way the answer is collected only once; an unknown id raises KeyError.
+        """
+        if cid in self._outcomes:
+            outcome = self._outcomes.pop(cid)
+            if isinstance(outcome, CdpError):
+                raise outcome
+            return True, outcome
+        if cid in self._pending:
+            return False, None
+        raise KeyError(cid)
+
+    def discard(self, cid: int) -> None:
+        """Give up on a command: its answer, if it comes, is dropped, and its deadline ignored."""
+        self._pending.pop(cid, None)
+        self._outcomes.pop(cid, None)
+
+    def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        session: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send a command and pump until it is answered: its result, or CdpError/CdpTimeout."""
+        cid = self.send(method, params, session=session, timeout=timeout)
+        while True:
+            done, value = self.result(cid)
+            if done:
+                return value
+            self.pump(wait=self.timeout)
+
+    def evaluate(self, session: str, script: str, *args: Any, timeout: float | None = None) -> int:
+        """Send ``script`` (a WebDriver-style body: ``arguments[i]``, ``return``) to a tab.
+
+        The tab holds an evaluation sent during a pending navigation until the new document
+        commits. Read the answer with :meth:`evaluation`.
+        """
+        expression = f"(function() {{\n{script}\n}}).apply(null, {json.dumps(list(args))})"
+        return self.send(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": False},
+            session=session,
+            timeout=timeout,
+        )
+
+    def evaluation(self, cid: int) -> tuple[bool, Any]:
+        """Like :meth:`result` for an :meth:`evaluate`, with the script's value."""
+        done, result = self.result(cid)
+        return (True, evaluation_value(result)) if done else (False, None)
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def listen(self, method: str, handler: Handler) -> None:
+        """Call ``handler(params, session_id)`` for every event named ``method``.
+
+        ``session_id`` is None for browser-level events. A handler that raises is logged and
+        does not stop the others. Listeners outlive reconnects.
+        """
+        self._listeners.setdefault(method, []).append(handler)
+
+    def pump(self, wait: float = 0.0) -> int:
+        """Read every frame that has arrived, waiting up to ``wait`` seconds for the first.
+
+        Answers are stored (or handed to their ``then``), events go to listeners, and
+        commands past their deadline time out. The wait ends early at the next deadline.
+        Returns the number of frames read; raises ConnectionLost when the socket closed,
+        broke or went silent.
+        """
+        sock = self._socket()
+        now = time.monotonic()
+        if self._pending:
+            wait = min(wait, max(0.0, min(c.deadline for c in self._pending.values()) - now) + 0.001)
+        frames = 0
+        while frames < MAX_FRAMES_PER_PUMP and self._readable(sock, wait if frames == 0 else 0.0):
+            self._receive()
+            frames += 1
+            if self._ws is None:
+                break
+        self._expire(time.monotonic())
+        return frames
+
+    def _readable(self, sock: socket.socket, wait: float) -> bool:
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True  # decrypted bytes already buffered: select would not see them
+        try:
+            ready, _, _ = select.select([sock], [], [], max(wait, 0.0))
+        except (OSError, ValueError) as exc:
+            raise self._lost(f"the socket failed: {_short(exc)}") from None
+        return bool(ready)
+
+    def _receive(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        try:
+            opcode, frame = ws.recv_data_frame(True)
+        except (OSError, websocket.WebSocketException) as exc:
+            raise self._lost(f"reading failed: {_short(exc)}") from None
+        self._last_heard = time.monotonic()
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            raise self._lost("the browser closed the connection")
+        if opcode not in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
+            return  # ping or pong: answered by the library, and proof of life
+        data = frame.data
+        try:
+            message = json.loads(data)
+        except (ValueError, RecursionError):
+            log.warning("dropped a DevTools frame that is not JSON (%d bytes)", len(data))
+            return
+        if isinstance(message, dict):
+            self._dispatch(message)
+        else:
+            log.warning("dropped a DevTools frame that is not an object (%d bytes)", len(data))
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if "id" in message:
+            cid = message["id"]
+            command = self._pending.pop(cid, None) if type(cid) is int else None
+            if command is None:
+                return  # discarded, timed out, or never ours
+            if command.probe:
+                self._probe = None
+                return
+            if "error" in message:
+                error = message["error"]
+                text = error.get("message") if isinstance(error, dict) else error
+                outcome: Any = CdpError(f"{command.method}: {str(text)[:200]}")
+            else:
+                result = message.get("result")
+                outcome = result if isinstance(result, dict) else {}
+            self._settle(cid, command, outcome)
+            return
+        method = message.get("method")
+        if not isinstance(method, str):
+            return
+        params = message.get("params")
+        params = params if isinstance(params, dict) else {}
+        session = message.get("sessionId")
+        session = session if isinstance(session, str) else None
+        self._track(method, params, session)
+        for handler in list(self._listeners.get(method, ())):
+            try:
+                handler(params, session)
+            except Exception:
+                log.exception("a listener for %s failed", method)
+
+    def _settle(self, cid: int, command: _Command, outcome: Any) -> None:
+        if command.then is None:
+            self._outcomes[cid] = outcome
+            return
+        try:
+            command.then(outcome)
+        except Exception:
+            log.exception("the answer handler of %s failed", command.method)
+
+    def _expire(self, now: float) -> None:
+        late = [cid for cid, command in self._pending.items() if command.deadline <= now]
+        silent = False
+        for cid in late:
+            command = self._pending.pop(cid)
+            if command.probe:
+                raise self._lost(
+                    f"the browser went silent: no answer to a probe within {self.probe_timeout:.1f} s"
+                )
+            silent = silent or self._last_heard < command.sent_at
+            waited = command.deadline - command.sent_at
+            self._settle(cid, command, CdpTimeout(f"{command.method}: no answer within {waited:.1f} s"))
+        if silent and self._probe is None and self._ws is not None:
+            # Nothing has arrived since the late command was sent: ask the browser process
+            # itself, which answers even when every renderer is busy.
+            self._probe = self.send("Browser.getVersion", timeout=self.probe_timeout)
+            self._pending[self._probe].probe = True
+
+    # ---- tabs ------------------------------------------------------------------------------
+
+    def attach_tabs(self) -> None:
+        """Give every page target a session, now and after every reconnect (an arming)."""
+        if self._attaching:
+            return
+        self._attaching = True
+        self.arm(_attach)
+
+    def session_for(self, target_id: str) -> str | None:
+        """The session of a tab (its target id is its WebDriver window handle), if attached."""
+        return self._pages.get(target_id)
+
+    def target_of(self, session: str) -> str | None:
+        """The tab a session belongs to."""
+        return self._by_session.get(session)
+
+    def opener_of(self, target_id: str) -> str | None:
+        """The tab that opened a popup, remembered for a while after the popup closed."""
+        return self._openers.get(target_id)
+
+    def pages(self) -> list[str]:
+        """Target ids of the page targets known now."""
+        return list(self._pages)
+
+    def crashed(self, target_id: str) -> bool:
+        """Whether the tab's renderer crashed (it stays so: close the tab)."""
+        return target_id in self._crashed
+
+    def wait_session(self, target_id: str, timeout: float | None = None) -> str:
+        """Pump until the tab has a session; CdpTimeout after ``timeout`` seconds."""
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            session = self.session_for(target_id)
+            if session is not None:
+                return session
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CdpTimeout(f"tab {target_id} got no DevTools session within {limit:.1f} s")
+            self.pump(wait=left)
+
+    def _track(self, method: str, params: dict[str, Any], session: str | None) -> None:
+        """Keep the page targets, their sessions, openers and crashes from Target events."""
+        if method in ("Target.targetCreated", "Target.targetInfoChanged", "Target.attachedToTarget"):
+            self._page_seen(method, params, session)
+        elif method == "Target.detachedFromTarget" and session is None:
+            gone = params.get("sessionId")
+            if isinstance(gone, str):
+                self._detached(gone)
+        elif method == "Target.targetDestroyed":
+            target_id = params.get("targetId")
+            if isinstance(target_id, str):
+                self._destroyed(target_id)
+        elif method in ("Target.targetCrashed", "Inspector.targetCrashed"):
+            target_id = params.get("targetId") if session is None else self._by_session.get(session)
+            if isinstance(target_id, str) and target_id in self._pages:
+                self._crash(target_id)
+
+    def _page_seen(self, method: str, params: dict[str, Any], session: str | None) -> None:
+        info = params.get("targetInfo")
+        if not isinstance(info, dict) or info.get("type") != "page":
+            return
+        target_id = info.get("targetId")
+        if not isinstance(target_id, str):
+            return
+        self._pages.setdefault(target_id, None)
+        opener = info.get("openerId")
+        if isinstance(opener, str) and opener:
+            self._openers[target_id] = opener
+            while len(self._openers) > _OPENERS_KEPT:
+                self._openers.popitem(last=False)
+        new_session = params.get("sessionId")
+        # Only a browser-level attach gives a tab its session; a nested one (under another
+        # session) would be a page inside a page.
+        if method == "Target.attachedToTarget" and session is None and isinstance(new_session, str):
+            old = self._pages[target_id]
+            if old is not None:
+                self._by_session.pop(old, None)
+            self._pages[target_id] = new_session
+            self._by_session[new_session] = target_id
+
+    def _detached(self, session: str) -> None:
+        target_id = self._by_session.pop(session, None)
+        if target_id is not None and self._pages.get(target_id) == session:
+            self._pages[target_id] = None
+        self._fail_session(session, CdpError, "the tab detached")
+
+    def _destroyed(self, target_id: str) -> None:
+        self._crashed.discard(target_id)
+        session = self._pages.pop(target_id, None)
+        if session is not None:
+            self._by_session.pop(session, None)
+            self._fail_session(session, CdpError, "the tab closed")
+
+    def _crash(self, target_id: str) -> None:
+        if target_id in self._crashed:
+            return  # reported twice: by the session and by target discovery
+        log.warning("tab %s crashed", target_id)
+        self._crashed.add(target_id)
+        session = self._pages[target_id]
+        if session is not None:
+            self._fail_session(session, TargetCrashed, "the tab crashed")
+
+    def _fail_session(self, session: str, error: type[CdpError], why: str) -> None:
+        for cid, command in list(self._pending.items()):
+            if command.session == session:
+                del self._pending[cid]
+                self._settle(cid, command, error(f"{command.method}: {why}"))
+
+
+def _attach(connection: Connection) -> None:
+    connection.call("Target.setDiscoverTargets", {"discover": True})
+    connection.call(
+        "Target.setAutoAttach",
+        {"autoAttach": True, "waitForDebuggerOnStart": False, "flatten": True},
+    )
+
+
+def evaluation_value(result: Any) -> Any:
+    """The value of a ``Runtime.evaluate`` result; CdpError when the script threw."""
+    if not isinstance(result, dict):
+        raise CdpError("DevTools answered the evaluation without a result")
+    details = result.get("exceptionDetails")
+    if details is not None:
+        text = None
+        if isinstance(details, dict):
+            exception = details.get("exception")
+            if isinstance(exception, dict):
+                text = exception.get("description")
+            text = text or details.get("text")
+        raise CdpError(f"the page's script failed: {str(text)[:200]}")
+    inner = result.get("result")
+    return inner.get("value") if isinstance(inner, dict) else None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]

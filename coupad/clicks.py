@@ -1,0 +1,440 @@
+"""Click-only downloads in every tab at once, each attributed to its tab by download events.
+
+The browser has one download behaviour, not one per tab, so instead of pointing it at the
+clicking PO's folder before each click (which serialises clicks across the browser), one
+:class:`DownloadRouter` per browser owns it for good: ``allowAndName`` into a staging folder
+of its own, with download events on. Every file lands as ``<staging>/<guid>``, so same-name
+files never collide, and the events say which tab each download came from:
+
+- ``Browser.downloadWillBegin {frameId, guid, url, suggestedFilename}``: ``frameId`` is the
+  tab's target id (= its WebDriver window handle); or a child frame's id, mapped to its tab
+  from ``Page.getFrameTree`` and ``Page.frameAttached`` on each tab's session (and, for a
+  cross-site iframe in its own process, from its ``iframe`` target's ``parentFrameId``); or a
+  popup's id (a ``target=_blank`` link), mapped to the tab that opened it.
+- ``Browser.downloadProgress {guid, receivedBytes, totalBytes, state}`` follows it to
+  ``completed`` or ``canceled``.
+
+A tab announces a click with :meth:`DownloadRouter.expect` *before* clicking, and the downloads
+that begin in a tab are matched to its expectations in order. So that order is never in doubt,
+a tab keeps at most one click awaiting its download's start: click, wait for :class:`Began`
+(or give up and :meth:`~DownloadRouter.withdraw`), then click the next. Tabs are independent
+and click at the same time; the downloads themselves run in parallel everywhere.
+
+A download that cannot be attributed to a tab awaiting one is cancelled and reported as
+:class:`Refused` — never handed to a tab by guess.
+
+Only this router may set the download behaviour of its browser: the last client to set it
+wins for the whole browser, and every client with events on receives every download's events.
+The behaviour reverts when the DevTools connection that set it closes, so it is an arming
+of the connection, set again by :meth:`~coupad.cdp.Connection.reconnect`. Downloads already
+running when the connection dropped finish into the staging folder, but the new connection
+gets no events for them: those are followed on disk instead (``<guid>.crdownload`` while
+running, renamed to ``<guid>`` when complete) until they complete, vanish or stall. A download
+that *begins* while the connection is down goes wherever the reverted behaviour sends it and
+is never seen here: its click's wait for :class:`Began` runs out, and the caller withdraws it.
+
+The staging folder must be on this machine (sizes and downloads followed on disk are read
+from it). On Selenium Grid the files land on the node instead; only the attribution carries
+over there as it is.
+
+The router does not read the socket: the owner pumps the connection, the router's listeners
+record what happened, and :meth:`DownloadRouter.poll` returns it. A completed file is the
+caller's to check (``coupad.download.is_sign_in_download``) and move.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coupad.cdp import Connection
+
+log = logging.getLogger("coupad.clicks")
+
+# A download followed on disk after a reconnect fails when its file stops growing this long.
+ORPHAN_STALL = 30.0
+# ... or when neither its partial nor its final file has been there this long: the moment
+# between the download's start and its partial file, or a rename seen half-way, is shorter.
+ORPHAN_GRACE = 2.0
+_FINISHED_KEPT = 4096
+_MIN_FREE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Began:
+    """A download began in a tab that expected it: the first expectation there is used up."""
+
+    tab_id: str
+    key: str
+    guid: str
+    url: str
+    suggested_name: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The latest byte counts of a running download (``total`` 0: not declared)."""
+
+    tab_id: str
+    key: str
+    guid: str
+    received: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Completed:
+    """Every byte is on disk, at ``path`` (``<staging>/<guid>``); the caller moves it."""
+
+    tab_id: str
+    key: str
+    guid: str
+    path: Path
+    size: int
+    total: int
+    url: str
+    suggested_name: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The download ended without a file; ``reason`` says what is known of why."""
+
+    tab_id: str
+    key: str
+    guid: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A download no tab awaited was cancelled; ``tab_id`` is where it began, if known."""
+
+    tab_id: str | None
+    guid: str
+    url: str
+    suggested_name: str
+    reason: str
+
+
+DownloadEvent = Began | Progress | Completed | Failed | Refused
+
+
+@dataclass
+class _Download:
+    tab_id: str
+    key: str
+    guid: str
+    url: str
+    name: str
+    seen: float  # when it last changed (or, followed on disk, when its file was last there)
+    received: int = 0
+    total: int = 0
+    on_disk: bool = False  # followed on disk: its events went with the old connection
+
+
+class DownloadRouter:
+    """Owns one browser's download behaviour and attributes each download to its tab."""
+
+    def __init__(self, connection: Connection, staging: Path, *,
+                 orphan_stall: float = ORPHAN_STALL) -> None:
+        self.connection = connection
+        self.staging = staging
+        self.orphan_stall = orphan_stall
+        staging.mkdir(parents=True, exist_ok=True)
+        self._expected: dict[str, deque[str]] = {}  # tab → keys of its clicks, in order
+        self._frames: dict[str, str] = {}  # child frame id → the page target that holds it
+        self._watched: set[str] = set()  # sessions whose frames are followed
+        self._downloads: dict[str, _Download] = {}  # by guid, while running
+        self._finished: OrderedDict[str, None] = OrderedDict()  # guids ended or refused
+        self._events: list[DownloadEvent] = []
+        self._progress: dict[str, Progress] = {}
+        self._registered = False
+        self._armed = 0  # how many times the behaviour was set: more than once means reconnects
+        listen = connection.listen
+        listen("Target.attachedToTarget", self._on_attached)
+        listen("Target.targetCreated", self._on_target_created)
+        listen("Target.targetDestroyed", self._on_target_destroyed)
+        listen("Page.frameAttached", self._on_frame_attached)
+        listen("Browser.downloadWillBegin", self._on_will_begin)
+        listen("Browser.downloadProgress", self._on_progress)
+
+    # ---- what the caller does --------------------------------------------------------------
+
+    def arm(self) -> None:
+        """Take the browser's download behaviour, now and after every reconnect."""
+        if not self._registered:
+            self._registered = True
+            self.connection.arm(self._arm)
+
+    def expect(self, tab_id: str, key: str) -> None:
+        """The tab is about to click for attachment ``key``: its next download is that file."""
+        self._expected.setdefault(tab_id, deque()).append(key)
+
+    def withdraw(self, tab_id: str, key: str) -> bool:
+        """A click that started nothing: its download, should it begin later, is refused."""
+        queue = self._expected.get(tab_id)
+        if queue is None or key not in queue:
+            return False
+        queue.remove(key)
+        return True
+
+    def forget(self, tab_id: str) -> None:
+        """The tab's PO ended: drop its expectations and cancel its running downloads."""
+        self._expected.pop(tab_id, None)
+        for download in [d for d in self._downloads.values() if d.tab_id == tab_id]:
+            self._cancel(download.guid)
+            self._end(download)
+
+    def cancel(self, guid: str, reason: str) -> None:
+        """Cancel a running download (a stall, a deadline); it is reported as Failed."""
+        download = self._downloads.get(guid)
+        if download is not None:
+            self._cancel(guid)
+            self._fail(download, reason)
+
+    def expected(self, tab_id: str) -> tuple[str, ...]:
+        """The keys the tab's clicks still await a download for, in order."""
+        return tuple(self._expected.get(tab_id, ()))
+
+    def poll(self, now: float | None = None) -> list[DownloadEvent]:
+        """What happened since the last poll, in order; progress once per download, latest.
+
+        ``now`` (``time.monotonic()`` by default) dates the look at downloads followed on disk.
+        """
+        self._follow_on_disk(time.monotonic() if now is None else now)
+        events, self._events = self._events, []
+        events.extend(self._progress.values())
+        self._progress.clear()
+        return events
+
+    # ---- arming ----------------------------------------------------------------------------
+
+    def _arm(self, connection: Connection) -> None:
+        if self._armed:
+            # A reconnect: running downloads go on, but their events went with the old socket.
+            now = time.monotonic()
+            for download in self._downloads.values():
+                download.on_disk = True
+                download.seen = now
+            self._watched = {s for s in self._watched if connection.target_of(s) is not None}
+        self._armed += 1
+        connection.call("Browser.setDownloadBehavior", {
+            "behavior": "allowAndName",
+            "downloadPath": str(self.staging),
+            "eventsEnabled": True,
+        })
+        for target_id in connection.pages():  # tabs attached before this router listened
+            session = connection.session_for(target_id)
+            if session is not None:
+                self._watch(target_id, session)
+
+    # ---- frames and tabs -------------------------------------------------------------------
+
+    def _on_attached(self, params: dict[str, Any], session: str | None) -> None:
+        info = params.get("targetInfo")
+        new_session = params.get("sessionId")
+        if (session is None and isinstance(info, dict) and info.get("type") == "page"
+                and isinstance(info.get("targetId"), str) and isinstance(new_session, str)):
+            self._watch(info["targetId"], new_session)
+
+    def _watch(self, target_id: str, session: str) -> None:
+        """Follow a tab's frames: those it has now, and each one attached later."""
+        if session in self._watched:
+            return
+        self._watched.add(session)
+        self.connection.send("Page.enable", session=session, then=_ignore)
+        self.connection.send("Page.getFrameTree", session=session,
+                             then=lambda result: self._learn_tree(target_id, result))
+
+    def _learn_tree(self, target_id: str, result: Any) -> None:
+        tree = result.get("frameTree") if isinstance(result, dict) else None
+        stack = [tree]
+        while stack:
+            node = stack.pop()
+            if not isinstance(node, dict):
+                continue
+            frame = node.get("frame")
+            frame_id = frame.get("id") if isinstance(frame, dict) else None
+            if isinstance(frame_id, str) and frame_id != target_id:
+                self._frames[frame_id] = target_id
+            children = node.get("childFrames")
+            if isinstance(children, list):
+                stack.extend(children)
+
+    def _on_frame_attached(self, params: dict[str, Any], session: str | None) -> None:
+        frame_id = params.get("frameId")
+        target_id = self.connection.target_of(session) if session is not None else None
+        if isinstance(frame_id, str) and target_id is not None and frame_id != target_id:
+            self._frames[frame_id] = target_id
+
+    def _on_target_created(self, params: dict[str, Any], session: str | None) -> None:
+        # A cross-site iframe runs in a process of its own, as an "iframe" target whose id is
+        # its frame id; its parent frame says which page holds it.
+        info = params.get("targetInfo")
+        if not isinstance(info, dict) or info.get("type") != "iframe":
+            return
+        frame_id, parent = info.get("targetId"), info.get("parentFrameId")
+        if isinstance(frame_id, str) and isinstance(parent, str):
+            page = self._frames.get(parent, parent)
+            self._frames[frame_id] = page
+
+    def _on_target_destroyed(self, params: dict[str, Any], session: str | None) -> None:
+        target_id = params.get("targetId")
+        if isinstance(target_id, str) and target_id in self._frames.values():
+            self._frames = {f: t for f, t in self._frames.items() if t != target_id}
+
+    def _page_of(self, frame_id: str) -> str | None:
+        """The page target a frame belongs to, or None when no known page holds it."""
+        if frame_id in self._frames:
+            return self._frames[frame_id]
+        known = (frame_id in self._expected or self.connection.session_for(frame_id) is not None
+                 or self.connection.opener_of(frame_id) is not None)
+        return frame_id if known else None
+
+    def _tab_of(self, page: str) -> str:
+        """The tab a page belongs to: itself, or for a popup the tab that opened it."""
+        seen = {page}
+        while page not in self._expected:
+            opener = self.connection.opener_of(page)
+            if opener is None or opener in seen:
+                break
+            page = self._frames.get(opener, opener)  # a popup opened from an iframe
+            seen.add(page)
+        return page
+
+    # ---- downloads -------------------------------------------------------------------------
+
+    def _on_will_begin(self, params: dict[str, Any], session: str | None) -> None:
+        guid, frame_id = params.get("guid"), params.get("frameId")
+        url, name = params.get("url"), params.get("suggestedFilename")
+        url = url if isinstance(url, str) else ""
+        name = name if isinstance(name, str) else ""
+        if not isinstance(guid, str) or guid in self._downloads or guid in self._finished:
+            return
+        page = self._page_of(frame_id) if isinstance(frame_id, str) else None
+        if page is None:
+            self._refuse(None, guid, url, name, "it began in a frame that belongs to no known tab")
+            return
+        tab = self._tab_of(page)
+        if page != tab and self.connection.session_for(page) is not None:
+            # A popup opened only for the download: Chromium usually closes it itself.
+            self.connection.send("Target.closeTarget", {"targetId": page}, then=_ignore)
+        queue = self._expected.get(tab)
+        if not queue:
+            self._refuse(tab, guid, url, name, f"tab {tab} awaits no download")
+            return
+        key = queue.popleft()
+        self._downloads[guid] = _Download(tab, key, guid, url, name, seen=time.monotonic())
+        self._events.append(Began(tab, key, guid, url, name))
+
+    def _on_progress(self, params: dict[str, Any], session: str | None) -> None:
+        guid = params.get("guid")
+        download = self._downloads.get(guid) if isinstance(guid, str) else None
+        if download is None:
+            return
+        download.seen = time.monotonic()
+        download.on_disk = False  # events again: they are the better source
+        # A cancelled download reports 0 bytes received: keep the last count seen.
+        download.received = max(download.received, _count(params.get("receivedBytes")))
+        download.total = _count(params.get("totalBytes")) or download.total
+        state = params.get("state")
+        if state == "completed":
+            self._complete(download)
+        elif state == "canceled":
+            self._fail(download, self._why_canceled(download))
+        else:
+            self._progress[download.guid] = Progress(
+                download.tab_id, download.key, download.guid, download.received, download.total)
+
+    def _follow_on_disk(self, now: float) -> None:
+        """Downloads whose events went with an old connection: read their state from disk."""
+        for download in [d for d in self._downloads.values() if d.on_disk]:
+            final = self.staging / download.guid
+            partial = self.staging / f"{download.guid}.crdownload"
+            if final.is_file():
+                self._complete(download)
+                continue
+            try:
+                size = partial.stat().st_size
+            except FileNotFoundError:
+                if final.is_file():  # renamed between the two looks
+                    self._complete(download)
+                elif now - download.seen > ORPHAN_GRACE:
+                    self._fail(download, "its file vanished while its events were lost "
+                               "with the DevTools connection: the browser gave it up")
+                continue
+            if size != download.received:
+                download.received = size
+                download.seen = now
+                self._progress[download.guid] = Progress(
+                    download.tab_id, download.key, download.guid, size, download.total)
+            elif now - download.seen > self.orphan_stall:
+                self._cancel(download.guid)
+                self._fail(download, f"it stalled at {size} bytes for {self.orphan_stall:.0f} s "
+                           "after the DevTools connection was re-established")
+
+    def _complete(self, download: _Download) -> None:
+        path = self.staging / download.guid
+        try:
+            size = path.stat().st_size
+        except OSError:
+            self._fail(download, f"the browser reported it complete, but {path} is missing")
+            return
+        self._events.append(Completed(download.tab_id, download.key, download.guid, path, size,
+                                      download.total, download.url, download.name))
+        self._end(download)
+
+    def _fail(self, download: _Download, reason: str) -> None:
+        self._events.append(Failed(download.tab_id, download.key, download.guid, reason))
+        self._end(download)
+
+    def _why_canceled(self, download: _Download) -> str:
+        # The event carries no reason: say what is known, and what the disk says.
+        total = str(download.total) if download.total else "an undeclared number of"
+        reason = (f"the browser cancelled or gave up the download after {download.received} of "
+                  f"{total} bytes")
+        try:
+            info = os.statvfs(self.staging)
+        except OSError:
+            return reason
+        free = info.f_bavail * info.f_frsize
+        if free < max(download.total - download.received, 0) or free < _MIN_FREE:
+            reason += f"; the disk holding {self.staging} is full ({free} bytes free)"
+        return reason
+
+    def _refuse(self, tab: str | None, guid: str, url: str, name: str, reason: str) -> None:
+        log.warning("refused a download: %s", reason)
+        self._cancel(guid)
+        self._mark_finished(guid)
+        self._events.append(Refused(tab, guid, url, name, reason))
+
+    def _cancel(self, guid: str) -> None:
+        if not self.connection.closed:
+            self.connection.send("Browser.cancelDownload", {"guid": guid}, then=_ignore)
+
+    def _end(self, download: _Download) -> None:
+        self._downloads.pop(download.guid, None)
+        self._progress.pop(download.guid, None)
+        self._mark_finished(download.guid)
+
+    def _mark_finished(self, guid: str) -> None:
+        self._finished[guid] = None
+        while len(self._finished) > _FINISHED_KEPT:
+            self._finished.popitem(last=False)
+
+
+def _count(value: Any) -> int:
+    """A byte count from an event; anything else (a bool, NaN, a negative) reads as 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return int(value) if 0 <= value < 1 << 62 else 0
+
+
+def _ignore(outcome: Any) -> None:
+    """Answers nobody waits for: a tab that closed meanwhile makes them errors, harmlessly."""
