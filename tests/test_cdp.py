@@ -18,7 +18,7 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from coupad.browser import Browser, BrowserSpec
-from coupad.cdp import (
+from coupad.browser.cdp import (
     MAX_FRAMES_PER_PUMP,
     CdpError,
     CdpTimeout,

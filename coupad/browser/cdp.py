@@ -50,7 +50,7 @@ import websocket
 
 from coupad.errors import CoupadError
 
-log = logging.getLogger("coupad.cdp")
+log = logging.getLogger("coupad.browser.cdp")
 
 CONNECT_TIMEOUT = 5.0
 DEFAULT_TIMEOUT = 30.0

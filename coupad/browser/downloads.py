@@ -26,7 +26,7 @@ A download that cannot be attributed to a tab awaiting one is cancelled and repo
 Only this router may set the download behaviour of its browser: the last client to set it
 wins for the whole browser, and every client with events on receives every download's events.
 The behaviour reverts when the DevTools connection that set it closes, so it is an arming
-of the connection, set again by :meth:`~coupad.cdp.Connection.reconnect`. Downloads already
+of the connection, set again by :meth:`~coupad.browser.cdp.Connection.reconnect`. Downloads already
 running when the connection dropped finish into the staging folder, but the new connection
 gets no events for them: those are followed on disk instead (``<guid>.crdownload`` while
 running, renamed to ``<guid>`` when complete) until they complete, vanish or stall. A download
@@ -52,9 +52,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coupad.cdp import Connection
+from coupad.browser.cdp import Connection
 
-log = logging.getLogger("coupad.clicks")
+log = logging.getLogger("coupad.browser.downloads")
 
 # A download followed on disk after a reconnect fails when its file stops growing this long.
 ORPHAN_STALL = 30.0
