@@ -7,11 +7,20 @@ interleave heartbeats and claims between polls. A tab goes through these stages:
 ``OPEN`` (waits for the politeness interval, then navigates) → ``LOAD`` (looks at the page
 until it is classified: sign-in, throttled or a server error at once; not found, access
 denied, an unexpected page or content only on evidence, below) → ``CLICKS`` (click-only
-attachments, one click at a time across the browser, because the download folder is a
-browser-wide setting) → optionally ``LOAD`` again for the requisition, in the same tab →
-``DOWNLOADS`` (waits for direct fetches, which run in a thread pool, and for browser
-downloads, detected from the file system) → finished: the tab is kept for the next PO, the
-folder renamed once when the outcome is final, and a :class:`PoResult` returned.
+attachments; each tab clicks one at a time, the tabs independently) → optionally ``LOAD``
+again for the requisition, in the same tab → ``DOWNLOADS`` (waits for direct fetches, which
+run in a thread pool, and for browser downloads) → finished: the tab is kept for the next PO,
+the folder renamed once when the outcome is final, and a :class:`PoResult` returned.
+
+**One DevTools connection per browser** (:mod:`coupad.browser.cdp`): every tab is a
+flattened session on it. Pages are read by evaluations sent over a tab's session
+(:mod:`coupad.browser.reader`); clicks are mouse events dispatched there; cookies for the
+direct fetcher come from ``Storage.getCookies``. Click downloads land in one staging folder
+owned by :class:`coupad.browser.downloads.DownloadRouter`, which attributes each to the tab
+(and so the PO) whose frame started it, from the browser's download events: no download
+folder is switched per click, and no tab waits for another's download. WebDriver still
+navigates and opens and closes tabs. A connection that is lost is opened again and re-armed
+once; if that fails the engine is broken and its worker replaces the browser.
 
 **Evidence before verdict.** Coupa renders attachment lists after the page has loaded —
 seconds later on a busy tenant, by a timer or by the page's own requests, sometimes in steps
@@ -42,12 +51,12 @@ on disk, ``FAILED`` otherwise; transient problems return ``ERROR`` and are retri
 Page loads never block: the browser uses page-load strategy "none", so ``get()`` returns at
 once and readiness is a condition checked by the snapshot. Chromium holds back every command
 sent to a tab until that tab's pending navigation commits, and WebDriver runs one command at
-a time; so a tab is looked at only once its navigation has committed, which the tab's own
-DevTools socket (:mod:`coupad.devtools`) tells by answering, or, for a tab read over WebDriver,
-the browser-level ``Target.getTargets`` (a fresh tab keeps the title ``about:blank`` until its
-first document commits). Several tabs therefore load, settle and download at the same time.
+a time; so a tab is looked at only once its navigation has committed, which its session tells
+by answering an evaluation, or, for a tab read over WebDriver, the browser-level
+``Target.getTargets`` (a fresh tab keeps the title ``about:blank`` until its first document
+commits). Several tabs therefore load, settle and download at the same time.
 
-Tabs are reused: a finished PO's document is *retired* (marked over its socket, so that the
+Tabs are reused: a finished PO's document is *retired* (marked over its session, so that the
 commit probe of the next navigation cannot take it for the new page) and the next PO
 navigates the tab straight away; after ``pool.pos_per_tab`` POs a tab is closed and a new
 one opened, because a reused renderer keeps growing for a while. A tab left spare for
@@ -66,6 +75,7 @@ import select
 import shutil
 import socket
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -82,19 +92,20 @@ from selenium.common.exceptions import (
 )
 
 from coupad.browser import BrowserLike
-from coupad.devtools import ChannelError, TabChannel, TabCrashed, debugger_address
+from coupad.browser.cdp import CdpError, Connection, ConnectionLost, browser_endpoint
+from coupad.browser.downloads import Began, Completed, DownloadRouter, Failed, Progress, Refused
+from coupad.browser.reader import ChannelError, TabCrashed, TabReader
 from coupad.config import Config
 from coupad.download import (
     DirectFetcher,
     DownloadError,
     Fetched,
-    browser_download_state,
     is_sign_in_download,
-    set_browser_download_dir,
 )
 from coupad.errors import BrowserError, CoupadError, SignInRequired
 from coupad.folders import STAGING, PoFolder
 from coupad.page import (
+    CLICK_POINT_JS,
     CLICK_TARGET_JS,
     HOOK_JS,
     SCROLL_TO_CENTRE_JS,
@@ -223,14 +234,16 @@ class Planned:
 
 @dataclass
 class ClickDownload:
-    """A browser download started by a click, landing in its own staging folder."""
+    """A browser download started by a click, followed by the browser's download events."""
 
     planned: Planned
-    staging: Path
     page_url: str  # where it was clicked: the manifest's source for a file with no URL of its own
     clicked_at: float
+    guid: str | None = None  # the browser's id for it, once it has begun
     last_bytes: int = -1
     last_progress: float = 0.0
+    done_path: Path | None = None  # the complete file, named by its guid in the staging folder
+    failed: str | None = None  # why the browser gave it up
 
 
 @dataclass
@@ -305,7 +318,6 @@ class Engine:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(4, 2 * tabs), thread_name_prefix="coupad-fetch"
         )
-        self._click_owner: Tab | None = None
         self._spare: dict[str, float] = {}  # reusable tabs: handle → when released
         self._free: set[str] = set()  # spare tabs a navigation may start in at once
         self._showing: set[str] = set()  # spare tabs still showing a retired document
@@ -316,8 +328,10 @@ class Engine:
         self._wakeup_r, self._wakeup_w = socket.socketpair()
         self._wakeup_r.setblocking(False)
         self._wakeup_w.setblocking(False)
-        self._devtools: str | None = None  # the browser's DevTools address, if reachable
-        self._channels: dict[str, TabChannel | None] = {}  # by tab handle; None: WebDriver
+        self._conn: Connection | None = None  # the browser's one DevTools connection
+        self._router: DownloadRouter | None = None  # click downloads, attributed by events
+        self._staging: Path | None = None  # where the browser writes click downloads
+        self._channels: dict[str, TabReader | None] = {}  # by tab handle; None: WebDriver
         self._last_navigation = 0.0
         self._broken: str | None = None
 
@@ -329,7 +343,7 @@ class Engine:
         self._home = self._driver.current_window_handle
         self._current = self._home
         self._user_agent = str(self._driver.execute_script("return navigator.userAgent"))
-        self._devtools = debugger_address(self._driver)
+        self._connect()
         if self.config.coupa.sign_in == "form":
             self.sign_in()
 
@@ -347,11 +361,56 @@ class Engine:
             if channel is not None:
                 channel.close()
         self._channels.clear()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._staging is not None:
+            _remove(self._staging)
         self._wakeup_r.close()
         self._wakeup_w.close()
         if self.browser is not None:
             self.browser.quit()
             self.browser = None
+
+    def _connect(self) -> None:
+        """Open the browser's one DevTools connection, attach its tabs and own its downloads.
+
+        Without it (no endpoint known) a click download could not be attributed to its PO:
+        such a browser is refused rather than used wrongly.
+        """
+        endpoint = browser_endpoint(self._driver)
+        if endpoint is None:
+            raise BrowserError("the browser's DevTools endpoint is unknown")
+        try:
+            self._conn = Connection(endpoint)
+            self._conn.attach_tabs()
+            spec = getattr(self.browser, "spec", None)
+            base = Path(spec.download_dir) if spec is not None else self.config.paths.state
+            self._staging = base / f"incoming-{uuid.uuid4().hex[:8]}"
+            self._staging.mkdir(parents=True, exist_ok=True)
+            self._router = DownloadRouter(self._conn, self._staging)
+            self._router.arm()
+        except CdpError as exc:
+            raise BrowserError(f"cannot open the browser's DevTools connection: {exc}") from None
+
+    def _pump(self) -> None:
+        """Read the connection; a lost one is opened again and re-armed once, else the browser
+        is broken (its worker replaces it) — never a hung worker."""
+        if self._conn is None or self._broken:
+            return
+        try:
+            self._conn.pump(0)
+            return
+        except ConnectionLost as exc:
+            log.warning("the DevTools connection was lost (%s); opening it again", exc)
+        except CdpError as exc:
+            log.debug("DevTools: %s", exc)
+            return
+        try:
+            self._conn.reconnect()
+        except CdpError as exc:
+            self._broken = f"the DevTools connection cannot be opened again: {exc}"
+            log.error("%s", self._broken)
 
     def sign_in(self) -> bool:
         """Sign in again (form mode) or check the profile's session; True when signed in.
@@ -442,7 +501,7 @@ class Engine:
         """Advance every tab; return the POs that finished, waiting up to ``max_wait``.
 
         While nothing is due the engine sleeps in one ``select``: on the end of a direct
-        fetch, the answer of a tab's DevTools socket (a commit, see coupad.devtools), the
+        fetch, news on the browser's DevTools connection (a commit, a download event), the
         next look due, or ``wake`` becoming readable (a worker passes its pipe to the
         daemon): then the engine returns at once, so the caller sees its news. Idle, it
         waits ``max_wait``; it never spins.
@@ -450,6 +509,8 @@ class Engine:
         until = time.monotonic() + max_wait
         while True:
             results: list[PoResult] = []
+            self._pump()
+            self._route_downloads(time.monotonic())
             self._note_commits()
             if self._showing:
                 self._blank_idle(time.monotonic())
@@ -814,8 +875,8 @@ class Engine:
         )
 
     def _click(self, tab: Tab, now: float) -> PoResult | None:
-        if self._click_owner is not None and self._click_owner is not tab:
-            return None  # another tab owns the browser-wide download folder
+        # One click at a time per tab awaits its download's start, so the browser's events
+        # say which attachment each download is; the tabs click independently.
         if tab.clicking is not None:
             return self._await_click_start(tab, now)
         while tab.clicks:
@@ -824,7 +885,6 @@ class Engine:
                 continue
             self._start_click(tab, planned, now)
             return None
-        self._click_owner = None
         if tab.target == "po" and tab.requisition_id is not None and tab.signed_out is None:
             self._to_requisition(tab, now)
             return None
@@ -833,41 +893,63 @@ class Engine:
 
     def _start_click(self, tab: Tab, planned: Planned, now: float) -> None:
         assert tab.folder is not None and planned.attachment.index is not None
+        assert self._router is not None
         name = planned.attachment.name
-        self._switch(tab.handle)
-        element = self._driver.execute_script(CLICK_TARGET_JS, planned.attachment.index, name)
-        if element is None:
+        self._router.expect(tab.handle, planned.key)
+        if not self._click_element(tab, planned):
+            self._router.withdraw(tab.handle, planned.key)
             tab.fail(f"{name or 'attachment'}: it disappeared from the page before it was clicked")
             return
-        self._click_owner = tab
-        staging = tab.folder.staging_dir("click")
-        set_browser_download_dir(self._driver, staging)
         if tab.downloads_started is None:
             tab.downloads_started = now
+        tab.clicking = ClickDownload(planned, tab.last_url or tab.url, time.monotonic())
+
+    def _click_element(self, tab: Tab, planned: Planned) -> bool:
+        """Click an attachment element: a real mouse click over the tab's session where the
+        element is not covered (the floating toolbar), else the element's own click; over
+        WebDriver when the tab has no session. False: the element is gone."""
+        args = (planned.attachment.index, planned.attachment.name)
+        channel = self._channel(tab.handle)
+        if channel is not None and self._conn is not None:
+            try:
+                answered, point = channel.evaluate(CLICK_POINT_JS, *args, wait=LOOK_WAIT * 10)
+            except ChannelError as exc:
+                self._drop_channel(tab.handle, exc)
+            else:
+                if answered:
+                    if not isinstance(point, dict):
+                        return False
+                    if "x" in point and "y" in point:
+                        self._mouse_click(channel.session, float(point["x"]), float(point["y"]))
+                    return True
+        self._switch(tab.handle)
+        element = self._driver.execute_script(CLICK_TARGET_JS, *args)
+        if element is None:
+            return False
         self._driver.execute_script(SCROLL_TO_CENTRE_JS, element)
         try:
             element.click()
         except (ElementClickInterceptedException, ElementNotInteractableException):
             # Something (the floating toolbar) covers the element: click it without the mouse.
             self._driver.execute_script("arguments[0].click();", element)
-        tab.clicking = ClickDownload(planned, staging, tab.last_url or tab.url, time.monotonic())
+        return True
+
+    def _mouse_click(self, session: str, x: float, y: float) -> None:
+        assert self._conn is not None
+        for kind in ("mousePressed", "mouseReleased"):
+            self._conn.send("Input.dispatchMouseEvent",
+                            {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1},
+                            session=session, then=_ignore)
 
     def _await_click_start(self, tab: Tab, now: float) -> PoResult | None:
         download = tab.clicking
         assert download is not None
-        state = browser_download_state(download.staging)
-        if state.started:
-            download.last_progress = now
-            tab.browser_downloads.append(download)
-            tab.clicking = None
-            self._click_owner = None
-            return None
         limit = min(CLICK_START_TIMEOUT, self.config.coupa.download_timeout)
         if now - download.clicked_at < limit:
-            return None
+            return None  # its Began event moves it on (see _route_downloads)
         tab.clicking = None
-        self._click_owner = None
-        _remove(download.staging)
+        if self._router is not None:
+            self._router.withdraw(tab.handle, download.planned.key)
         snap = self._look(tab, full=False)
         if snap is not None and classify(snap, self.base, tab.expected_path, settled=False).kind is PageKind.SIGNED_OUT:
             tab.signed_out = f"clicking {download.planned.attachment.name} led to the sign-in page"
@@ -877,35 +959,76 @@ class Engine:
                      f"within {limit:.0f} s")
         return None
 
+    def _route_downloads(self, now: float) -> None:
+        """Hand the browser's download events to the clicks they belong to."""
+        if self._router is None:
+            return
+        try:
+            events = self._router.poll()
+        except CdpError as exc:
+            log.warning("reading download events failed: %s", exc)
+            return
+        by_handle = {t.handle: t for t in self._tabs}
+        for event in events:
+            if isinstance(event, Refused):
+                log.warning("a download no PO expected was cancelled (%s): %s",
+                            event.suggested_name, event.reason)
+                continue
+            tab = by_handle.get(event.tab_id)
+            if tab is None:
+                continue
+            download = _click_of(tab, event.key)
+            if download is None:
+                continue
+            if isinstance(event, Began):
+                download.guid = event.guid
+                download.last_progress = now
+                if tab.clicking is download:
+                    tab.clicking = None
+                    tab.browser_downloads.append(download)
+            elif isinstance(event, Progress):
+                if event.received != download.last_bytes:
+                    download.last_bytes = event.received
+                    download.last_progress = now
+            elif isinstance(event, Completed):
+                download.done_path = event.path
+                if tab.clicking is download:
+                    tab.clicking = None
+                    tab.browser_downloads.append(download)
+            elif isinstance(event, Failed):
+                download.failed = event.reason
+                if tab.clicking is download:
+                    tab.clicking = None
+                    tab.browser_downloads.append(download)
+
     def _downloads(self, tab: Tab, now: float) -> PoResult | None:
         timeout = self.config.coupa.download_timeout
         for download in list(tab.browser_downloads):
-            state = browser_download_state(download.staging)
             name = download.planned.attachment.name
-            if state.done_path is not None:
+            if download.done_path is not None:
                 tab.browser_downloads.remove(download)
-                if is_sign_in_download(state.done_path, name):
+                if is_sign_in_download(download.done_path, name):
                     tab.signed_out = f"{name or 'attachment'}: the download was a sign-in page"
                     tab.clicks.clear()
-                    _remove(download.staging)
+                    download.done_path.unlink(missing_ok=True)
                     continue
                 assert tab.folder is not None
-                original = name or "attachment"
                 tab.folder.add_file(
-                    state.done_path, original, download.page_url, download.planned.source,
-                    download.planned.key,
+                    download.done_path, name or "attachment", download.page_url,
+                    download.planned.source, download.planned.key,
                 )
-                _remove(download.staging)
                 continue
-            if state.partial_bytes != download.last_bytes:
-                download.last_bytes = state.partial_bytes
-                download.last_progress = now
+            if download.failed is not None:
+                tab.browser_downloads.remove(download)
+                tab.fail(f"{name}: the browser download failed ({download.failed})")
+                continue
             stalled = now - download.last_progress > min(STALL_TIMEOUT, timeout)
             if stalled or now - download.clicked_at > timeout:
                 tab.browser_downloads.remove(download)
                 why = "stalled" if stalled else f"took longer than {timeout:.0f} s"
+                if self._router is not None and download.guid is not None:
+                    self._router.cancel(download.guid, why)
                 tab.fail(f"{name}: the browser download {why}")
-                _remove(download.staging)
         return self._finish_when_idle(tab)
 
     # ---- the end of a PO ----------------------------------------------------------------
@@ -945,15 +1068,16 @@ class Engine:
     def _finish(self, tab: Tab, outcome: Outcome, reason: str, *, close: bool = True) -> PoResult:
         if tab in self._tabs:
             self._tabs.remove(tab)
-        if self._click_owner is tab:
-            self._click_owner = None
+        if self._router is not None:
+            self._router.forget(tab.handle)  # cancels what it still had running
         final_url = tab.last_url or tab.url
         if close and not self._broken:
             self._release_tab(tab)
         folder_path: Path | None = tab.folder.path if tab.folder is not None else None
+        for download in tab.browser_downloads:
+            if download.done_path is not None:
+                download.done_path.unlink(missing_ok=True)
         if tab.folder is not None and not outcome.final:
-            for download in tab.browser_downloads + ([tab.clicking] if tab.clicking else []):
-                _remove(download.staging)
             _remove_if_empty(tab.folder.path / STAGING)
         if outcome.final:
             started = time.monotonic()
@@ -1149,13 +1273,14 @@ class Engine:
             channel.close()
         self._channels[handle] = None
 
-    def _channel(self, handle: str) -> TabChannel | None:
-        """The tab's DevTools socket (see coupad.devtools), or None: read it over WebDriver."""
-        if self._devtools is None:
+    def _channel(self, handle: str) -> TabReader | None:
+        """The tab's reader over its DevTools session, or None: read it over WebDriver."""
+        if self._conn is None or self._conn.closed:
             return None
         if handle not in self._channels:
             try:
-                self._channels[handle] = TabChannel(self._devtools, handle)
+                self._channels[handle] = TabReader(
+                    self._conn, handle, hold=self.config.coupa.page_timeout)
             except ChannelError as exc:
                 log.info("tab %s is read over WebDriver: %s", handle, exc)
                 self._channels[handle] = None
@@ -1168,9 +1293,24 @@ class Engine:
             return "loading"
 
     def _refresh_cookies(self, handle: str) -> None:
-        """Copy the browser's Coupa cookies (HttpOnly included) into the direct fetcher."""
-        self._switch(handle)
-        cookies = self._driver.get_cookies()
+        """Copy the browser's Coupa cookies (HttpOnly included) into the direct fetcher.
+
+        Read over the browser connection (``Storage.getCookies``: every cookie of the browser,
+        whatever the tab shows), else over WebDriver from the tab; the fetcher keeps only the
+        Coupa site's.
+        """
+        cookies: list[dict[str, Any]] | None = None
+        if self._conn is not None and not self._conn.closed:
+            try:
+                answer = self._conn.call("Storage.getCookies", timeout=LOOK_WAIT * 20)
+                found = answer.get("cookies") if isinstance(answer, dict) else None
+                if isinstance(found, list):
+                    cookies = [_webdriver_cookie(c) for c in found if isinstance(c, dict)]
+            except CdpError as exc:
+                log.debug("cookies over DevTools failed (%s); asking WebDriver", exc)
+        if cookies is None:
+            self._switch(handle)
+            cookies = self._driver.get_cookies()
         self._cookies_at = time.monotonic()
         if self._fetcher is None:
             self._fetcher = DirectFetcher(
@@ -1202,13 +1342,12 @@ class Engine:
         if seconds <= 0:
             return False
         fds: list[Any] = [self._wakeup_r] if self._wakeup_r.fileno() >= 0 else []
-        for tab in self._tabs:
-            channel = self._channels.get(tab.handle)
-            if channel is not None and channel.pending is not None:
-                try:
-                    fds.append(channel.fileno())
-                except ChannelError:
-                    pass  # the next step drops it
+        if self._conn is not None and not self._conn.closed:
+            # Answers (a commit, a look) and download events wake the engine.
+            try:
+                fds.append(self._conn.fileno())
+            except CdpError:
+                pass  # the next pump reconnects
         news = wake.fileno() if wake is not None else None
         if news is not None:
             fds.append(news)
@@ -1229,6 +1368,26 @@ class Engine:
     @staticmethod
     def _time(tab: Tab, stage: str, seconds: float) -> None:
         tab.timings[stage] = round(tab.timings.get(stage, 0.0) + seconds, 4)
+
+
+def _click_of(tab: Tab, key: str) -> ClickDownload | None:
+    """The tab's click download for an attachment key, awaiting its start or running."""
+    if tab.clicking is not None and tab.clicking.planned.key == key:
+        return tab.clicking
+    return next((d for d in tab.browser_downloads if d.planned.key == key), None)
+
+
+def _webdriver_cookie(cookie: dict[str, Any]) -> dict[str, Any]:
+    """A DevTools cookie in WebDriver's shape (what DirectFetcher.update_cookies reads)."""
+    shaped = {k: cookie.get(k) for k in ("name", "value", "domain", "path", "secure")}
+    expires = cookie.get("expires")
+    if isinstance(expires, (int, float)) and expires > 0 and not cookie.get("session"):
+        shaped["expiry"] = int(expires)
+    return shaped
+
+
+def _ignore(_outcome: Any) -> None:
+    """For commands whose answer does not matter (a mouse event)."""
 
 
 def _remove(path: Path) -> None:

@@ -378,6 +378,24 @@ return null;
 
 SCROLL_TO_CENTRE_JS = "arguments[0].scrollIntoView({block: 'center', inline: 'center'});"
 
+CLICK_POINT_JS = CLICK_TARGET_JS.replace("return labelled[index].el;", "return coupadAim(labelled[index].el);") \
+    .replace("if (nameOf(labelled[i]).slice(0, 1000) === name) { return labelled[i].el; }",
+             "if (nameOf(labelled[i]).slice(0, 1000) === name) { return coupadAim(labelled[i].el); }") \
+    + r"""
+function coupadAim(el) {
+  el.scrollIntoView({block: 'center', inline: 'center'});
+  var r = el.getBoundingClientRect();
+  var x = r.left + r.width / 2, y = r.top + r.height / 2;
+  var hit = r.width > 0 && r.height > 0 ? document.elementFromPoint(x, y) : null;
+  if (hit && (hit === el || el.contains(hit))) { return {x: x, y: y}; }
+  el.click();  // covered (the floating toolbar) or not laid out: its own click, without the mouse
+  return {clicked: true};
+}
+"""
+"""Finds a click-only attachment element like CLICK_TARGET_JS and aims at it: ``{x, y}`` of
+its centre when a mouse click there reaches it, ``{clicked: true}`` after clicking it by script
+when something covers it, or null when it is gone."""
+
 
 class PageKind(enum.Enum):
     """What a tab shows."""

@@ -267,7 +267,8 @@ CASES: dict[str, list[str]] = {
     "coupa-domain: Earlier tools 5: a hung browser call does not freeze the tool": [
         "test_daemon_policy.py::test_hung_worker_is_killed_by_heartbeat_silence",
         "test_engine.py::test_a_hanging_page_does_not_stall_the_other_tabs",
-        "test_devtools.py::test_an_evaluation_waits_out_a_pending_navigation_without_blocking",
+        "test_cdp.py::test_an_evaluation_sent_during_a_pending_navigation_is_answered_after_the_commit",
+        "test_cdp.py::test_a_command_to_a_silent_connection_times_out_and_the_connection_closes",
     ],
     "coupa-domain: Earlier tools 5: shutdown on SIGTERM runs": [
         "test_daemon_policy.py::test_sigterm_drains_in_flight_pos_then_exits_zero",
@@ -729,10 +730,11 @@ CASES: dict[str, list[str]] = {
         "test_engine.py::test_one_tab_serves_po_after_po_each_reading_its_own_page",
         "test_engine.py::test_a_tab_that_does_not_turn_blank_is_replaced",
     ],
-    "README: How it works: pages are read over each tab's DevTools socket": [
-        "test_devtools.py::test_an_evaluation_waits_out_a_pending_navigation_without_blocking",
-        "test_devtools.py::test_a_closed_tab_is_a_channel_error_not_a_hang",
-        "test_devtools.py::test_the_debugger_address_is_used_only_when_local",
+    "README: How it works: pages are read over the browser's one DevTools connection": [
+        "test_cdp.py::test_three_tabs_evaluate_at_once_over_one_socket",
+        "test_cdp.py::test_an_evaluation_sent_during_a_pending_navigation_is_answered_after_the_commit",
+        "test_cdp.py::test_a_crashed_tab_is_reported_and_the_others_go_on",
+        "test_cdp.py::test_the_endpoint_is_grid_s_or_a_local_browser_s",
     ],
     "README: How it works: an idle worker waits without spinning": [
         "test_pool_browser.py::test_idle_workers_wait_without_spinning",

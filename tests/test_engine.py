@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from coupad.devtools import TabChannel, debugger_address
+from coupad.browser.reader import TabReader
 from coupad.engine import COMMIT_PROBE_JS, Engine, Outcome, PoResult
 from coupad.folders import group_folder_name
 from coupad.sim.testing import SimHandle, sim_server
@@ -446,9 +446,8 @@ def test_one_tab_serves_po_after_po_each_reading_its_own_page(sim: SimHandle, tm
         # The tab still shows the last PO's page, retired: a commit probe that reached it
         # before the next navigation began would answer null, never its URL.
         (spare,) = eng._spare
-        address = debugger_address(eng.browser.driver)
-        assert address is not None
-        channel = TabChannel(address, spare)
+        assert eng._conn is not None
+        channel = TabReader(eng._conn, spare, hold=5)
         try:
             assert channel.evaluate("return location.pathname;", wait=5) == (True, "/order_headers/31000053")
             assert channel.evaluate(COMMIT_PROBE_JS, wait=5) == (True, None)
