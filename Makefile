@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh Debian machine: `make demo` and `make test`.
 # Each bootstraps what it needs: Debian's chromium + chromium-driver, then a .venv with
-# coupad installed editable plus its test extras. Re-running is fast: every step checks first.
+# coupad installed editable plus its test and bench extras (the bench's Playwright script
+# drives Debian's Chromium too: `playwright install` is never run). Re-running is fast: every step checks first.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -11,7 +12,7 @@ PYTEST_ARGS ?=
 .PHONY: test demo sim bench fuzz browser venv
 
 test: browser $(STAMP)
-	$(BIN)/ruff check coupad tests
+	$(BIN)/ruff check coupad tests bench
 	$(BIN)/mypy coupad
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -37,15 +38,16 @@ fuzz: browser $(STAMP)
 	echo "make fuzz: seed $$seed"; \
 	$(BIN)/python -m coupad.fuzzcheck --seed "$$seed" --count "$(N)" $(if $(TABS),--tabs "$(TABS)")
 
-# Chromium and its driver come from Debian, never from a download at run time.
+# Chromium and its driver come from Debian, never from a download at run time; openssl makes
+# the self-signed certificate of the https redirect tests.
 browser:
-	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && command -v openssl >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		echo "installing Debian's chromium and chromium-driver"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+		echo "installing Debian's chromium, chromium-driver and openssl"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver openssl; \
 	else \
-		echo "Chromium is missing. Run as root:"; \
-		echo "    apt-get update && apt-get install -y chromium chromium-driver"; \
+		echo "Chromium or openssl is missing. Run as root:"; \
+		echo "    apt-get update && apt-get install -y chromium chromium-driver openssl"; \
 		exit 1; \
 	fi
 
@@ -55,5 +57,5 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $(STAMP)
