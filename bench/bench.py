@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import footprint
+import fuzzpart
 import latency
 import overhead
 import record
@@ -53,6 +54,7 @@ PARTS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "scale": scale.run,
     "recovery": recovery.run,
     "latency": latency.run,
+    "fuzz": fuzzpart.run,
 }
 
 

@@ -131,7 +131,11 @@ def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
     scale = figures.get("scale", {})
     rec = figures.get("recovery", {})
     lat = figures.get("latency", {})
+    fz = figures.get("fuzz", {})
     rows: list[tuple[str, str, Any, Callable[[Any], bool], str]] = [
+        (f"Fuzz: fresh-seeded POs (seed {fz.get('seed')}) whose status and files differ from "
+         f"the simulator's truth, of {fz.get('pos')}", "0",
+         fz.get("mismatches"), lambda v: v == 0, ""),
         ("Throughput, pool 2×3 vs one-shot (realistic preset)", "≥ 5×",
          _mode(tp, "pool 2x3").get("speedup_vs_one_shot"), lambda v: v >= 5, "×"),
         ("Throughput, pool 2×4 vs one-shot (realistic preset)", "≥ 5×",
