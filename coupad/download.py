@@ -1,4 +1,4 @@
-"""Getting attachment bytes onto disk: direct HTTP fetches and browser-download staging.
+"""Getting attachment bytes onto disk: direct HTTP fetches, and what a browser download is.
 
 Two ways, as the page allows:
 
@@ -12,9 +12,10 @@ Two ways, as the page allows:
   that the file is missing (:func:`_looks_like_sign_in` has the rule). The body streams to a
   temporary name while it is hashed, and its length is checked against the declared
   ``Content-Length`` in both directions.
-- **Browser download** where only a click starts it: :func:`set_browser_download_dir` points
-  Chromium at a per-PO staging folder before the click, and :func:`browser_download_state`
-  reads completion from the file system — a click is never counted as a download.
+- **Browser download** where only a click starts it: the browser's download events say when
+  the file is complete and which PO it is for (:mod:`coupad.browser.downloads`); here,
+  :func:`is_sign_in_download` tells a sign-in page saved in its place. A click is never
+  counted as a download.
 """
 
 from __future__ import annotations
@@ -575,15 +576,6 @@ class DirectFetcher:
         return size, digest.hexdigest(), head
 
 
-@dataclass
-class BrowserDownloadState:
-    """What one browser download's staging folder shows."""
-
-    started: bool  # a partial (*.crdownload) or complete file is present
-    done_path: Path | None  # the one complete file, once no partial file is left
-    partial_bytes: int  # bytes in *.crdownload files so far, to tell progress from a stall
-
-
 _HTML_START = re.compile(rb"\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html[\s>])", re.IGNORECASE | re.DOTALL)
 _WEB_PAGE_NAMES = (".htm", ".html", ".xhtml", ".shtml")
 
@@ -605,61 +597,6 @@ def is_sign_in_download(path: Path, expected_name: str | None) -> bool:
         return False
     head = head.removeprefix(b"\xef\xbb\xbf")
     return bool(_HTML_START.match(head)) and bool(_PASSWORD_FIELD.search(head))
-
-
-def set_browser_download_dir(driver: Any, path: Path, *, browser_names: bool = False) -> None:
-    """Send the browser's next downloads into ``path``.
-
-    ``Browser.setDownloadBehavior`` is browser-wide, not per tab: the engine must serialise
-    "set folder → click → download started" across tabs. A download that has started keeps
-    writing into the folder it started in when the folder is switched for the next click
-    (tests/test_download.py checks this with real Chromium).
-
-    By default files land under generated (GUID) names ("allowAndName"): with
-    ``browser_names`` ("allow") Chromium names the file itself and silently drops a download
-    whose name the file system refuses, such as a 300-character one. Both go through
-    ``.crdownload`` first, so completion reads the same; the attachment's name then comes from
-    the page, which is the name Coupa shows.
-    """
-    path.mkdir(parents=True, exist_ok=True)
-    behavior = "allow" if browser_names else "allowAndName"
-    driver.execute_cdp_cmd(
-        "Browser.setDownloadBehavior",
-        {"behavior": behavior, "downloadPath": str(path), "eventsEnabled": False},
-    )
-
-
-def browser_download_state(staging: Path) -> BrowserDownloadState:
-    """Read a browser download's progress from its staging folder.
-
-    Chromium writes a download as ``<name>.crdownload`` (or ``Unconfirmed N.crdownload``) and
-    renames it to its final name only when every byte is on disk, so a file with a final
-    name means a complete download. Its ``.org.chromium.*`` scratch files and other hidden
-    files are ignored.
-    """
-    partial_bytes = 0
-    partials = 0
-    complete: list[Path] = []
-    try:
-        children = list(staging.iterdir())
-    except FileNotFoundError:
-        return BrowserDownloadState(started=False, done_path=None, partial_bytes=0)
-    for child in children:
-        if child.name.startswith("."):
-            continue
-        try:
-            info = child.lstat()
-        except FileNotFoundError:
-            continue  # renamed between listing and stat: seen complete on the next poll
-        if child.name.endswith(".crdownload"):
-            partials += 1
-            partial_bytes += info.st_size
-        elif child.is_file() and not child.is_symlink():
-            complete.append(child)
-    done = complete[0] if len(complete) == 1 and partials == 0 else None
-    return BrowserDownloadState(
-        started=bool(partials or complete), done_path=done, partial_bytes=partial_bytes
-    )
 
 
 def _check_status(response: requests.Response, url: str, *, on_coupa: bool) -> None:

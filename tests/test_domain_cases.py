@@ -218,15 +218,16 @@ CASES: dict[str, list[str]] = {
     ],
     "coupa-domain: Downloads: a .crdownload is not a download; only a complete file of the "
     "expected size counts": [
-        "test_download.py::test_download_state_reads_the_folder",
-        "test_download.py::test_browser_downloads_land_in_their_own_staging_folders",
+        "test_clicks.py::test_a_broken_download_is_reported_failed_with_what_is_known",
         "test_download.py::test_body_shorter_than_declared_is_retryable_and_leaves_nothing",
         "test_download.py::test_body_longer_than_declared_is_retryable_and_leaves_nothing",
         "test_engine_hostile.py::test_hostile_downloads_stay_in_the_po_folder_and_say_why",
     ],
     "coupa-domain: Downloads: concurrent downloads of different POs land in the right folder": [
-        "test_download.py::test_browser_downloads_land_in_their_own_staging_folders",
         "test_engine.py::test_three_tabs_with_slow_downloads_keep_every_file_in_its_own_folder",
+        "test_engine_clicks.py::test_three_tabs_click_three_slow_files_each_at_once_and_each_file_lands_in_its_po",
+        "test_engine_clicks.py::test_downloads_started_in_a_hidden_iframe_and_in_a_new_window_belong_to_their_po",
+        "test_clicks.py::test_downloads_from_iframes_and_a_popup_belong_to_their_tab",
     ],
     # ---- coupa-domain.md: What earlier tools got wrong -------------------------------------
     "coupa-domain: Earlier tools 1: an expired session is noticed on every visit, never read "

@@ -11,18 +11,13 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from selenium.webdriver.common.by import By
-from util import wait_until
 
-from coupad.browser import Browser, BrowserSpec
 from coupad.download import (
     is_sign_in_download,
     DirectFetcher,
     DownloadError,
     DownloadProblem,
     Fetched,
-    browser_download_state,
-    set_browser_download_dir,
 )
 from coupad.errors import SignInRequired
 from coupad.folders import PoFolder
@@ -695,121 +690,7 @@ def test_many_fetches_at_once_from_threads(fetcher, tmp_path):
     assert len({r.path for r in results}) == 16
 
 
-# --- browser downloads with real Chromium -------------------------------------------------
-
-SLOW_BYTES = bytes(range(251)) * 2000  # 502,000 bytes
-FAST_BYTES = b"fast file " * 10_000
-
-
-def browser_routes(server: Server) -> list[web.RouteDef]:
-    page = """<!doctype html><html><body>
-    <button id="slow">slow</button> <button id="fast">fast</button>
-    <script>
-      function download(url) {  // the URL lives only in JS, as on Coupa's attachment buttons
-        const a = document.createElement("a"); a.href = url; document.body.appendChild(a);
-        a.click(); a.remove();
-      }
-      document.getElementById("slow").addEventListener("click", () => download("/dl/slow"));
-      document.getElementById("fast").addEventListener("click", () => download("/dl/fast"));
-    </script></body></html>"""
-
-    async def index(request: web.Request) -> web.Response:
-        return web.Response(text=page, content_type="text/html")
-
-    async def fast(request: web.Request) -> web.Response:
-        return web.Response(
-            body=FAST_BYTES,
-            headers={"Content-Disposition": 'attachment; filename="fast.bin"',
-                     "Content-Type": "application/octet-stream"},
-        )
-
-    async def slow(request: web.Request) -> web.StreamResponse:
-        assert server.release is not None
-        response = web.StreamResponse(
-            headers={"Content-Disposition": 'attachment; filename="slow.bin"',
-                     "Content-Type": "application/octet-stream"}
-        )
-        response.content_length = len(SLOW_BYTES)
-        await response.prepare(request)
-        await response.write(SLOW_BYTES[:100_000])
-        await server.release.wait()  # held until the test has switched folders and clicked again
-        await response.write(SLOW_BYTES[100_000:])
-        return response
-
-    return [web.get("/", index), web.get("/dl/fast", fast), web.get("/dl/slow", slow)]
-
-
-@pytest.fixture
-def browser(tmp_path):
-    browser = Browser.start(BrowserSpec(profile_dir=tmp_path / "p", download_dir=tmp_path / "d"))
-    try:
-        yield browser
-    finally:
-        browser.quit()
-    assert browser.pids() == []
-
-
-def click_when_ready(driver, element_id: str) -> None:
-    button = wait_until(lambda: driver.find_elements(By.ID, element_id), timeout=15, what=element_id)
-    wait_until(lambda: driver.execute_script("return document.readyState") == "complete", timeout=15)
-    button[0].click()
-
-
-@pytest.mark.browser
-@pytest.mark.timeout(90)
-def test_browser_downloads_land_in_their_own_staging_folders(browser, tmp_path):
-    slow_dir, fast_dir = tmp_path / "po-a" / "stage", tmp_path / "po-b" / "stage"
-    with Server(browser_routes) as server:
-        driver = browser.driver
-        driver.get(server.base + "/")
-        set_browser_download_dir(driver, slow_dir, browser_names=True)
-        click_when_ready(driver, "slow")
-        wait_until(lambda: browser_download_state(slow_dir).started, timeout=20, what="slow start")
-        state = browser_download_state(slow_dir)
-        assert state.done_path is None, "an unfinished download is never complete"
-        assert [p.name for p in slow_dir.iterdir() if not p.name.startswith(".")] == [
-            p.name for p in slow_dir.iterdir() if p.name.endswith(".crdownload")
-        ], "while in flight only a .crdownload file is there"
-
-        # Another tab (another PO) switches the browser-wide folder and downloads meanwhile.
-        driver.switch_to.new_window("tab")
-        driver.get(server.base + "/")
-        set_browser_download_dir(driver, fast_dir, browser_names=True)
-        click_when_ready(driver, "fast")
-        fast = wait_until(lambda: browser_download_state(fast_dir).done_path, timeout=20,
-                          what="fast download")
-        assert fast.name == "fast.bin" and fast.read_bytes() == FAST_BYTES
-        assert browser_download_state(slow_dir).done_path is None
-
-        server.set_release()
-        slow = wait_until(lambda: browser_download_state(slow_dir).done_path, timeout=20,
-                          what="slow download")
-        assert slow.name == "slow.bin"
-        assert hashlib.sha256(slow.read_bytes()).digest() == hashlib.sha256(SLOW_BYTES).digest()
-        assert sorted(p.name for p in fast_dir.iterdir() if not p.name.startswith(".")) == ["fast.bin"]
-        assert sorted(p.name for p in slow_dir.iterdir() if not p.name.startswith(".")) == ["slow.bin"]
-        assert list((tmp_path / "d").iterdir()) == [], "nothing in the default download folder"
-
-
-def test_download_state_reads_the_folder(tmp_path):
-    stage = tmp_path / "stage"
-    assert browser_download_state(stage) == browser_download_state(tmp_path / "missing")
-    assert not browser_download_state(stage).started
-    stage.mkdir()
-    (stage / ".org.chromium.Chromium.abc").write_bytes(b"scratch")
-    assert not browser_download_state(stage).started
-    (stage / "Unconfirmed 123.crdownload").write_bytes(b"12345")
-    state = browser_download_state(stage)
-    assert state.started and state.done_path is None and state.partial_bytes == 5
-    (stage / "Unconfirmed 123.crdownload").rename(stage / "quote.pdf.crdownload")
-    (stage / "quote.pdf.crdownload").rename(stage / "quote.pdf")
-    state = browser_download_state(stage)
-    assert state.done_path == stage / "quote.pdf" and state.partial_bytes == 0
-    (stage / "other.pdf.crdownload").write_bytes(b"x")
-    assert browser_download_state(stage).done_path is None, "not done while another is partial"
-    (stage / "other.pdf.crdownload").rename(stage / "other.pdf")
-    assert browser_download_state(stage).done_path is None, "two files: not one clear result"
-
+# --- a browser download that is really a sign-in page --------------------------------------
 
 SIGN_IN_PAGE = (b'<!DOCTYPE html><html lang="en"><head><title>Sign In - Coupa</title></head><body>'
                 b'<form action="/sessions"><input id="user_email"><input id="user_password" '
