@@ -1266,11 +1266,16 @@ class Engine:
         return SOCKET_LOOK_INTERVAL if self._channels.get(tab.handle) else LOOK_INTERVAL
 
     def _drop_channel(self, handle: str, exc: ChannelError) -> None:
-        """Read this tab over WebDriver from now on (commits through Target.getTargets)."""
-        log.info("tab %s is read over WebDriver from now on: %s", handle, exc)
+        """Read this tab over WebDriver from now on (commits through Target.getTargets); when
+        the whole connection went down, only until it is open again."""
         channel = self._channels.get(handle)
         if channel is not None:
             channel.close()
+        if self._conn is not None and self._conn.closed:
+            log.info("tab %s is read over WebDriver until the connection is back: %s", handle, exc)
+            self._channels.pop(handle, None)
+            return
+        log.info("tab %s is read over WebDriver from now on: %s", handle, exc)
         self._channels[handle] = None
 
     def _channel(self, handle: str) -> TabReader | None:
