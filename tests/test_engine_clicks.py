@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from appthread import AppThread
 from coupad.engine import Engine, Outcome, PoResult
 from enginekit import config_for, engine_for, job
 from test_cdp import cut_socket
@@ -74,17 +74,13 @@ def page(digits: str) -> str:
     )
 
 
-class Tenant:
+class Tenant(AppThread):
     """Serves the POs above and records when each download was being sent."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
+        super().__init__(self._app)
         self.sending: list[tuple[str, float, float]] = []  # (digits, started, ended)
         self.served: dict[str, int] = {}
-        self._ready = threading.Event()
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _app(self) -> web.Application:
         async def po(request: web.Request) -> web.Response:
@@ -117,27 +113,6 @@ class Tenant:
         app.router.add_get("/attachments/{digits}/{n}/download", download)
         return app
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self._runner = web.AppRunner(self._app(), access_log=None)
-        self.loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        self._ready.set()
-        self.loop.run_forever()
-
-    def __enter__(self) -> Tenant:
-        self._thread.start()
-        assert self._ready.wait(10), "the tenant did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-
 
 @pytest.fixture(scope="module")
 def tenant() -> Iterator[Tenant]:
@@ -147,7 +122,7 @@ def tenant() -> Iterator[Tenant]:
 
 @pytest.fixture
 def engine(tenant: Tenant, tmp_path: Path) -> Iterator[Engine]:
-    config = config_for(tmp_path, f"http://127.0.0.1:{tenant.port}", sign_in="profile")
+    config = config_for(tmp_path, tenant.base, sign_in="profile")
     eng = engine_for(config, tmp_path, tabs=3)
     try:
         eng.start()

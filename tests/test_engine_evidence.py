@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from appthread import AppThread
 from coupad.engine import Engine, Outcome
 from coupad.sim.testing import SimHandle, sim_server
 from enginekit import assert_folder_matches, config_for, engine_for, job, run_all
@@ -212,80 +212,51 @@ WORKER_JS = ("fetch('/list.json').then(function (r) { return r.json(); })"
 FILE = b"%PDF-1.4 the late file\n" * 50
 
 
-class Tenant:
+def tenant_app() -> web.Application:
     """A Coupa-like tenant whose pages fetch their list in ways the simulator's do not."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        self._ready = threading.Event()
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _app(self) -> web.Application:
-        async def page(request: web.Request) -> web.Response:
-            digits = request.match_info["digits"]
-            if digits not in SCRIPTS:
-                return web.Response(text="<h1>Oops! We couldn't find what you wanted</h1>",
-                                    content_type="text/html")
-            return web.Response(text=PAGE.format(digits=digits, script=SCRIPTS[digits]),
+    async def page(request: web.Request) -> web.Response:
+        digits = request.match_info["digits"]
+        if digits not in SCRIPTS:
+            return web.Response(text="<h1>Oops! We couldn't find what you wanted</h1>",
                                 content_type="text/html")
+        return web.Response(text=PAGE.format(digits=digits, script=SCRIPTS[digits]),
+                            content_type="text/html")
 
-        async def late(body: str, content_type: str) -> web.Response:
-            await asyncio.sleep(2.0)
-            return web.Response(text=body, content_type=content_type)
+    async def late(body: str, content_type: str) -> web.Response:
+        await asyncio.sleep(2.0)
+        return web.Response(text=body, content_type=content_type)
 
-        async def list_js(request: web.Request) -> web.Response:
-            return await late(LIST_JS, "application/javascript")
+    async def list_js(request: web.Request) -> web.Response:
+        return await late(LIST_JS, "application/javascript")
 
-        async def list_json(request: web.Request) -> web.Response:
-            return await late(json.dumps([{"name": "from worker.pdf",
-                                           "url": "/attachment_file/worker/download"}]),
-                              "application/json")
+    async def list_json(request: web.Request) -> web.Response:
+        return await late(json.dumps([{"name": "from worker.pdf",
+                                       "url": "/attachment_file/worker/download"}]),
+                          "application/json")
 
-        async def worker(request: web.Request) -> web.Response:
-            return web.Response(text=WORKER_JS, content_type="application/javascript")
+    async def worker(request: web.Request) -> web.Response:
+        return web.Response(text=WORKER_JS, content_type="application/javascript")
 
-        async def attachment(request: web.Request) -> web.Response:
-            return web.Response(body=FILE, headers={
-                "Content-Type": "application/pdf",
-                "Content-Disposition": f'attachment; filename="{request.match_info["key"]}.pdf"'})
+    async def attachment(request: web.Request) -> web.Response:
+        return web.Response(body=FILE, headers={
+            "Content-Type": "application/pdf",
+            "Content-Disposition": f'attachment; filename="{request.match_info["key"]}.pdf"'})
 
-        app = web.Application()
-        app.router.add_get("/order_headers/{digits}", page)
-        app.router.add_get("/list.js", list_js)
-        app.router.add_get("/list.json", list_json)
-        app.router.add_get("/worker.js", worker)
-        app.router.add_get("/attachment_file/{key}/download", attachment)
-        return app
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self._runner = web.AppRunner(self._app(), access_log=None)
-        self.loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = int(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        self._ready.set()
-        self.loop.run_forever()
-
-    def __enter__(self) -> Tenant:
-        self._thread.start()
-        assert self._ready.wait(10), "the tenant did not start"
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
+    app = web.Application()
+    app.router.add_get("/order_headers/{digits}", page)
+    app.router.add_get("/list.js", list_js)
+    app.router.add_get("/list.json", list_json)
+    app.router.add_get("/worker.js", worker)
+    app.router.add_get("/attachment_file/{key}/download", attachment)
+    return app
 
 
 @pytest.fixture(scope="module")
 def tenant_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Engine, Path]]:
     root = tmp_path_factory.mktemp("evidence-tenant")
-    with Tenant() as tenant:
-        config = config_for(root, f"http://127.0.0.1:{tenant.port}", sign_in="profile")
+    with AppThread(tenant_app) as tenant:
+        config = config_for(root, tenant.base, sign_in="profile")
         eng = engine_for(config, root, tabs=2)
         try:
             eng.start()
