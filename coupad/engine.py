@@ -124,7 +124,7 @@ from coupad.signin import form_sign_in, is_sign_in_url, read_password
 log = logging.getLogger("coupad.engine")
 
 LOOK_INTERVAL = 0.05  # seconds between two snapshots of one tab read over WebDriver
-SOCKET_LOOK_INTERVAL = 0.025  # the same over the tab's DevTools socket (~1 ms a look, no queue)
+SOCKET_LOOK_INTERVAL = 0.025  # the same over the tab's DevTools session (no WebDriver queue)
 WATCH_INTERVAL = 0.1  # a loaded page that is not evidence yet is looked at at least this often
 RETIRE_JS = "window.__coupadRetired = true; return true;"
 # The commit probe: null from a retired document, the URL from any other.

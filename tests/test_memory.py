@@ -52,12 +52,13 @@ def test_a_process_groups_memory_is_its_pss_not_its_summed_rss():
     from coupad.pool import group_pss_mb
     from util import wait_until
 
-    sleeper = f"{shlex.quote(sys.executable)} -c 'import time; time.sleep(60)'"
+    # Each waits for a signal (the killpg below), holding its memory meanwhile.
+    sleeper = f"{shlex.quote(sys.executable)} -c 'import signal; signal.pause()'"
     group = subprocess.Popen(["sh", "-c", f"{sleeper} & {sleeper} & {sleeper} & wait"],
                              start_new_session=True)
     try:
         wait_until(lambda: len(m := psutil.Process(group.pid).children()) == 3
-                   and all("time.sleep" in " ".join(p.cmdline()) for p in m),
+                   and all("signal.pause" in " ".join(p.cmdline()) for p in m),
                    20, what="three sleepers in the group")
         members = psutil.Process(group.pid).children()
         pss_mb = group_pss_mb(group.pid)  # first: memory that grows meanwhile only adds RSS
