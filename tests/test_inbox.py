@@ -244,9 +244,12 @@ def test_a_very_long_name_still_fits_when_moved(tmp_path, inboxes):
 def test_a_file_removed_while_waiting_or_before_the_move_is_no_error(tmp_path, inboxes):
     root = tmp_path / "inbox"
     inbox = inboxes(quiet=1.0)
-    (root / "gone.csv").write_bytes(corpus.GOOD_CSV)
-    assert inbox.ready(time.time()) == []
-    (root / "gone.csv").unlink()
+    # Held open, so no close-after-write can mark it complete before the quiet time.
+    with open(root / "gone.csv", "wb") as writing:
+        writing.write(corpus.GOOD_CSV)
+        writing.flush()
+        assert inbox.ready(time.time()) == []
+        (root / "gone.csv").unlink()
     (root / "taken.csv").write_bytes(corpus.GOOD_CSV)
     got = collect(inbox, named("taken.csv"))
     (root / "taken.csv").unlink()
