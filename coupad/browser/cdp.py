@@ -1,8 +1,9 @@
 """One DevTools connection per browser: every tab a flattened session on one socket.
 
-The browser-level endpoint (``ws://…/devtools/browser/<id>``) is the only one Selenium Grid
-exposes (capability ``se:cdp``), and one socket serves every tab: commands carry the tab's
-``sessionId`` and events from all tabs arrive tagged with it (shared/browser-facts.md).
+Commands carry the tab's ``sessionId`` and events from all tabs arrive tagged with it;
+:meth:`Connection.attach_tabs` gives every tab, open now or later, a session (kept by
+:mod:`coupad.browser.targets`). The socket, the errors and the endpoint's discovery are in
+:mod:`coupad.browser.wire`.
 
 The client is synchronous and select()-friendly, with no threads: :meth:`Connection.send`
 writes a command and returns its id at once, :meth:`Connection.pump` reads whatever frames
@@ -17,11 +18,6 @@ was sent, the connection itself may be silent (a Grid node killed under an open 
 silent rather than closing): a browser-level probe is sent, and if the probe too goes
 unanswered the connection is closed and :class:`ConnectionLost` raised.
 
-Tabs: :meth:`Connection.attach_tabs` turns on target discovery and auto-attach, so every page
-target — those open now and every tab opened later, by WebDriver or by the page — gets a
-session; a tab's target id is its WebDriver window handle. Non-page targets (Chromium also
-auto-attaches a ``browser_ui`` target) are ignored.
-
 Reconnecting: :meth:`Connection.reconnect` opens a new socket to the same endpoint and replays
 every *arming* registered with :meth:`Connection.arm` (auto-attach, download behaviour, …).
 The browser forgets some settings when the connection that made them closes — the download
@@ -33,22 +29,29 @@ Nothing here logs the parameters or results of a command: they can hold cookie v
 
 from __future__ import annotations
 
-import json
 import logging
-import select
 import socket
-import ssl
 import time
-import urllib.request
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-import websocket
+from coupad.browser.evaluation import evaluation_value, script_expression
+from coupad.browser.targets import Targets
+from coupad.browser.wire import (
+    CdpError,
+    CdpTimeout,
+    ConnectionLost,
+    TargetCrashed,
+    Wire,
+    browser_endpoint,
+)
 
-from coupad.errors import CoupadError
+__all__ = [
+    "CONNECT_TIMEOUT", "DEFAULT_TIMEOUT", "MAX_FRAMES_PER_PUMP", "PROBE_TIMEOUT", "Arming",
+    "CdpError", "CdpTimeout", "Connection", "ConnectionLost", "Handler", "Outcome",
+    "TargetCrashed", "browser_endpoint", "evaluation_value",
+]
 
 log = logging.getLogger("coupad.browser.cdp")
 
@@ -58,30 +61,10 @@ PROBE_TIMEOUT = 5.0
 # A pump reads at most this many frames, so a flood of events cannot keep the caller's loop
 # from its other work; what is left stays readable for the next select.
 MAX_FRAMES_PER_PUMP = 1000
-# Openers of closed popups are remembered this long (in entries): a popup opened only for a
-# download is closed by Chromium within moments, maybe before its download is attributed.
-_OPENERS_KEPT = 1024
-_LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 Handler = Callable[[dict[str, Any], "str | None"], None]
 Arming = Callable[["Connection"], None]
 Outcome = Callable[[Any], None]  # receives the result dict, or the CdpError that replaced it
-
-
-class CdpError(CoupadError):
-    """The browser's DevTools connection failed, or the browser refused a command."""
-
-
-class CdpTimeout(CdpError):
-    """A command got no answer by its deadline."""
-
-
-class ConnectionLost(CdpError):
-    """The socket closed, broke or went silent; :meth:`Connection.reconnect` opens a new one."""
-
-
-class TargetCrashed(CdpError):
-    """The tab a command was sent to crashed: its renderer is gone and will never answer."""
 
 
 @dataclass
@@ -92,43 +75,6 @@ class _Command:
     deadline: float
     then: Outcome | None
     probe: bool = False
-
-
-def browser_endpoint(driver: Any, *, timeout: float = 2.0) -> str | None:
-    """The browser-level DevTools WebSocket URL of a WebDriver session, if it has one.
-
-    On Selenium Grid that is the ``se:cdp`` capability (its ``debuggerAddress`` names a port
-    on the node, not here, so it is never used when ``se:cdp`` is present). Locally it is
-    ``webSocketDebuggerUrl`` from ``http://<debuggerAddress>/json/version``, for a loopback
-    address only.
-    """
-    try:
-        capabilities = driver.capabilities
-    except Exception:  # a driver without capabilities: no DevTools, WebDriver does it all
-        return None
-    if not isinstance(capabilities, dict):
-        return None
-    remote = capabilities.get("se:cdp")
-    if remote is not None:
-        if isinstance(remote, str) and urlsplit(remote).scheme in ("ws", "wss"):
-            return remote
-        return None
-    options = capabilities.get("goog:chromeOptions")
-    address = options.get("debuggerAddress") if isinstance(options, dict) else None
-    if not isinstance(address, str) or address.rsplit(":", 1)[0].strip("[]") not in _LOOPBACK:
-        return None
-    # No proxy: a loopback address behind an http_proxy setting would be somebody else's.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(f"http://{address}/json/version", timeout=timeout) as answer:
-            version = json.loads(answer.read(1 << 16))
-    except (OSError, ValueError) as exc:
-        log.debug("no DevTools version answer from %s: %s", address, exc)
-        return None
-    url = version.get("webSocketDebuggerUrl") if isinstance(version, dict) else None
-    if not isinstance(url, str) or urlsplit(url).scheme != "ws":
-        return None
-    return url
 
 
 class Connection:
@@ -146,27 +92,23 @@ class Connection:
         self.timeout = timeout
         self.probe_timeout = probe_timeout
         self.connect_timeout = connect_timeout
-        self._ws: websocket.WebSocket | None = None
+        self._wire: Wire | None = None
         self._next_id = 0
         self._pending: dict[int, _Command] = {}
         self._outcomes: dict[int, Any] = {}  # answered commands: result dict or CdpError
         self._listeners: dict[str, list[Handler]] = {}
         self._armings: list[Arming] = []
         self._attaching = False
-        self._pages: dict[str, str | None] = {}  # page target → its session, once attached
-        self._by_session: dict[str, str] = {}
-        self._openers: OrderedDict[str, str] = OrderedDict()
-        self._crashed: set[str] = set()
-        self._last_heard = 0.0
+        self._targets = Targets(self._fail_session)
         self._probe: int | None = None
-        self._ws = self._connect()
+        self._wire = self._connect()
 
     # ---- the socket ------------------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
         """Whether the socket is closed (after :meth:`close` or a lost connection)."""
-        return self._ws is None
+        return self._wire is None
 
     def fileno(self) -> int:
         """The socket, for ``select``; ConnectionLost once it is closed."""
@@ -179,7 +121,7 @@ class Connection:
     def reconnect(self) -> None:
         """Open a new socket to the same endpoint and replay every arming, in order."""
         self._drop("the connection was replaced")
-        self._ws = self._connect()
+        self._wire = self._connect()
         log.info("DevTools connection re-established; re-arming %d setting(s)", len(self._armings))
         try:
             for arming in list(self._armings):
@@ -194,41 +136,25 @@ class Connection:
         if not self.closed:
             arming(self)
 
-    def _connect(self) -> websocket.WebSocket:
-        try:
-            ws = websocket.create_connection(
-                self.endpoint,
-                timeout=self.connect_timeout,
-                suppress_origin=True,  # Chromium refuses an Origin it was not told to allow
-                enable_multithread=False,
-                skip_utf8_validation=True,  # a bad frame is dropped here, not fatal there
-            )
-        except (OSError, websocket.WebSocketException) as exc:
-            raise ConnectionLost(f"cannot reach the browser's DevTools: {_short(exc)}") from None
-        self._last_heard = time.monotonic()
-        return ws
+    def _connect(self) -> Wire:
+        return Wire(self.endpoint, timeout=self.connect_timeout)
 
     def _socket(self) -> socket.socket:
-        sock = self._ws.sock if self._ws is not None else None
-        if sock is None:
+        if self._wire is None:
             raise ConnectionLost("the DevTools connection is closed")
-        return sock
+        return self._wire.socket()
 
     def _drop(self, why: str) -> None:
         """Close the socket; fail what was pending; forget sessions (they die with it)."""
-        ws, self._ws = self._ws, None
-        if ws is not None:
-            try:
-                ws.close(timeout=0.1)
-            except (OSError, websocket.WebSocketException):
-                pass
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.close()
         pending, self._pending = self._pending, {}
         for cid, command in pending.items():
             if not command.probe:
                 self._settle(cid, command, ConnectionLost(f"{command.method}: {why}"))
         self._probe = None
-        self._pages.clear()
-        self._by_session.clear()
+        self._targets.forget_sessions()
 
     def _lost(self, why: str) -> ConnectionLost:
         log.warning("DevTools connection lost: %s", why)
@@ -253,15 +179,16 @@ class Connection:
         :meth:`discard`-ed keeps its answer in memory. A command to a tab known to have
         crashed fails at once with TargetCrashed, as the tab would never answer.
         """
-        ws = self._ws
-        if ws is None:
+        wire = self._wire
+        if wire is None:
             raise ConnectionLost("the DevTools connection is closed")
         self._next_id += 1
         cid = self._next_id
         now = time.monotonic()
         limit = self.timeout if timeout is None else timeout
         command = _Command(method, session, now, now + limit, then)
-        if session is not None and self._by_session.get(session) in self._crashed:
+        target_id = self._targets.target_of(session) if session is not None else None
+        if target_id is not None and self._targets.crashed(target_id):
             self._settle(cid, command, TargetCrashed(f"{method}: the tab crashed"))
             return cid
         message: dict[str, Any] = {"id": cid, "method": method, "params": params or {}}
@@ -269,9 +196,9 @@ class Connection:
             message["sessionId"] = session
         self._pending[cid] = command
         try:
-            ws.send(json.dumps(message))
-        except (OSError, websocket.WebSocketException) as exc:
-            raise self._lost(f"sending {method} failed: {_short(exc)}") from None
+            wire.send(message)
+        except ConnectionLost as exc:
+            raise self._lost(str(exc)) from None
         return cid
 
     def result(self, cid: int) -> tuple[bool, Any]:
@@ -317,10 +244,10 @@ class Connection:
         The tab holds an evaluation sent during a pending navigation until the new document
         commits. Read the answer with :meth:`evaluation`.
         """
-        expression = f"(function() {{\n{script}\n}}).apply(null, {json.dumps(list(args))})"
         return self.send(
             "Runtime.evaluate",
-            {"expression": expression, "returnByValue": True, "awaitPromise": False},
+            {"expression": script_expression(script, args), "returnByValue": True,
+             "awaitPromise": False},
             session=session,
             timeout=timeout,
         )
@@ -348,50 +275,34 @@ class Connection:
         Returns the number of frames read; raises ConnectionLost when the socket closed,
         broke or went silent.
         """
-        sock = self._socket()
+        self._socket()  # closed already: ConnectionLost, and nothing more is lost
         now = time.monotonic()
         if self._pending:
             wait = min(wait, max(0.0, min(c.deadline for c in self._pending.values()) - now) + 0.001)
         frames = 0
-        while frames < MAX_FRAMES_PER_PUMP and self._readable(sock, wait if frames == 0 else 0.0):
+        while frames < MAX_FRAMES_PER_PUMP and self._readable(wait if frames == 0 else 0.0):
             self._receive()
             frames += 1
-            if self._ws is None:
+            if self._wire is None:
                 break
         self._expire(time.monotonic())
         return frames
 
-    def _readable(self, sock: socket.socket, wait: float) -> bool:
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            return True  # decrypted bytes already buffered: select would not see them
+    def _readable(self, wait: float) -> bool:
+        assert self._wire is not None
         try:
-            ready, _, _ = select.select([sock], [], [], max(wait, 0.0))
-        except (OSError, ValueError) as exc:
-            raise self._lost(f"the socket failed: {_short(exc)}") from None
-        return bool(ready)
+            return self._wire.readable(wait)
+        except ConnectionLost as exc:
+            raise self._lost(str(exc)) from None
 
     def _receive(self) -> None:
-        ws = self._ws
-        assert ws is not None
+        assert self._wire is not None
         try:
-            opcode, frame = ws.recv_data_frame(True)
-        except (OSError, websocket.WebSocketException) as exc:
-            raise self._lost(f"reading failed: {_short(exc)}") from None
-        self._last_heard = time.monotonic()
-        if opcode == websocket.ABNF.OPCODE_CLOSE:
-            raise self._lost("the browser closed the connection")
-        if opcode not in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
-            return  # ping or pong: answered by the library, and proof of life
-        data = frame.data
-        try:
-            message = json.loads(data)
-        except (ValueError, RecursionError):
-            log.warning("dropped a DevTools frame that is not JSON (%d bytes)", len(data))
-            return
-        if isinstance(message, dict):
+            message = self._wire.receive()
+        except ConnectionLost as exc:
+            raise self._lost(str(exc)) from None
+        if message is not None:
             self._dispatch(message)
-        else:
-            log.warning("dropped a DevTools frame that is not an object (%d bytes)", len(data))
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         if "id" in message:
@@ -418,7 +329,7 @@ class Connection:
         params = params if isinstance(params, dict) else {}
         session = message.get("sessionId")
         session = session if isinstance(session, str) else None
-        self._track(method, params, session)
+        self._targets.track(method, params, session)
         for handler in list(self._listeners.get(method, ())):
             try:
                 handler(params, session)
@@ -443,10 +354,10 @@ class Connection:
                 raise self._lost(
                     f"the browser went silent: no answer to a probe within {self.probe_timeout:.1f} s"
                 )
-            silent = silent or self._last_heard < command.sent_at
+            silent = silent or (self._wire is not None and self._wire.last_heard < command.sent_at)
             waited = command.deadline - command.sent_at
             self._settle(cid, command, CdpTimeout(f"{command.method}: no answer within {waited:.1f} s"))
-        if silent and self._probe is None and self._ws is not None:
+        if silent and self._probe is None and self._wire is not None:
             # Nothing has arrived since the late command was sent: ask the browser process
             # itself, which answers even when every renderer is busy.
             self._probe = self.send("Browser.getVersion", timeout=self.probe_timeout)
@@ -463,23 +374,23 @@ class Connection:
 
     def session_for(self, target_id: str) -> str | None:
         """The session of a tab (its target id is its WebDriver window handle), if attached."""
-        return self._pages.get(target_id)
+        return self._targets.session_for(target_id)
 
     def target_of(self, session: str) -> str | None:
         """The tab a session belongs to."""
-        return self._by_session.get(session)
+        return self._targets.target_of(session)
 
     def opener_of(self, target_id: str) -> str | None:
         """The tab that opened a popup, remembered for a while after the popup closed."""
-        return self._openers.get(target_id)
+        return self._targets.opener_of(target_id)
 
     def pages(self) -> list[str]:
         """Target ids of the page targets known now."""
-        return list(self._pages)
+        return self._targets.pages()
 
     def crashed(self, target_id: str) -> bool:
         """Whether the tab's renderer crashed (it stays so: close the tab)."""
-        return target_id in self._crashed
+        return self._targets.crashed(target_id)
 
     def wait_session(self, target_id: str, timeout: float | None = None) -> str:
         """Pump until the tab has a session; CdpTimeout after ``timeout`` seconds."""
@@ -493,68 +404,6 @@ class Connection:
             if left <= 0:
                 raise CdpTimeout(f"tab {target_id} got no DevTools session within {limit:.1f} s")
             self.pump(wait=left)
-
-    def _track(self, method: str, params: dict[str, Any], session: str | None) -> None:
-        """Keep the page targets, their sessions, openers and crashes from Target events."""
-        if method in ("Target.targetCreated", "Target.targetInfoChanged", "Target.attachedToTarget"):
-            self._page_seen(method, params, session)
-        elif method == "Target.detachedFromTarget" and session is None:
-            gone = params.get("sessionId")
-            if isinstance(gone, str):
-                self._detached(gone)
-        elif method == "Target.targetDestroyed":
-            target_id = params.get("targetId")
-            if isinstance(target_id, str):
-                self._destroyed(target_id)
-        elif method in ("Target.targetCrashed", "Inspector.targetCrashed"):
-            target_id = params.get("targetId") if session is None else self._by_session.get(session)
-            if isinstance(target_id, str) and target_id in self._pages:
-                self._crash(target_id)
-
-    def _page_seen(self, method: str, params: dict[str, Any], session: str | None) -> None:
-        info = params.get("targetInfo")
-        if not isinstance(info, dict) or info.get("type") != "page":
-            return
-        target_id = info.get("targetId")
-        if not isinstance(target_id, str):
-            return
-        self._pages.setdefault(target_id, None)
-        opener = info.get("openerId")
-        if isinstance(opener, str) and opener:
-            self._openers[target_id] = opener
-            while len(self._openers) > _OPENERS_KEPT:
-                self._openers.popitem(last=False)
-        new_session = params.get("sessionId")
-        # Only a browser-level attach gives a tab its session; a nested one (under another
-        # session) would be a page inside a page.
-        if method == "Target.attachedToTarget" and session is None and isinstance(new_session, str):
-            old = self._pages[target_id]
-            if old is not None:
-                self._by_session.pop(old, None)
-            self._pages[target_id] = new_session
-            self._by_session[new_session] = target_id
-
-    def _detached(self, session: str) -> None:
-        target_id = self._by_session.pop(session, None)
-        if target_id is not None and self._pages.get(target_id) == session:
-            self._pages[target_id] = None
-        self._fail_session(session, CdpError, "the tab detached")
-
-    def _destroyed(self, target_id: str) -> None:
-        self._crashed.discard(target_id)
-        session = self._pages.pop(target_id, None)
-        if session is not None:
-            self._by_session.pop(session, None)
-            self._fail_session(session, CdpError, "the tab closed")
-
-    def _crash(self, target_id: str) -> None:
-        if target_id in self._crashed:
-            return  # reported twice: by the session and by target discovery
-        log.warning("tab %s crashed", target_id)
-        self._crashed.add(target_id)
-        session = self._pages[target_id]
-        if session is not None:
-            self._fail_session(session, TargetCrashed, "the tab crashed")
 
     def _fail_session(self, session: str, error: type[CdpError], why: str) -> None:
         for cid, command in list(self._pending.items()):
@@ -570,24 +419,3 @@ def _attach(connection: Connection) -> None:
         {"autoAttach": True, "waitForDebuggerOnStart": False, "flatten": True},
     )
 
-
-def evaluation_value(result: Any) -> Any:
-    """The value of a ``Runtime.evaluate`` result; CdpError when the script threw."""
-    if not isinstance(result, dict):
-        raise CdpError("DevTools answered the evaluation without a result")
-    details = result.get("exceptionDetails")
-    if details is not None:
-        text = None
-        if isinstance(details, dict):
-            exception = details.get("exception")
-            if isinstance(exception, dict):
-                text = exception.get("description")
-            text = text or details.get("text")
-        raise CdpError(f"the page's script failed: {str(text)[:200]}")
-    inner = result.get("result")
-    return inner.get("value") if isinstance(inner, dict) else None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
