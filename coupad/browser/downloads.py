@@ -7,10 +7,8 @@ of its own, with download events on. Every file lands as ``<staging>/<guid>``, s
 files never collide, and the events say which tab each download came from:
 
 - ``Browser.downloadWillBegin {frameId, guid, url, suggestedFilename}``: ``frameId`` is the
-  tab's target id (= its WebDriver window handle); or a child frame's id, mapped to its tab
-  from ``Page.getFrameTree`` and ``Page.frameAttached`` on each tab's session (and, for a
-  cross-site iframe in its own process, from its ``iframe`` target's ``parentFrameId``); or a
-  popup's id (a ``target=_blank`` link), mapped to the tab that opened it.
+  tab's target id, or a child frame's or a popup's, mapped to its tab by
+  :mod:`coupad.browser.frames`.
 - ``Browser.downloadProgress {guid, receivedBytes, totalBytes, state}`` follows it to
   ``completed`` or ``canceled``.
 
@@ -53,6 +51,20 @@ from pathlib import Path
 from typing import Any
 
 from coupad.browser.cdp import Connection
+from coupad.browser.download_events import (
+    Began,
+    Completed,
+    DownloadEvent,
+    Failed,
+    Progress,
+    Refused,
+)
+from coupad.browser.frames import Frames
+
+__all__ = [
+    "ORPHAN_GRACE", "ORPHAN_STALL", "Began", "Completed", "DownloadEvent", "DownloadRouter",
+    "Failed", "Progress", "Refused",
+]
 
 log = logging.getLogger("coupad.browser.downloads")
 
@@ -63,66 +75,6 @@ ORPHAN_STALL = 30.0
 ORPHAN_GRACE = 2.0
 _FINISHED_KEPT = 4096
 _MIN_FREE = 1 << 20
-
-
-@dataclass(frozen=True)
-class Began:
-    """A download began in a tab that expected it: the first expectation there is used up."""
-
-    tab_id: str
-    key: str
-    guid: str
-    url: str
-    suggested_name: str
-
-
-@dataclass(frozen=True)
-class Progress:
-    """The latest byte counts of a running download (``total`` 0: not declared)."""
-
-    tab_id: str
-    key: str
-    guid: str
-    received: int
-    total: int
-
-
-@dataclass(frozen=True)
-class Completed:
-    """Every byte is on disk, at ``path`` (``<staging>/<guid>``); the caller moves it."""
-
-    tab_id: str
-    key: str
-    guid: str
-    path: Path
-    size: int
-    total: int
-    url: str
-    suggested_name: str
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The download ended without a file; ``reason`` says what is known of why."""
-
-    tab_id: str
-    key: str
-    guid: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Refused:
-    """A download no tab awaited was cancelled; ``tab_id`` is where it began, if known."""
-
-    tab_id: str | None
-    guid: str
-    url: str
-    suggested_name: str
-    reason: str
-
-
-DownloadEvent = Began | Progress | Completed | Failed | Refused
 
 
 @dataclass
@@ -148,7 +100,7 @@ class DownloadRouter:
         self.orphan_stall = orphan_stall
         staging.mkdir(parents=True, exist_ok=True)
         self._expected: dict[str, deque[str]] = {}  # tab → keys of its clicks, in order
-        self._frames: dict[str, str] = {}  # child frame id → the page target that holds it
+        self._frames = Frames(connection)
         self._watched: set[str] = set()  # sessions whose frames are followed
         self._downloads: dict[str, _Download] = {}  # by guid, while running
         self._finished: OrderedDict[str, None] = OrderedDict()  # guids ended or refused
@@ -158,9 +110,9 @@ class DownloadRouter:
         self._armed = 0  # how many times the behaviour was set: more than once means reconnects
         listen = connection.listen
         listen("Target.attachedToTarget", self._on_attached)
-        listen("Target.targetCreated", self._on_target_created)
-        listen("Target.targetDestroyed", self._on_target_destroyed)
-        listen("Page.frameAttached", self._on_frame_attached)
+        listen("Target.targetCreated", self._frames.on_target_created)
+        listen("Target.targetDestroyed", self._frames.on_target_destroyed)
+        listen("Page.frameAttached", self._frames.on_frame_attached)
         listen("Browser.downloadWillBegin", self._on_will_begin)
         listen("Browser.downloadProgress", self._on_progress)
 
@@ -234,7 +186,7 @@ class DownloadRouter:
             if session is not None:
                 self._watch(target_id, session)
 
-    # ---- frames and tabs -------------------------------------------------------------------
+    # ---- tabs and their frames -------------------------------------------------------------
 
     def _on_attached(self, params: dict[str, Any], session: str | None) -> None:
         info = params.get("targetInfo")
@@ -250,63 +202,7 @@ class DownloadRouter:
         self._watched.add(session)
         self.connection.send("Page.enable", session=session, then=_ignore)
         self.connection.send("Page.getFrameTree", session=session,
-                             then=lambda result: self._learn_tree(target_id, result))
-
-    def _learn_tree(self, target_id: str, result: Any) -> None:
-        tree = result.get("frameTree") if isinstance(result, dict) else None
-        stack = [tree]
-        while stack:
-            node = stack.pop()
-            if not isinstance(node, dict):
-                continue
-            frame = node.get("frame")
-            frame_id = frame.get("id") if isinstance(frame, dict) else None
-            if isinstance(frame_id, str) and frame_id != target_id:
-                self._frames[frame_id] = target_id
-            children = node.get("childFrames")
-            if isinstance(children, list):
-                stack.extend(children)
-
-    def _on_frame_attached(self, params: dict[str, Any], session: str | None) -> None:
-        frame_id = params.get("frameId")
-        target_id = self.connection.target_of(session) if session is not None else None
-        if isinstance(frame_id, str) and target_id is not None and frame_id != target_id:
-            self._frames[frame_id] = target_id
-
-    def _on_target_created(self, params: dict[str, Any], session: str | None) -> None:
-        # A cross-site iframe runs in a process of its own, as an "iframe" target whose id is
-        # its frame id; its parent frame says which page holds it.
-        info = params.get("targetInfo")
-        if not isinstance(info, dict) or info.get("type") != "iframe":
-            return
-        frame_id, parent = info.get("targetId"), info.get("parentFrameId")
-        if isinstance(frame_id, str) and isinstance(parent, str):
-            page = self._frames.get(parent, parent)
-            self._frames[frame_id] = page
-
-    def _on_target_destroyed(self, params: dict[str, Any], session: str | None) -> None:
-        target_id = params.get("targetId")
-        if isinstance(target_id, str) and target_id in self._frames.values():
-            self._frames = {f: t for f, t in self._frames.items() if t != target_id}
-
-    def _page_of(self, frame_id: str) -> str | None:
-        """The page target a frame belongs to, or None when no known page holds it."""
-        if frame_id in self._frames:
-            return self._frames[frame_id]
-        known = (frame_id in self._expected or self.connection.session_for(frame_id) is not None
-                 or self.connection.opener_of(frame_id) is not None)
-        return frame_id if known else None
-
-    def _tab_of(self, page: str) -> str:
-        """The tab a page belongs to: itself, or for a popup the tab that opened it."""
-        seen = {page}
-        while page not in self._expected:
-            opener = self.connection.opener_of(page)
-            if opener is None or opener in seen:
-                break
-            page = self._frames.get(opener, opener)  # a popup opened from an iframe
-            seen.add(page)
-        return page
+                             then=lambda result: self._frames.learn_tree(target_id, result))
 
     # ---- downloads -------------------------------------------------------------------------
 
@@ -317,11 +213,12 @@ class DownloadRouter:
         name = name if isinstance(name, str) else ""
         if not isinstance(guid, str) or guid in self._downloads or guid in self._finished:
             return
-        page = self._page_of(frame_id) if isinstance(frame_id, str) else None
+        page = (self._frames.page_of(frame_id, self._expected) if isinstance(frame_id, str)
+                else None)
         if page is None:
             self._refuse(None, guid, url, name, "it began in a frame that belongs to no known tab")
             return
-        tab = self._tab_of(page)
+        tab = self._frames.tab_of(page, self._expected)
         if page != tab and self.connection.session_for(page) is not None:
             # A popup opened only for the download: Chromium usually closes it itself.
             self.connection.send("Target.closeTarget", {"targetId": page}, then=_ignore)
