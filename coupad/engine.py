@@ -95,6 +95,7 @@ from coupad.browser import BrowserLike
 from coupad.browser.cdp import CdpError, Connection, ConnectionLost, browser_endpoint
 from coupad.browser.downloads import Began, Completed, DownloadRouter, Failed, Progress, Refused
 from coupad.browser.reader import ChannelError, TabCrashed, TabReader
+from coupad.browser.tabs import TabPool, TabState
 from coupad.config import Config
 from coupad.download import (
     DirectFetcher,
@@ -318,10 +319,7 @@ class Engine:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(4, 2 * tabs), thread_name_prefix="coupad-fetch"
         )
-        self._spare: dict[str, float] = {}  # reusable tabs: handle → when released
-        self._free: set[str] = set()  # spare tabs a navigation may start in at once
-        self._showing: set[str] = set()  # spare tabs still showing a retired document
-        self._served: dict[str, int] = {}  # POs each open tab has served (pool.pos_per_tab)
+        self._tab_pool = TabPool()  # the open tabs, busy and spare, with their readers
         self.reset_timeout = RESET_TIMEOUT
         # A direct fetch that ends wakes the engine; a socket pair, so that a fetch thread
         # ending after close() meets a closed socket, never a reused file descriptor.
@@ -331,7 +329,6 @@ class Engine:
         self._conn: Connection | None = None  # the browser's one DevTools connection
         self._router: DownloadRouter | None = None  # click downloads, attributed by events
         self._staging: Path | None = None  # where the browser writes click downloads
-        self._channels: dict[str, TabReader | None] = {}  # by tab handle; None: WebDriver
         self._last_navigation = 0.0
         self._broken: str | None = None
 
@@ -353,14 +350,7 @@ class Engine:
         if self._fetcher is not None:
             self._fetcher.close()
         self._tabs.clear()
-        self._spare.clear()
-        self._free.clear()
-        self._showing.clear()
-        self._served.clear()
-        for channel in self._channels.values():
-            if channel is not None:
-                channel.close()
-        self._channels.clear()
+        self._tab_pool.close()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -484,13 +474,9 @@ class Engine:
 
     def _take_tab(self) -> tuple[str, bool, float]:
         """A tab for a new PO: (handle, whether it is free, when it was released)."""
-        if self._spare:
-            handle = next((h for h in self._spare if h in self._free), next(iter(self._spare)))
-            released = self._spare.pop(handle)
-            free = handle in self._free
-            self._free.discard(handle)
-            self._showing.discard(handle)
-            return handle, free, released
+        spare = self._tab_pool.take()
+        if spare is not None:
+            return spare
         try:
             return self._new_tab(), True, time.monotonic()
         except WebDriverException as exc:
@@ -512,8 +498,7 @@ class Engine:
             self._pump()
             self._route_downloads(time.monotonic())
             self._note_commits()
-            if self._showing:
-                self._blank_idle(time.monotonic())
+            self._blank_idle(time.monotonic())
             # Tabs about to navigate go first: their server time starts when they do.
             for tab in sorted(self._tabs, key=lambda t: t.stage is not Stage.OPEN):
                 result = self._step(tab)
@@ -611,7 +596,7 @@ class Engine:
     def _navigate(self, tab: Tab, url: str, target: str, now: float) -> None:
         """Load ``url`` in the tab, which must be free (see the module docstring)."""
         self._switch(tab.handle)
-        channel = self._channels.get(tab.handle)
+        channel = self._tab_pool.reader(tab.handle)
         if channel is not None:
             channel.forget()  # nothing read before this navigation may stand for its page
         tab.free = False
@@ -1116,22 +1101,18 @@ class Engine:
         """Keep the finished PO's tab for the next PO (see the module docstring), or close it
         once it has served ``pool.pos_per_tab`` POs: a reused renderer grows for a while."""
         now = time.monotonic()
-        served = self._served.pop(tab.handle, 0) + 1
-        if served >= self.config.pool.pos_per_tab:
+        if self._tab_pool.served_out(tab.handle, self.config.pool.pos_per_tab):
             try:
                 self._close_handle(tab.handle)
             except WebDriverException as exc:
                 self._check_session(exc)
             return
-        self._served[tab.handle] = served
         if self._retire(tab.handle):
-            self._spare[tab.handle] = now
-            self._free.add(tab.handle)
-            self._showing.add(tab.handle)
+            self._tab_pool.release(tab.handle, now, TabState.RETIRED)
             return
         try:
             self._blank_tab(tab.handle)
-            self._spare[tab.handle] = now
+            self._tab_pool.release(tab.handle, now, TabState.BLANKING)
         except NoSuchWindowException:
             pass
         except WebDriverException as exc:
@@ -1162,28 +1143,26 @@ class Engine:
 
     def _blank_idle(self, now: float) -> None:
         """Blank the spare tabs that have shown a finished PO's page for SPARE_IDLE seconds."""
-        for handle in [h for h in self._showing if now - self._spare.get(h, now) >= SPARE_IDLE]:
-            self._showing.discard(handle)
+        for handle in self._tab_pool.due_blank(now, SPARE_IDLE):
             try:
                 self._blank_tab(handle)
             except WebDriverException as exc:
                 self._check_session(exc)
-                self._spare.pop(handle, None)
-                self._free.discard(handle)
+                self._tab_pool.forget(handle)
 
     def _new_tab(self) -> str:
         """Open a blank tab with the settle hook installed; return its handle."""
         self._driver.switch_to.new_window("tab")
         handle = str(self._driver.current_window_handle)
         self._current = handle
+        self._tab_pool.opened(handle)
         self._driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOOK_JS})
         return handle
 
     def _close_handle(self, handle: str) -> None:
-        self._served.pop(handle, None)
-        channel = self._channels.pop(handle, None)
-        if channel is not None:
-            channel.close()
+        closed = self._tab_pool.forget(handle)
+        if closed is not None and closed.reader is not None:
+            closed.reader.close()
         try:
             self._switch(handle)
             self._driver.close()
@@ -1196,9 +1175,9 @@ class Engine:
         """Mark tabs whose navigation has committed and tabs that turned blank, asking the
         browser, not the tabs (see the module docstring)."""
         waiting = {t.handle: t for t in self._tabs if t.stage is Stage.LOAD and not t.committed
-                   and self._channels.get(t.handle) is None}
+                   and self._tab_pool.reader(t.handle) is None}
         blanking = {t.handle: t for t in self._tabs if t.stage is Stage.OPEN and not t.free}
-        spare = [h for h in self._spare if h not in self._free]
+        spare = [t.handle for t in self._tab_pool.in_state(TabState.BLANKING)]
         if not (waiting or blanking or spare) or self.browser is None or self._broken:
             return
         try:
@@ -1215,8 +1194,8 @@ class Engine:
             tab = blanking.get(handle)
             if tab is not None and blank:
                 tab.free = True
-            if handle in self._spare and blank:
-                self._free.add(handle)
+            if blank:
+                self._tab_pool.turned_blank(handle)
 
     # ---- browser plumbing ---------------------------------------------------------------
 
@@ -1263,33 +1242,18 @@ class Engine:
         return snap
 
     def _look_interval(self, tab: Tab) -> float:
-        return SOCKET_LOOK_INTERVAL if self._channels.get(tab.handle) else LOOK_INTERVAL
+        return SOCKET_LOOK_INTERVAL if self._tab_pool.reader(tab.handle) else LOOK_INTERVAL
 
     def _drop_channel(self, handle: str, exc: ChannelError) -> None:
         """Read this tab over WebDriver from now on (commits through Target.getTargets); when
         the whole connection went down, only until it is open again."""
-        channel = self._channels.get(handle)
-        if channel is not None:
-            channel.close()
-        if self._conn is not None and self._conn.closed:
-            log.info("tab %s is read over WebDriver until the connection is back: %s", handle, exc)
-            self._channels.pop(handle, None)
-            return
-        log.info("tab %s is read over WebDriver from now on: %s", handle, exc)
-        self._channels[handle] = None
+        self._tab_pool.drop_reader(handle, exc, retry=self._conn is not None and self._conn.closed)
 
     def _channel(self, handle: str) -> TabReader | None:
         """The tab's reader over its DevTools session, or None: read it over WebDriver."""
         if self._conn is None or self._conn.closed:
             return None
-        if handle not in self._channels:
-            try:
-                self._channels[handle] = TabReader(
-                    self._conn, handle, hold=self.config.coupa.page_timeout)
-            except ChannelError as exc:
-                log.info("tab %s is read over WebDriver: %s", handle, exc)
-                self._channels[handle] = None
-        return self._channels[handle]
+        return self._tab_pool.open_reader(handle, self._conn, self.config.coupa.page_timeout)
 
     def _ready_state(self) -> str:
         try:
@@ -1336,10 +1300,10 @@ class Engine:
 
     def _next_due(self) -> float:
         due = [t.look_at for t in self._tabs if t.stage is Stage.LOAD and (t.committed or (
-            (channel := self._channels.get(t.handle)) is not None and channel.pending is None))]
+            (channel := self._tab_pool.reader(t.handle)) is not None and channel.pending is None))]
         # A tab waiting to turn blank is asked about often: the next PO waits for it.
         due += [time.monotonic() + PROBE_AGAIN for t in self._tabs if t.stage is Stage.OPEN and not t.free]
-        due += [released + SPARE_IDLE for h, released in self._spare.items() if h in self._showing]
+        due += [t.released + SPARE_IDLE for t in self._tab_pool.in_state(TabState.RETIRED)]
         return min(due) if due else time.monotonic() + LOOK_INTERVAL
 
     def _wait(self, seconds: float, wake: HasFileno | None) -> bool:

@@ -445,7 +445,7 @@ def test_one_tab_serves_po_after_po_each_reading_its_own_page(sim: SimHandle, tm
         assert len(eng.browser.driver.window_handles) == 2  # the first tab and one reused tab
         # The tab still shows the last PO's page, retired: a commit probe that reached it
         # before the next navigation began would answer null, never its URL.
-        (spare,) = eng._spare
+        (spare,) = eng._tab_pool.spare()
         assert eng._conn is not None
         channel = TabReader(eng._conn, spare, hold=5)
         try:
@@ -489,7 +489,7 @@ def test_a_tab_is_replaced_after_serving_pos_per_tab_pos(sim: SimHandle, tmp_pat
             result = next(iter(eng.run([job(digits)])))
             assert result.outcome is outcome, (digits, result.reason)
             assert eng.browser is not None and len(eng.browser.driver.window_handles) <= 2
-            spares.append(tuple(eng._spare))
+            spares.append(tuple(eng._tab_pool.spare()))
         # Kept after its first PO, closed after its second; then the same with a new tab.
         assert [len(s) for s in spares] == [1, 0, 1, 0, 1]
         assert len({spares[0], spares[2], spares[4]}) == 3
