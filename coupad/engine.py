@@ -69,16 +69,13 @@ is closed and replaced. The browser is reached only through :class:`coupad.brows
 from __future__ import annotations
 
 import concurrent.futures
-import enum
 import logging
 import select
 import shutil
 import socket
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -94,6 +91,7 @@ from selenium.common.exceptions import (
 from coupad.browser import BrowserLike
 from coupad.browser.cdp import CdpError, Connection, ConnectionLost, browser_endpoint
 from coupad.browser.downloads import Began, Completed, DownloadRouter, Failed, Progress, Refused
+from coupad.browser.po import ClickDownload, Outcome, Planned, PoJob, PoResult, PoRun, Stage
 from coupad.browser.reader import ChannelError, TabCrashed, TabReader
 from coupad.browser.tabs import TabPool, TabState
 from coupad.config import Config
@@ -111,7 +109,6 @@ from coupad.page import (
     HOOK_JS,
     SCROLL_TO_CENTRE_JS,
     SNAPSHOT_JS,
-    Attachment,
     PageKind,
     Snapshot,
     Verdict,
@@ -119,8 +116,9 @@ from coupad.page import (
     idle_wait,
     is_idle,
 )
-from coupad.ponumber import PoNumber
 from coupad.signin import form_sign_in, is_sign_in_url, read_password
+
+__all__ = ["Engine", "HasFileno", "Outcome", "PoJob", "PoResult"]
 
 log = logging.getLogger("coupad.engine")
 
@@ -147,153 +145,6 @@ class HasFileno(Protocol):
     def fileno(self) -> int: ...
 
 
-class Outcome(enum.Enum):
-    """How one attempt at a PO ended."""
-
-    COMPLETED = "COMPLETED"
-    NO_ATTACHMENTS = "NO_ATTACHMENTS"
-    NOT_FOUND = "NOT_FOUND"
-    ACCESS_DENIED = "ACCESS_DENIED"
-    SIGNED_OUT = "SIGNED_OUT"  # never final: the daemon turns it into AUTH_WAIT
-    THROTTLED = "THROTTLED"
-    SERVER_ERROR = "SERVER_ERROR"
-    TIMEOUT = "TIMEOUT"
-    ERROR = "ERROR"  # download failures and the unexpected; files already on disk are kept
-    # A download problem no retry will change (a file Coupa says does not exist or may not be
-    # fetched, too many redirects, ...): the PO ends at once, PARTIAL when some files are on disk.
-    PARTIAL = "PARTIAL"
-    FAILED = "FAILED"
-
-    @property
-    def final(self) -> bool:
-        """Whether the PO is done: its folder has been renamed to ``<PO>_<STATUS>``."""
-        return self in _FINAL
-
-    @property
-    def retryable(self) -> bool:
-        """Whether another attempt may succeed (sign-in is neither final nor retryable)."""
-        return self in _RETRYABLE
-
-
-_FINAL = frozenset({Outcome.COMPLETED, Outcome.NO_ATTACHMENTS, Outcome.NOT_FOUND, Outcome.ACCESS_DENIED,
-                    Outcome.PARTIAL, Outcome.FAILED})
-_RETRYABLE = frozenset({Outcome.THROTTLED, Outcome.SERVER_ERROR, Outcome.TIMEOUT, Outcome.ERROR})
-
-
-@dataclass(frozen=True)
-class PoJob:
-    """One PO to process; ``deadline_s`` is its time budget in seconds from submit."""
-
-    po: PoNumber
-    key: str  # the task id, opaque to the engine
-    group: str | None = None  # folder group chosen by the caller; None: by config
-    deadline_s: float | None = None  # None: tasks.po_timeout
-
-
-@dataclass(frozen=True)
-class PoResult:
-    """What one attempt at a PO found, downloaded and ended with."""
-
-    job: PoJob
-    outcome: Outcome
-    reason: str
-    supplier: str | None
-    found: int
-    downloaded: int
-    names: tuple[str, ...]
-    folder: Path | None
-    final_url: str
-    timings: dict[str, float]
-    retry_after: float | None = None
-
-    @property
-    def partial(self) -> bool:
-        """A retryable outcome with some of the PO's files already on disk."""
-        return self.outcome.retryable and self.downloaded > 0
-
-
-class Stage(enum.Enum):
-    """Where a tab stands."""
-
-    OPEN = "open"
-    LOAD = "load"
-    CLICKS = "clicks"
-    DOWNLOADS = "downloads"
-
-
-@dataclass(frozen=True)
-class Planned:
-    """An attachment to download for a PO."""
-
-    attachment: Attachment
-    source: str  # "po" | "requisition"
-
-    @property
-    def key(self) -> str:
-        return self.attachment.key(self.source)
-
-
-@dataclass
-class ClickDownload:
-    """A browser download started by a click, followed by the browser's download events."""
-
-    planned: Planned
-    page_url: str  # where it was clicked: the manifest's source for a file with no URL of its own
-    clicked_at: float
-    guid: str | None = None  # the browser's id for it, once it has begun
-    last_bytes: int = -1
-    last_progress: float = 0.0
-    done_path: Path | None = None  # the complete file, named by its guid in the staging folder
-    failed: str | None = None  # why the browser gave it up
-
-
-@dataclass
-class Tab:
-    """One PO in flight in one browser tab."""
-
-    job: PoJob
-    handle: str
-    submitted: float
-    deadline: float
-    free: bool  # a navigation may start: the tab is blank or its document retired (see above)
-    blanked_at: float = 0.0  # when it was sent to about:blank (a tab not yet free)
-    stage: Stage = Stage.OPEN
-    target: str = "po"  # which page the tab is on: "po" | "requisition"
-    url: str = ""
-    expected_path: str = ""
-    nav_at: float = 0.0
-    committed: bool = False  # the tab's document is the one navigated to (see module docstring)
-    ready_at: float | None = None
-    list_sig: str | None = None  # the attachment list's signature at the last look
-    list_changed_at: float = 0.0  # when the list last changed after the first look
-    look_at: float = 0.0  # when to take the next snapshot
-    last_url: str = ""
-    folder: PoFolder | None = None
-    supplier: str | None = None
-    planned: list[Planned] = field(default_factory=list)
-    clicks: deque[Planned] = field(default_factory=deque)
-    clicking: ClickDownload | None = None
-    browser_downloads: list[ClickDownload] = field(default_factory=list)
-    fetches: dict[concurrent.futures.Future[Fetched], tuple[Planned, Path]] = field(default_factory=dict)
-    refetched: set[str] = field(default_factory=set)
-    failures: list[str] = field(default_factory=list)
-    transient: bool = False  # one of the failures may go away on another attempt
-    signed_out: str | None = None
-    retry_after: float | None = None
-    requisition_id: str | None = None
-    page_outcome: Outcome | None = None  # a page said stop (throttled, server error, ...)
-    page_reason: str = ""
-    notes: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    downloads_started: float | None = None
-
-    def fail(self, message: str, retry_after: float | None = None, *, permanent: bool = False) -> None:
-        self.failures.append(message)
-        self.transient = self.transient or not permanent
-        if retry_after is not None:
-            self.retry_after = max(self.retry_after or 0.0, retry_after)
-
-
 class Engine:
     """One browser with up to ``tabs`` POs in flight (see the module docstring)."""
 
@@ -310,7 +161,7 @@ class Engine:
         self.tabs = tabs
         self.browser: BrowserLike | None = None
         self._factory = browser_factory
-        self._tabs: list[Tab] = []
+        self._tabs: list[PoRun] = []
         self._home = ""
         self._current = ""
         self._fetcher: DirectFetcher | None = None
@@ -467,7 +318,7 @@ class Engine:
         budget = job.deadline_s if job.deadline_s is not None else self.config.tasks.po_timeout
         url = f"{self.base}/order_headers/{job.po.digits}"
         handle, free, blanked_at = self._take_tab()
-        tab = Tab(job=job, handle=handle, submitted=now, deadline=now + budget, free=free,
+        tab = PoRun(job=job, handle=handle, submitted=now, deadline=now + budget, free=free,
                   blanked_at=blanked_at, url=url, expected_path=urlsplit(url).path)
         self._tabs.append(tab)
         log.debug("%s: started in tab %s", job.po, handle)
@@ -542,7 +393,7 @@ class Engine:
 
     # ---- one step of one tab ------------------------------------------------------------
 
-    def _step(self, tab: Tab) -> PoResult | None:
+    def _step(self, tab: PoRun) -> PoResult | None:
         now = time.monotonic()
         if self._broken:
             return self._finish(tab, Outcome.ERROR, f"the browser stopped working: {self._broken}")
@@ -577,7 +428,7 @@ class Engine:
             log.warning("%s: %s", tab.job.po, exc)
             return self._finish(tab, Outcome.ERROR, str(exc))
 
-    def _open(self, tab: Tab, now: float) -> PoResult | None:
+    def _open(self, tab: PoRun, now: float) -> PoResult | None:
         if not tab.free:
             if now - tab.blanked_at > self.reset_timeout:
                 log.info("%s: tab %s did not turn blank within %.0f s; using a new tab",
@@ -593,7 +444,7 @@ class Engine:
         self._navigate(tab, tab.url, tab.target, now)
         return None
 
-    def _navigate(self, tab: Tab, url: str, target: str, now: float) -> None:
+    def _navigate(self, tab: PoRun, url: str, target: str, now: float) -> None:
         """Load ``url`` in the tab, which must be free (see the module docstring)."""
         self._switch(tab.handle)
         channel = self._tab_pool.reader(tab.handle)
@@ -614,7 +465,7 @@ class Engine:
         self._driver.get(url)
         self._commit_answered(tab, now)  # sends the probe now, so its answer wakes the engine
 
-    def _commit_answered(self, tab: Tab, now: float) -> None:
+    def _commit_answered(self, tab: PoRun, now: float) -> None:
         """Ask the tab's DevTools socket for its URL (Chromium answers once the navigation has
         committed, which wakes the engine then) and mark the tab committed once the answer is
         a URL other than a blank or retired document's; a probe answered before the
@@ -641,7 +492,7 @@ class Engine:
         else:
             tab.look_at = now + PROBE_AGAIN
 
-    def _to_requisition(self, tab: Tab, now: float) -> None:
+    def _to_requisition(self, tab: PoRun, now: float) -> None:
         """Continue in the same tab on the requisition, once it is free; downloads already
         started go on (they belong to the browser, not to the page)."""
         tab.free = self._retire(tab.handle)
@@ -653,7 +504,7 @@ class Engine:
         tab.expected_path = urlsplit(tab.url).path
         tab.stage = Stage.OPEN
 
-    def _load(self, tab: Tab, now: float) -> PoResult | None:
+    def _load(self, tab: PoRun, now: float) -> PoResult | None:
         if not tab.committed:
             self._commit_answered(tab, now)
         if not tab.committed or now < tab.look_at:
@@ -666,7 +517,7 @@ class Engine:
         if snap.ready_state == "complete" and tab.ready_at is None and _is_web(snap.url):
             tab.ready_at = now
             if on_po:
-                self._time(tab, "page", now - tab.nav_at)
+                tab.time("page", now - tab.nav_at)
         self._note_list(tab, snap, now)
         verdict = classify(snap, self.base, tab.expected_path, settled=False)
         if verdict.kind is not PageKind.LOADING:
@@ -692,8 +543,8 @@ class Engine:
             tab.look_at = now + self._look_interval(tab)
             return None
         if on_po:
-            self._time(tab, "settle", now - tab.ready_at)
-            self._time(tab, "discovery", time.monotonic() - started)
+            tab.time("settle", now - tab.ready_at)
+            tab.time("discovery", time.monotonic() - started)
         log.debug("%s: %s page read (%s) %.2f s after load with %d attachments", tab.job.po,
                   tab.target, evidence, now - tab.ready_at, len(full.attachments))
         hook = full.hook
@@ -710,14 +561,14 @@ class Engine:
             return self._click(tab, now)  # go on at once: no poll round between the stages
         return result
 
-    def _note_list(self, tab: Tab, snap: Snapshot, now: float) -> None:
+    def _note_list(self, tab: PoRun, snap: Snapshot, now: float) -> None:
         """Remember when the page's attachment list (or its requisition links) last changed."""
         if snap.list_sig != tab.list_sig:
             if tab.list_sig is not None:
                 tab.list_changed_at = now
             tab.list_sig = snap.list_sig
 
-    def _evidence(self, tab: Tab, snap: Snapshot, now: float) -> str | None:
+    def _evidence(self, tab: PoRun, snap: Snapshot, now: float) -> str | None:
         """Why the loaded page can be believed now (see the module docstring), or None."""
         window = self.config.coupa.late_list_window
         if is_idle(snap, window):
@@ -732,7 +583,7 @@ class Engine:
             return "list unchanged, a request still open at coupa.settle_timeout"
         return None
 
-    def _next_look(self, tab: Tab, snap: Snapshot, now: float) -> float:
+    def _next_look(self, tab: PoRun, snap: Snapshot, now: float) -> float:
         """When to look at a page that is not evidence yet: when it may turn idle or its list
         may have been unchanged long enough, and at least every WATCH_INTERVAL meanwhile."""
         window = self.config.coupa.late_list_window
@@ -742,7 +593,7 @@ class Engine:
         due = min(WATCH_INTERVAL, stable_in, idle_in if idle_in is not None else WATCH_INTERVAL)
         return max(self._look_interval(tab), due)
 
-    def _load_timeouts(self, tab: Tab, now: float) -> PoResult | None:
+    def _load_timeouts(self, tab: PoRun, now: float) -> PoResult | None:
         if tab.ready_at is None and now - tab.nav_at > self.config.coupa.page_timeout:
             what = "the requisition page" if tab.target == "requisition" else "the PO page"
             return self._finish(
@@ -751,7 +602,7 @@ class Engine:
             )
         return None
 
-    def _on_verdict(self, tab: Tab, snap: Snapshot, verdict: Verdict) -> PoResult | None:
+    def _on_verdict(self, tab: PoRun, snap: Snapshot, verdict: Verdict) -> PoResult | None:
         kind = verdict.kind
         on_requisition = tab.target == "requisition"
         prefix = f"requisition {tab.requisition_id}: " if on_requisition else ""
@@ -765,14 +616,14 @@ class Engine:
             if on_requisition:
                 # The PO's own files stand; a requisition the user cannot see adds nothing.
                 tab.notes.append(prefix + verdict.reason)
-                self._time(tab, "requisition", time.monotonic() - tab.nav_at)
+                tab.time("requisition", time.monotonic() - tab.nav_at)
                 tab.stage = Stage.DOWNLOADS
                 return None
             outcome = Outcome.NOT_FOUND if kind is PageKind.NOT_FOUND else Outcome.ACCESS_DENIED
             return self._finish(tab, outcome, verdict.reason)
         return self._on_content(tab, snap)
 
-    def _on_content(self, tab: Tab, snap: Snapshot) -> PoResult | None:
+    def _on_content(self, tab: PoRun, snap: Snapshot) -> PoResult | None:
         if any(a.url for a in snap.attachments) and (
             time.monotonic() - self._cookies_at > COOKIE_MAX_AGE
         ):
@@ -785,7 +636,7 @@ class Engine:
             if wanted and snap.requisitions:
                 tab.requisition_id = snap.requisitions[0]
         else:
-            self._time(tab, "requisition", time.monotonic() - tab.nav_at)
+            tab.time("requisition", time.monotonic() - tab.nav_at)
         source = tab.target
         for attachment in snap.attachments:
             planned = Planned(attachment, source)
@@ -800,7 +651,7 @@ class Engine:
         log.debug("%s: %s page has %d attachments", tab.job.po, source, len(snap.attachments))
         return None
 
-    def _group(self, tab: Tab) -> str | None:
+    def _group(self, tab: PoRun) -> str | None:
         if tab.job.group is not None:
             return tab.job.group
         if self.config.downloads.group_by == "supplier":
@@ -809,7 +660,7 @@ class Engine:
 
     # ---- downloads ----------------------------------------------------------------------
 
-    def _start_fetch(self, tab: Tab, planned: Planned) -> None:
+    def _start_fetch(self, tab: PoRun, planned: Planned) -> None:
         assert tab.folder is not None and planned.attachment.url is not None
         if self._fetcher is None:
             self._refresh_cookies(tab.handle)
@@ -823,7 +674,7 @@ class Engine:
         future.add_done_callback(self._poke)
         tab.fetches[future] = (planned, staging)
 
-    def _collect_fetches(self, tab: Tab) -> None:
+    def _collect_fetches(self, tab: PoRun) -> None:
         for future in [f for f in tab.fetches if f.done()]:
             planned, staging = tab.fetches.pop(future)
             try:
@@ -831,7 +682,7 @@ class Engine:
             finally:
                 _remove(staging)
 
-    def _store_fetch(self, tab: Tab, planned: Planned, future: concurrent.futures.Future[Fetched]) -> None:
+    def _store_fetch(self, tab: PoRun, planned: Planned, future: concurrent.futures.Future[Fetched]) -> None:
         name = planned.attachment.name or planned.attachment.url or "attachment"
         try:
             fetched = future.result()
@@ -859,7 +710,7 @@ class Engine:
             fetched.path, original, fetched.url, planned.source, planned.key, sha256=fetched.sha256
         )
 
-    def _click(self, tab: Tab, now: float) -> PoResult | None:
+    def _click(self, tab: PoRun, now: float) -> PoResult | None:
         # One click at a time per tab awaits its download's start, so the browser's events
         # say which attachment each download is; the tabs click independently.
         if tab.clicking is not None:
@@ -876,7 +727,7 @@ class Engine:
         tab.stage = Stage.DOWNLOADS
         return self._downloads(tab, now)
 
-    def _start_click(self, tab: Tab, planned: Planned, now: float) -> None:
+    def _start_click(self, tab: PoRun, planned: Planned, now: float) -> None:
         assert tab.folder is not None and planned.attachment.index is not None
         assert self._router is not None
         name = planned.attachment.name
@@ -889,7 +740,7 @@ class Engine:
             tab.downloads_started = now
         tab.clicking = ClickDownload(planned, tab.last_url or tab.url, time.monotonic())
 
-    def _click_element(self, tab: Tab, planned: Planned) -> bool:
+    def _click_element(self, tab: PoRun, planned: Planned) -> bool:
         """Click an attachment element: a real mouse click over the tab's session where the
         element is not covered (the floating toolbar), else the element's own click; over
         WebDriver when the tab has no session. False: the element is gone."""
@@ -926,7 +777,7 @@ class Engine:
                             {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1},
                             session=session, then=_ignore)
 
-    def _await_click_start(self, tab: Tab, now: float) -> PoResult | None:
+    def _await_click_start(self, tab: PoRun, now: float) -> PoResult | None:
         download = tab.clicking
         assert download is not None
         limit = min(CLICK_START_TIMEOUT, self.config.coupa.download_timeout)
@@ -962,7 +813,7 @@ class Engine:
             tab = by_handle.get(event.tab_id)
             if tab is None:
                 continue
-            download = _click_of(tab, event.key)
+            download = tab.click_of(event.key)
             if download is None:
                 continue
             if isinstance(event, Began):
@@ -986,7 +837,7 @@ class Engine:
                     tab.clicking = None
                     tab.browser_downloads.append(download)
 
-    def _downloads(self, tab: Tab, now: float) -> PoResult | None:
+    def _downloads(self, tab: PoRun, now: float) -> PoResult | None:
         timeout = self.config.coupa.download_timeout
         for download in list(tab.browser_downloads):
             name = download.planned.attachment.name
@@ -1018,7 +869,7 @@ class Engine:
 
     # ---- the end of a PO ----------------------------------------------------------------
 
-    def _stop(self, tab: Tab, outcome: Outcome, reason: str) -> PoResult | None:
+    def _stop(self, tab: PoRun, outcome: Outcome, reason: str) -> PoResult | None:
         """A page ended the PO: start nothing more, finish once running downloads end."""
         tab.clicks.clear()
         tab.requisition_id = None
@@ -1030,12 +881,12 @@ class Engine:
             tab.page_reason = reason
         return self._finish_when_idle(tab)
 
-    def _finish_when_idle(self, tab: Tab) -> PoResult | None:
+    def _finish_when_idle(self, tab: PoRun) -> PoResult | None:
         """Finish the PO once nothing of it is still clicking or downloading."""
         if tab.stage is not Stage.DOWNLOADS or tab.fetches or tab.browser_downloads or tab.clicking:
             return None
         if tab.downloads_started is not None:
-            self._time(tab, "downloads", time.monotonic() - tab.downloads_started)
+            tab.time("downloads", time.monotonic() - tab.downloads_started)
         if tab.signed_out is not None:
             return self._finish(tab, Outcome.SIGNED_OUT, tab.signed_out)
         if tab.page_outcome is not None:
@@ -1044,13 +895,13 @@ class Engine:
         if tab.failures:
             if not tab.transient:
                 # Nothing another attempt could change: end now rather than retry in vain.
-                outcome = Outcome.PARTIAL if self._downloaded(tab) else Outcome.FAILED
+                outcome = Outcome.PARTIAL if tab.downloaded() else Outcome.FAILED
                 return self._finish(tab, outcome, "; ".join(tab.failures + tab.notes))
             return self._finish(tab, Outcome.ERROR, "; ".join(tab.failures + tab.notes))
         outcome = Outcome.COMPLETED if tab.planned else Outcome.NO_ATTACHMENTS
         return self._finish(tab, outcome, "; ".join(tab.notes))
 
-    def _finish(self, tab: Tab, outcome: Outcome, reason: str, *, close: bool = True) -> PoResult:
+    def _finish(self, tab: PoRun, outcome: Outcome, reason: str, *, close: bool = True) -> PoResult:
         if tab in self._tabs:
             self._tabs.remove(tab)
         if self._router is not None:
@@ -1068,10 +919,10 @@ class Engine:
             started = time.monotonic()
             folder = tab.folder or PoFolder.open(self.config.paths.downloads, tab.job.po, tab.job.group)
             folder_path = folder.finalize(outcome.value)
-            self._time(tab, "finalize", time.monotonic() - started)
-        names = self._downloaded(tab)
+            tab.time("finalize", time.monotonic() - started)
+        names = tab.downloaded()
         downloaded = len(names)
-        self._time(tab, "total", time.monotonic() - tab.submitted)
+        tab.time("total", time.monotonic() - tab.submitted)
         result = PoResult(
             job=tab.job,
             outcome=outcome,
@@ -1089,15 +940,7 @@ class Engine:
                  len(tab.planned), tab.timings["total"], f" ({reason})" if reason else "")
         return result
 
-    @staticmethod
-    def _downloaded(tab: Tab) -> list[str]:
-        """The names on disk of the PO's planned files, in the page's order."""
-        if tab.folder is None:
-            return []
-        by_key = {e.key: e.name for e in tab.folder.entries}
-        return [by_key[p.key] for p in tab.planned if p.key in by_key]
-
-    def _release_tab(self, tab: Tab) -> None:
+    def _release_tab(self, tab: PoRun) -> None:
         """Keep the finished PO's tab for the next PO (see the module docstring), or close it
         once it has served ``pool.pos_per_tab`` POs: a reused renderer grows for a while."""
         now = time.monotonic()
@@ -1210,7 +1053,7 @@ class Engine:
             self._driver.switch_to.window(handle)
             self._current = handle
 
-    def _look(self, tab: Tab, *, full: bool) -> Snapshot | None:
+    def _look(self, tab: PoRun, *, full: bool) -> Snapshot | None:
         """One snapshot of the tab, or None while its document is being replaced."""
         channel = self._channel(tab.handle)
         if channel is not None:
@@ -1235,13 +1078,13 @@ class Engine:
             return None
         return self._snapshot(tab, raw)
 
-    def _snapshot(self, tab: Tab, raw: Any) -> Snapshot:
+    def _snapshot(self, tab: PoRun, raw: Any) -> Snapshot:
         snap = Snapshot.from_js(raw)
         if _is_web(snap.url):
             tab.last_url = snap.url
         return snap
 
-    def _look_interval(self, tab: Tab) -> float:
+    def _look_interval(self, tab: PoRun) -> float:
         return SOCKET_LOOK_INTERVAL if self._tab_pool.reader(tab.handle) else LOOK_INTERVAL
 
     def _drop_channel(self, handle: str, exc: ChannelError) -> None:
@@ -1334,16 +1177,6 @@ class Engine:
         except OSError:
             pass  # a byte is already waiting, or the engine is closed
 
-    @staticmethod
-    def _time(tab: Tab, stage: str, seconds: float) -> None:
-        tab.timings[stage] = round(tab.timings.get(stage, 0.0) + seconds, 4)
-
-
-def _click_of(tab: Tab, key: str) -> ClickDownload | None:
-    """The tab's click download for an attachment key, awaiting its start or running."""
-    if tab.clicking is not None and tab.clicking.planned.key == key:
-        return tab.clicking
-    return next((d for d in tab.browser_downloads if d.planned.key == key), None)
 
 
 def _webdriver_cookie(cookie: dict[str, Any]) -> dict[str, Any]:
