@@ -22,27 +22,8 @@ folder is switched per click, and no tab waits for another's download. WebDriver
 navigates and opens and closes tabs. A connection that is lost is opened again and re-armed
 once; if that fails the engine is broken and its worker replaces the browser.
 
-**Evidence before verdict.** Coupa renders attachment lists after the page has loaded —
-seconds later on a busy tenant, by a timer or by the page's own requests, sometimes in steps
-— so an empty or short list seen early proves nothing. A loaded page (``readyState``
-complete) is read only when one of these holds, and until then it is looked at again:
-
-1. *The page is idle*: the hook (:mod:`coupad.page`), installed before the page's own
-   scripts ran, sees no request in flight (nor a script or frame inserted after load), no
-   socket, event stream or worker open, no timer, interval or animation frame due within
-   ``coupa.late_list_window``, and nothing done for a moment. Nothing the page started can
-   change it any more, so it is read at once, with no clock to wait out.
-2. *The list has stopped changing*: a page that keeps working (polls, animates, holds a
-   socket, or whose hook came late) is read once its attachment list — and its requisition
-   links — have not changed for ``coupa.late_list_window`` since it loaded or last changed,
-   and none of its requests is in flight (a request still open may be the list, late on a
-   busy tenant: it is waited for up to ``coupa.settle_timeout``).
-
-A list that is still changing ``coupa.settle_timeout`` after load ends the attempt as a
-retryable error; so does a page one of whose own requests failed (429, 5xx, network error),
-since what it shows may lack a part. The window bounds what is promised: an attachment that
-appears within ``coupa.late_list_window`` of the page's load, or of the list's previous change,
-is never missed.
+**Evidence before verdict.** An attachment list seen early proves nothing: a loaded page is
+read only once it is idle or its list has stopped changing (:mod:`coupad.browser.evidence`).
 
 **Permanent is permanent.** A download problem that no retry changes (see
 :class:`coupad.download.DownloadProblem`) ends the PO at once, ``PARTIAL`` when some files are
@@ -90,6 +71,7 @@ from selenium.common.exceptions import (
 
 from coupad.browser import BrowserLike
 from coupad.browser.cdp import CdpError, Connection, ConnectionLost, browser_endpoint
+from coupad.browser.evidence import evidence, next_look, note_list
 from coupad.browser.downloads import Began, Completed, DownloadRouter, Failed, Progress, Refused
 from coupad.browser.po import ClickDownload, Outcome, Planned, PoJob, PoResult, PoRun, Stage
 from coupad.browser.reader import ChannelError, TabCrashed, TabReader
@@ -113,8 +95,6 @@ from coupad.page import (
     Snapshot,
     Verdict,
     classify,
-    idle_wait,
-    is_idle,
 )
 from coupad.signin import form_sign_in, is_sign_in_url, read_password
 
@@ -124,7 +104,6 @@ log = logging.getLogger("coupad.engine")
 
 LOOK_INTERVAL = 0.05  # seconds between two snapshots of one tab read over WebDriver
 SOCKET_LOOK_INTERVAL = 0.025  # the same over the tab's DevTools session (no WebDriver queue)
-WATCH_INTERVAL = 0.1  # a loaded page that is not evidence yet is looked at at least this often
 RETIRE_JS = "window.__coupadRetired = true; return true;"
 # The commit probe: null from a retired document, the URL from any other.
 COMMIT_PROBE_JS = "return window.__coupadRetired ? null : String(location.href);"
@@ -518,35 +497,37 @@ class Engine:
             tab.ready_at = now
             if on_po:
                 tab.time("page", now - tab.nav_at)
-        self._note_list(tab, snap, now)
+        note_list(tab, snap, now)
         verdict = classify(snap, self.base, tab.expected_path, settled=False)
         if verdict.kind is not PageKind.LOADING:
             return self._on_verdict(tab, snap, verdict)  # decisive at once: sign-in, 429, 5xx
         if tab.ready_at is None:
             tab.look_at = now + self._look_interval(tab)
             return self._load_timeouts(tab, now)
-        evidence = self._evidence(tab, snap, now)
-        if evidence is None:
-            settle_timeout = self.config.coupa.settle_timeout
+        coupa = self.config.coupa
+        settle_timeout = coupa.settle_timeout
+        why = evidence(tab, snap, now, window=coupa.late_list_window, settle_timeout=settle_timeout)
+        if why is None:
             if now - tab.ready_at > settle_timeout:
                 return self._stop(tab, Outcome.ERROR, (
                     f"the {'requisition' if not on_po else 'PO'} page's attachment list was "
                     f"still changing {settle_timeout:.0f} s after the page loaded"))
-            tab.look_at = now + self._next_look(tab, snap, now)
+            tab.look_at = now + next_look(tab, snap, now, window=coupa.late_list_window,
+                                          look_interval=self._look_interval(tab))
             return None
         started = time.monotonic()
         full = self._look(tab, full=True)
         if full is None:
             return None
         if full.list_sig != tab.list_sig:
-            self._note_list(tab, full, now)  # it changed under the look: watch on
+            note_list(tab, full, now)  # it changed under the look: watch on
             tab.look_at = now + self._look_interval(tab)
             return None
         if on_po:
             tab.time("settle", now - tab.ready_at)
             tab.time("discovery", time.monotonic() - started)
         log.debug("%s: %s page read (%s) %.2f s after load with %d attachments", tab.job.po,
-                  tab.target, evidence, now - tab.ready_at, len(full.attachments))
+                  tab.target, why, now - tab.ready_at, len(full.attachments))
         hook = full.hook
         if hook is not None and hook.failed:
             # Part of the page did not load: what it shows is no evidence of what it has.
@@ -560,38 +541,6 @@ class Engine:
         if result is None and tab.stage is Stage.CLICKS:
             return self._click(tab, now)  # go on at once: no poll round between the stages
         return result
-
-    def _note_list(self, tab: PoRun, snap: Snapshot, now: float) -> None:
-        """Remember when the page's attachment list (or its requisition links) last changed."""
-        if snap.list_sig != tab.list_sig:
-            if tab.list_sig is not None:
-                tab.list_changed_at = now
-            tab.list_sig = snap.list_sig
-
-    def _evidence(self, tab: PoRun, snap: Snapshot, now: float) -> str | None:
-        """Why the loaded page can be believed now (see the module docstring), or None."""
-        window = self.config.coupa.late_list_window
-        if is_idle(snap, window):
-            return "idle"
-        assert tab.ready_at is not None
-        if now - max(tab.ready_at, tab.list_changed_at) < window:
-            return None
-        if snap.hook is None or snap.hook.inflight == 0:
-            return "list unchanged"
-        # A request of the page is still open: it may be the list, late on a busy tenant.
-        if now - tab.ready_at > self.config.coupa.settle_timeout:
-            return "list unchanged, a request still open at coupa.settle_timeout"
-        return None
-
-    def _next_look(self, tab: PoRun, snap: Snapshot, now: float) -> float:
-        """When to look at a page that is not evidence yet: when it may turn idle or its list
-        may have been unchanged long enough, and at least every WATCH_INTERVAL meanwhile."""
-        window = self.config.coupa.late_list_window
-        assert tab.ready_at is not None
-        stable_in = window - (now - max(tab.ready_at, tab.list_changed_at))
-        idle_in = idle_wait(snap, window)
-        due = min(WATCH_INTERVAL, stable_in, idle_in if idle_in is not None else WATCH_INTERVAL)
-        return max(self._look_interval(tab), due)
 
     def _load_timeouts(self, tab: PoRun, now: float) -> PoResult | None:
         if tab.ready_at is None and now - tab.nav_at > self.config.coupa.page_timeout:
