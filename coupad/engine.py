@@ -72,7 +72,8 @@ from selenium.common.exceptions import (
 from coupad.browser import BrowserLike
 from coupad.browser.cdp import CdpError, Connection, ConnectionLost, browser_endpoint
 from coupad.browser.evidence import evidence, next_look, note_list
-from coupad.browser.downloads import Began, Completed, DownloadRouter, Failed, Progress, Refused
+from coupad.browser.clicks import CLICK_START_TIMEOUT, route, settle
+from coupad.browser.downloads import DownloadRouter
 from coupad.browser.po import ClickDownload, Outcome, Planned, PoJob, PoResult, PoRun, Stage
 from coupad.browser.reader import ChannelError, TabCrashed, TabReader
 from coupad.browser.tabs import TabPool, TabState
@@ -81,7 +82,6 @@ from coupad.download import (
     DirectFetcher,
     DownloadError,
     Fetched,
-    is_sign_in_download,
 )
 from coupad.errors import BrowserError, CoupadError, SignInRequired
 from coupad.folders import STAGING, PoFolder
@@ -113,8 +113,6 @@ LOOK_WAIT = 0.1  # how long a snapshot over a tab's DevTools socket is waited fo
 BLANK = "about:blank"  # a blank tab's URL, and its title until its next document commits
 RESET_TIMEOUT = 5.0  # a tab sent to about:blank must be blank within this, or it is replaced
 SPARE_IDLE = 1.0  # a spare tab still showing a finished PO's page is blanked after this
-CLICK_START_TIMEOUT = 30.0  # a click must start its download within this (bounded by download_timeout)
-STALL_TIMEOUT = 120.0  # a browser download whose size does not move for this long has failed
 _DEAD_SESSION = ("invalid session id", "chrome not reachable", "disconnected", "session deleted")
 
 
@@ -753,67 +751,11 @@ class Engine:
         except CdpError as exc:
             log.warning("reading download events failed: %s", exc)
             return
-        by_handle = {t.handle: t for t in self._tabs}
-        for event in events:
-            if isinstance(event, Refused):
-                log.warning("a download no PO expected was cancelled (%s): %s",
-                            event.suggested_name, event.reason)
-                continue
-            tab = by_handle.get(event.tab_id)
-            if tab is None:
-                continue
-            download = tab.click_of(event.key)
-            if download is None:
-                continue
-            if isinstance(event, Began):
-                download.guid = event.guid
-                download.last_progress = now
-                if tab.clicking is download:
-                    tab.clicking = None
-                    tab.browser_downloads.append(download)
-            elif isinstance(event, Progress):
-                if event.received != download.last_bytes:
-                    download.last_bytes = event.received
-                    download.last_progress = now
-            elif isinstance(event, Completed):
-                download.done_path = event.path
-                if tab.clicking is download:
-                    tab.clicking = None
-                    tab.browser_downloads.append(download)
-            elif isinstance(event, Failed):
-                download.failed = event.reason
-                if tab.clicking is download:
-                    tab.clicking = None
-                    tab.browser_downloads.append(download)
+        route(events, self._tabs, now)
 
     def _downloads(self, tab: PoRun, now: float) -> PoResult | None:
-        timeout = self.config.coupa.download_timeout
-        for download in list(tab.browser_downloads):
-            name = download.planned.attachment.name
-            if download.done_path is not None:
-                tab.browser_downloads.remove(download)
-                if is_sign_in_download(download.done_path, name):
-                    tab.signed_out = f"{name or 'attachment'}: the download was a sign-in page"
-                    tab.clicks.clear()
-                    download.done_path.unlink(missing_ok=True)
-                    continue
-                assert tab.folder is not None
-                tab.folder.add_file(
-                    download.done_path, name or "attachment", download.page_url,
-                    download.planned.source, download.planned.key,
-                )
-                continue
-            if download.failed is not None:
-                tab.browser_downloads.remove(download)
-                tab.fail(f"{name}: the browser download failed ({download.failed})")
-                continue
-            stalled = now - download.last_progress > min(STALL_TIMEOUT, timeout)
-            if stalled or now - download.clicked_at > timeout:
-                tab.browser_downloads.remove(download)
-                why = "stalled" if stalled else f"took longer than {timeout:.0f} s"
-                if self._router is not None and download.guid is not None:
-                    self._router.cancel(download.guid, why)
-                tab.fail(f"{name}: the browser download {why}")
+        cancel = self._router.cancel if self._router is not None else None
+        settle(tab, now, self.config.coupa.download_timeout, cancel)
         return self._finish_when_idle(tab)
 
     # ---- the end of a PO ----------------------------------------------------------------
