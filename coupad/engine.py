@@ -37,14 +37,11 @@ by answering an evaluation, or, for a tab read over WebDriver, the browser-level
 ``Target.getTargets`` (a fresh tab keeps the title ``about:blank`` until its first document
 commits). Several tabs therefore load, settle and download at the same time.
 
-Tabs are reused: a finished PO's document is *retired* (marked over its session, so that the
-commit probe of the next navigation cannot take it for the new page) and the next PO
-navigates the tab straight away; after ``pool.pos_per_tab`` POs a tab is closed and a new
-one opened, because a reused renderer keeps growing for a while. A tab left spare for
-:data:`SPARE_IDLE` seconds is navigated to ``about:blank``, which drops the page and
-everything it held. A tab read over WebDriver is blanked at once instead, and navigated again
-once the browser reports it blank; if it does not turn blank within :data:`RESET_TIMEOUT` it
-is closed and replaced. The browser is reached only through :class:`coupad.browser.BrowserLike`.
+Tabs are reused, and a spare one is blanked after a while (:mod:`coupad.browser.tabops`; the
+pool's books in :mod:`coupad.browser.tabs`): if one does not turn blank within
+:data:`RESET_TIMEOUT` it is closed and replaced. The records of a PO and its outcome are in
+:mod:`coupad.browser.po`, the click downloads' books in :mod:`coupad.browser.clicks`. The
+browser is reached only through :class:`coupad.browser.BrowserLike`.
 """
 
 from __future__ import annotations
@@ -64,7 +61,6 @@ from urllib.parse import urlsplit
 from selenium.common.exceptions import (
     ElementClickInterceptedException,
     ElementNotInteractableException,
-    InvalidSessionIdException,
     NoSuchWindowException,
     WebDriverException,
 )
@@ -75,7 +71,8 @@ from coupad.browser.evidence import evidence, next_look, note_list
 from coupad.browser.clicks import CLICK_START_TIMEOUT, route, settle
 from coupad.browser.downloads import DownloadRouter
 from coupad.browser.po import ClickDownload, Outcome, Planned, PoJob, PoResult, PoRun, Stage
-from coupad.browser.reader import ChannelError, TabCrashed, TabReader
+from coupad.browser.reader import ChannelError, TabCrashed
+from coupad.browser.tabops import BLANK, LOOK_INTERVAL, LOOK_WAIT, SPARE_IDLE, TabOps, is_web, short
 from coupad.browser.tabs import TabPool, TabState
 from coupad.config import Config
 from coupad.download import (
@@ -88,9 +85,7 @@ from coupad.folders import STAGING, PoFolder
 from coupad.page import (
     CLICK_POINT_JS,
     CLICK_TARGET_JS,
-    HOOK_JS,
     SCROLL_TO_CENTRE_JS,
-    SNAPSHOT_JS,
     PageKind,
     Snapshot,
     Verdict,
@@ -102,18 +97,11 @@ __all__ = ["Engine", "HasFileno", "Outcome", "PoJob", "PoResult"]
 
 log = logging.getLogger("coupad.engine")
 
-LOOK_INTERVAL = 0.05  # seconds between two snapshots of one tab read over WebDriver
-SOCKET_LOOK_INTERVAL = 0.025  # the same over the tab's DevTools session (no WebDriver queue)
-RETIRE_JS = "window.__coupadRetired = true; return true;"
 # The commit probe: null from a retired document, the URL from any other.
 COMMIT_PROBE_JS = "return window.__coupadRetired ? null : String(location.href);"
 PROBE_AGAIN = 0.01  # a commit probe answered by the blank page is sent again after this
 COOKIE_MAX_AGE = 10.0  # the fetcher's copy of the cookies is refreshed before use when older
-LOOK_WAIT = 0.1  # how long a snapshot over a tab's DevTools socket is waited for in one step
-BLANK = "about:blank"  # a blank tab's URL, and its title until its next document commits
 RESET_TIMEOUT = 5.0  # a tab sent to about:blank must be blank within this, or it is replaced
-SPARE_IDLE = 1.0  # a spare tab still showing a finished PO's page is blanked after this
-_DEAD_SESSION = ("invalid session id", "chrome not reachable", "disconnected", "session deleted")
 
 
 class HasFileno(Protocol):
@@ -122,7 +110,7 @@ class HasFileno(Protocol):
     def fileno(self) -> int: ...
 
 
-class Engine:
+class Engine(TabOps):
     """One browser with up to ``tabs`` POs in flight (see the module docstring)."""
 
     def __init__(
@@ -243,13 +231,13 @@ class Engine:
                 # A page replaced under a command is not a refusal: one more try.
                 self._check_session(exc)
                 if self._broken:
-                    raise BrowserError(f"sign-in failed in the browser: {_short(exc)}") from None
-                log.warning("sign-in hit a browser error (%s); trying again", _short(exc))
+                    raise BrowserError(f"sign-in failed in the browser: {short(exc)}") from None
+                log.warning("sign-in hit a browser error (%s); trying again", short(exc))
             try:
                 return self._form_sign_in()
             except WebDriverException as exc:
                 self._check_session(exc)
-                raise BrowserError(f"sign-in failed in the browser: {_short(exc)}") from None
+                raise BrowserError(f"sign-in failed in the browser: {short(exc)}") from None
         self._switch(self._home)
         self._driver.get(f"{self.base}/user/home")
         deadline = time.monotonic() + coupa.page_timeout
@@ -309,7 +297,7 @@ class Engine:
             return self._new_tab(), True, time.monotonic()
         except WebDriverException as exc:
             self._check_session(exc)
-            raise BrowserError(f"could not open a tab: {_short(exc)}") from None
+            raise BrowserError(f"could not open a tab: {short(exc)}") from None
 
     def poll(self, max_wait: float = 0.05, wake: HasFileno | None = None) -> list[PoResult]:
         """Advance every tab; return the POs that finished, waiting up to ``max_wait``.
@@ -399,8 +387,8 @@ class Engine:
             self._check_session(exc)
             if self._broken:
                 return self._finish(tab, Outcome.ERROR, f"the browser stopped working: {self._broken}")
-            log.warning("%s: browser error: %s", tab.job.po, _short(exc))
-            return self._finish(tab, Outcome.ERROR, f"browser error: {_short(exc)}")
+            log.warning("%s: browser error: %s", tab.job.po, short(exc))
+            return self._finish(tab, Outcome.ERROR, f"browser error: {short(exc)}")
         except (CoupadError, OSError) as exc:
             log.warning("%s: %s", tab.job.po, exc)
             return self._finish(tab, Outcome.ERROR, str(exc))
@@ -491,7 +479,7 @@ class Engine:
             tab.look_at = now + self._look_interval(tab)
             return self._load_timeouts(tab, now)
         on_po = tab.target == "po"
-        if snap.ready_state == "complete" and tab.ready_at is None and _is_web(snap.url):
+        if snap.ready_state == "complete" and tab.ready_at is None and is_web(snap.url):
             tab.ready_at = now
             if on_po:
                 tab.time("page", now - tab.nav_at)
@@ -831,170 +819,6 @@ class Engine:
                  len(tab.planned), tab.timings["total"], f" ({reason})" if reason else "")
         return result
 
-    def _release_tab(self, tab: PoRun) -> None:
-        """Keep the finished PO's tab for the next PO (see the module docstring), or close it
-        once it has served ``pool.pos_per_tab`` POs: a reused renderer grows for a while."""
-        now = time.monotonic()
-        if self._tab_pool.served_out(tab.handle, self.config.pool.pos_per_tab):
-            try:
-                self._close_handle(tab.handle)
-            except WebDriverException as exc:
-                self._check_session(exc)
-            return
-        if self._retire(tab.handle):
-            self._tab_pool.release(tab.handle, now, TabState.RETIRED)
-            return
-        try:
-            self._blank_tab(tab.handle)
-            self._tab_pool.release(tab.handle, now, TabState.BLANKING)
-        except NoSuchWindowException:
-            pass
-        except WebDriverException as exc:
-            self._check_session(exc)
-            if not self._broken:
-                try:
-                    self._close_handle(tab.handle)
-                except WebDriverException as again:
-                    self._check_session(again)
-
-    def _blank_tab(self, handle: str) -> None:
-        self._switch(handle)
-        self._driver.get(BLANK)
-
-    def _retire(self, handle: str) -> bool:
-        """Mark the tab's document as done over its DevTools socket, so that the commit probe
-        of the next navigation cannot take it for the new page; False: it could not be
-        marked (no socket, or the document is itself being replaced), blank the tab instead."""
-        channel = self._channel(handle)
-        if channel is None:
-            return False
-        try:
-            answered, value = channel.evaluate(RETIRE_JS, wait=LOOK_WAIT)
-        except ChannelError as exc:
-            self._drop_channel(handle, exc)
-            return False
-        return answered and value is True
-
-    def _blank_idle(self, now: float) -> None:
-        """Blank the spare tabs that have shown a finished PO's page for SPARE_IDLE seconds."""
-        for handle in self._tab_pool.due_blank(now, SPARE_IDLE):
-            try:
-                self._blank_tab(handle)
-            except WebDriverException as exc:
-                self._check_session(exc)
-                self._tab_pool.forget(handle)
-
-    def _new_tab(self) -> str:
-        """Open a blank tab with the settle hook installed; return its handle."""
-        self._driver.switch_to.new_window("tab")
-        handle = str(self._driver.current_window_handle)
-        self._current = handle
-        self._tab_pool.opened(handle)
-        self._driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOOK_JS})
-        return handle
-
-    def _close_handle(self, handle: str) -> None:
-        closed = self._tab_pool.forget(handle)
-        if closed is not None and closed.reader is not None:
-            closed.reader.close()
-        try:
-            self._switch(handle)
-            self._driver.close()
-        except NoSuchWindowException:
-            pass
-        self._current = ""
-        self._switch(self._home)
-
-    def _note_commits(self) -> None:
-        """Mark tabs whose navigation has committed and tabs that turned blank, asking the
-        browser, not the tabs (see the module docstring)."""
-        waiting = {t.handle: t for t in self._tabs if t.stage is Stage.LOAD and not t.committed
-                   and self._tab_pool.reader(t.handle) is None}
-        blanking = {t.handle: t for t in self._tabs if t.stage is Stage.OPEN and not t.free}
-        spare = [t.handle for t in self._tab_pool.in_state(TabState.BLANKING)]
-        if not (waiting or blanking or spare) or self.browser is None or self._broken:
-            return
-        try:
-            infos = self._driver.execute_cdp_cmd("Target.getTargets", {})["targetInfos"]
-        except WebDriverException as exc:
-            self._check_session(exc)
-            return
-        for info in infos:
-            handle = info.get("targetId", "")
-            blank = info.get("title") == BLANK and info.get("url") == BLANK
-            tab = waiting.get(handle)
-            if tab is not None and info.get("title") != BLANK:
-                tab.committed = True
-            tab = blanking.get(handle)
-            if tab is not None and blank:
-                tab.free = True
-            if blank:
-                self._tab_pool.turned_blank(handle)
-
-    # ---- browser plumbing ---------------------------------------------------------------
-
-    @property
-    def _driver(self) -> Any:
-        if self.browser is None:
-            raise BrowserError("the engine has not been started")
-        return self.browser.driver
-
-    def _switch(self, handle: str) -> None:
-        if handle != self._current:
-            self._driver.switch_to.window(handle)
-            self._current = handle
-
-    def _look(self, tab: PoRun, *, full: bool) -> Snapshot | None:
-        """One snapshot of the tab, or None while its document is being replaced."""
-        channel = self._channel(tab.handle)
-        if channel is not None:
-            try:
-                answered, raw = channel.evaluate(SNAPSHOT_JS, full, wait=LOOK_WAIT)
-            except TabCrashed:
-                raise
-            except ChannelError as exc:
-                self._drop_channel(tab.handle, exc)
-            else:
-                return self._snapshot(tab, raw) if answered else None
-        self._switch(tab.handle)
-        try:
-            raw = self._driver.execute_script(SNAPSHOT_JS, full)
-        except NoSuchWindowException:
-            raise
-        except WebDriverException as exc:
-            self._check_session(exc)
-            if self._broken:
-                raise
-            log.debug("%s: snapshot failed (%s); trying again", tab.job.po, _short(exc))
-            return None
-        return self._snapshot(tab, raw)
-
-    def _snapshot(self, tab: PoRun, raw: Any) -> Snapshot:
-        snap = Snapshot.from_js(raw)
-        if _is_web(snap.url):
-            tab.last_url = snap.url
-        return snap
-
-    def _look_interval(self, tab: PoRun) -> float:
-        return SOCKET_LOOK_INTERVAL if self._tab_pool.reader(tab.handle) else LOOK_INTERVAL
-
-    def _drop_channel(self, handle: str, exc: ChannelError) -> None:
-        """Read this tab over WebDriver from now on (commits through Target.getTargets); when
-        the whole connection went down, only until it is open again."""
-        self._tab_pool.drop_reader(handle, exc, retry=self._conn is not None and self._conn.closed)
-
-    def _channel(self, handle: str) -> TabReader | None:
-        """The tab's reader over its DevTools session, or None: read it over WebDriver."""
-        if self._conn is None or self._conn.closed:
-            return None
-        return self._tab_pool.open_reader(handle, self._conn, self.config.coupa.page_timeout)
-
-    def _ready_state(self) -> str:
-        try:
-            return str(self._driver.execute_script("return document.readyState"))
-        except WebDriverException:
-            return "loading"
-
     def _refresh_cookies(self, handle: str) -> None:
         """Copy the browser's Coupa cookies (HttpOnly included) into the direct fetcher.
 
@@ -1024,13 +848,6 @@ class Engine:
             )
         else:
             self._fetcher.update_cookies(cookies)
-
-    def _check_session(self, exc: WebDriverException) -> None:
-        text = (exc.msg or str(exc)).lower()
-        if isinstance(exc, InvalidSessionIdException) or any(m in text for m in _DEAD_SESSION):
-            if not self._broken:
-                log.error("the browser stopped working: %s", _short(exc))
-            self._broken = _short(exc)
 
     def _next_due(self) -> float:
         due = [t.look_at for t in self._tabs if t.stage is Stage.LOAD and (t.committed or (
@@ -1092,12 +909,3 @@ def _remove_if_empty(path: Path) -> None:
         path.rmdir()
     except OSError:
         pass  # absent, or a download thread still owns a staging folder: the next open sweeps it
-
-
-def _is_web(url: str) -> bool:
-    return urlsplit(url).scheme in ("http", "https")
-
-
-def _short(exc: BaseException) -> str:
-    text = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
-    return text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__

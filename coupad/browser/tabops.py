@@ -1,0 +1,232 @@
+"""What the engine does to its tabs in the browser: open, switch, look, retire, blank, close.
+
+WebDriver opens, switches, navigates and closes tabs; a tab's DevTools session (its
+:class:`coupad.browser.reader.TabReader`) reads it without WebDriver's queue. A finished PO's
+tab is kept for the next PO (:class:`coupad.browser.tabs.TabPool` keeps the books): its
+document is *retired* — marked over its session, so that the commit probe of the next
+navigation cannot take it for the new page — and the next PO navigates it straight away; after
+``pool.pos_per_tab`` POs it is closed, because a reused renderer keeps growing for a while. A
+tab left spare for :data:`SPARE_IDLE` seconds is navigated to ``about:blank``, which drops the
+page and everything it held. A tab read over WebDriver is blanked at once instead, and navigated
+again once the browser reports it blank (``Target.getTargets``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from selenium.common.exceptions import InvalidSessionIdException, NoSuchWindowException, WebDriverException
+
+from coupad.browser.cdp import Connection
+from coupad.browser.launch import BrowserLike
+from coupad.browser.po import PoRun, Stage
+from coupad.browser.reader import ChannelError, TabCrashed, TabReader
+from coupad.browser.tabs import TabPool, TabState
+from coupad.config import Config
+from coupad.errors import BrowserError
+from coupad.page import HOOK_JS, SNAPSHOT_JS, Snapshot
+
+log = logging.getLogger("coupad.engine")
+
+LOOK_INTERVAL = 0.05  # seconds between two snapshots of one tab read over WebDriver
+SOCKET_LOOK_INTERVAL = 0.025  # the same over the tab's DevTools session (no WebDriver queue)
+RETIRE_JS = "window.__coupadRetired = true; return true;"
+LOOK_WAIT = 0.1  # how long a snapshot over a tab's DevTools socket is waited for in one step
+BLANK = "about:blank"  # a blank tab's URL, and its title until its next document commits
+SPARE_IDLE = 1.0  # a spare tab still showing a finished PO's page is blanked after this
+_DEAD_SESSION = ("invalid session id", "chrome not reachable", "disconnected", "session deleted")
+
+
+class TabOps:
+    """The engine's tab operations, as a base class of :class:`coupad.engine.Engine`."""
+
+    config: Config
+    browser: BrowserLike | None
+    _tabs: list[PoRun]  # the POs in flight
+    _tab_pool: TabPool
+    _conn: Connection | None  # the browser's one DevTools connection
+    _home: str  # the first tab's handle
+    _current: str  # the tab WebDriver is switched to
+    _broken: str | None  # why the browser stopped working
+
+    def _release_tab(self, tab: PoRun) -> None:
+        """Keep the finished PO's tab for the next PO (see the module docstring), or close it
+        once it has served ``pool.pos_per_tab`` POs: a reused renderer grows for a while."""
+        now = time.monotonic()
+        if self._tab_pool.served_out(tab.handle, self.config.pool.pos_per_tab):
+            try:
+                self._close_handle(tab.handle)
+            except WebDriverException as exc:
+                self._check_session(exc)
+            return
+        if self._retire(tab.handle):
+            self._tab_pool.release(tab.handle, now, TabState.RETIRED)
+            return
+        try:
+            self._blank_tab(tab.handle)
+            self._tab_pool.release(tab.handle, now, TabState.BLANKING)
+        except NoSuchWindowException:
+            pass
+        except WebDriverException as exc:
+            self._check_session(exc)
+            if not self._broken:
+                try:
+                    self._close_handle(tab.handle)
+                except WebDriverException as again:
+                    self._check_session(again)
+
+    def _blank_tab(self, handle: str) -> None:
+        self._switch(handle)
+        self._driver.get(BLANK)
+
+    def _retire(self, handle: str) -> bool:
+        """Mark the tab's document as done over its DevTools socket, so that the commit probe
+        of the next navigation cannot take it for the new page; False: it could not be
+        marked (no socket, or the document is itself being replaced), blank the tab instead."""
+        channel = self._channel(handle)
+        if channel is None:
+            return False
+        try:
+            answered, value = channel.evaluate(RETIRE_JS, wait=LOOK_WAIT)
+        except ChannelError as exc:
+            self._drop_channel(handle, exc)
+            return False
+        return answered and value is True
+
+    def _blank_idle(self, now: float) -> None:
+        """Blank the spare tabs that have shown a finished PO's page for SPARE_IDLE seconds."""
+        for handle in self._tab_pool.due_blank(now, SPARE_IDLE):
+            try:
+                self._blank_tab(handle)
+            except WebDriverException as exc:
+                self._check_session(exc)
+                self._tab_pool.forget(handle)
+
+    def _new_tab(self) -> str:
+        """Open a blank tab with the settle hook installed; return its handle."""
+        self._driver.switch_to.new_window("tab")
+        handle = str(self._driver.current_window_handle)
+        self._current = handle
+        self._tab_pool.opened(handle)
+        self._driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOOK_JS})
+        return handle
+
+    def _close_handle(self, handle: str) -> None:
+        closed = self._tab_pool.forget(handle)
+        if closed is not None and closed.reader is not None:
+            closed.reader.close()
+        try:
+            self._switch(handle)
+            self._driver.close()
+        except NoSuchWindowException:
+            pass
+        self._current = ""
+        self._switch(self._home)
+
+    def _note_commits(self) -> None:
+        """Mark tabs whose navigation has committed and tabs that turned blank, asking the
+        browser, not the tabs (see the module docstring)."""
+        waiting = {t.handle: t for t in self._tabs if t.stage is Stage.LOAD and not t.committed
+                   and self._tab_pool.reader(t.handle) is None}
+        blanking = {t.handle: t for t in self._tabs if t.stage is Stage.OPEN and not t.free}
+        spare = [t.handle for t in self._tab_pool.in_state(TabState.BLANKING)]
+        if not (waiting or blanking or spare) or self.browser is None or self._broken:
+            return
+        try:
+            infos = self._driver.execute_cdp_cmd("Target.getTargets", {})["targetInfos"]
+        except WebDriverException as exc:
+            self._check_session(exc)
+            return
+        for info in infos:
+            handle = info.get("targetId", "")
+            blank = info.get("title") == BLANK and info.get("url") == BLANK
+            tab = waiting.get(handle)
+            if tab is not None and info.get("title") != BLANK:
+                tab.committed = True
+            tab = blanking.get(handle)
+            if tab is not None and blank:
+                tab.free = True
+            if blank:
+                self._tab_pool.turned_blank(handle)
+
+    @property
+    def _driver(self) -> Any:
+        if self.browser is None:
+            raise BrowserError("the engine has not been started")
+        return self.browser.driver
+
+    def _switch(self, handle: str) -> None:
+        if handle != self._current:
+            self._driver.switch_to.window(handle)
+            self._current = handle
+
+    def _look(self, tab: PoRun, *, full: bool) -> Snapshot | None:
+        """One snapshot of the tab, or None while its document is being replaced."""
+        channel = self._channel(tab.handle)
+        if channel is not None:
+            try:
+                answered, raw = channel.evaluate(SNAPSHOT_JS, full, wait=LOOK_WAIT)
+            except TabCrashed:
+                raise
+            except ChannelError as exc:
+                self._drop_channel(tab.handle, exc)
+            else:
+                return self._snapshot(tab, raw) if answered else None
+        self._switch(tab.handle)
+        try:
+            raw = self._driver.execute_script(SNAPSHOT_JS, full)
+        except NoSuchWindowException:
+            raise
+        except WebDriverException as exc:
+            self._check_session(exc)
+            if self._broken:
+                raise
+            log.debug("%s: snapshot failed (%s); trying again", tab.job.po, short(exc))
+            return None
+        return self._snapshot(tab, raw)
+
+    def _snapshot(self, tab: PoRun, raw: Any) -> Snapshot:
+        snap = Snapshot.from_js(raw)
+        if is_web(snap.url):
+            tab.last_url = snap.url
+        return snap
+
+    def _look_interval(self, tab: PoRun) -> float:
+        return SOCKET_LOOK_INTERVAL if self._tab_pool.reader(tab.handle) else LOOK_INTERVAL
+
+    def _drop_channel(self, handle: str, exc: ChannelError) -> None:
+        """Read this tab over WebDriver from now on (commits through Target.getTargets); when
+        the whole connection went down, only until it is open again."""
+        self._tab_pool.drop_reader(handle, exc, retry=self._conn is not None and self._conn.closed)
+
+    def _channel(self, handle: str) -> TabReader | None:
+        """The tab's reader over its DevTools session, or None: read it over WebDriver."""
+        if self._conn is None or self._conn.closed:
+            return None
+        return self._tab_pool.open_reader(handle, self._conn, self.config.coupa.page_timeout)
+
+    def _ready_state(self) -> str:
+        try:
+            return str(self._driver.execute_script("return document.readyState"))
+        except WebDriverException:
+            return "loading"
+
+    def _check_session(self, exc: WebDriverException) -> None:
+        text = (exc.msg or str(exc)).lower()
+        if isinstance(exc, InvalidSessionIdException) or any(m in text for m in _DEAD_SESSION):
+            if not self._broken:
+                log.error("the browser stopped working: %s", short(exc))
+            self._broken = short(exc)
+
+
+def is_web(url: str) -> bool:
+    return urlsplit(url).scheme in ("http", "https")
+
+
+def short(exc: BaseException) -> str:
+    """The first line of an error's message, at most 200 characters."""
+    text = getattr(exc, "msg", None) or str(exc) or type(exc).__name__
+    return text.strip().splitlines()[0][:200] if text.strip() else type(exc).__name__
