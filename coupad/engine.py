@@ -762,23 +762,12 @@ class Engine(TabOps):
 
     def _finish_when_idle(self, tab: PoRun) -> PoResult | None:
         """Finish the PO once nothing of it is still clicking or downloading."""
-        if tab.stage is not Stage.DOWNLOADS or tab.fetches or tab.browser_downloads or tab.clicking:
+        if not tab.idle:
             return None
         if tab.downloads_started is not None:
             tab.time("downloads", time.monotonic() - tab.downloads_started)
-        if tab.signed_out is not None:
-            return self._finish(tab, Outcome.SIGNED_OUT, tab.signed_out)
-        if tab.page_outcome is not None:
-            reasons = [tab.page_reason, *tab.failures, *tab.notes]
-            return self._finish(tab, tab.page_outcome, "; ".join(reasons))
-        if tab.failures:
-            if not tab.transient:
-                # Nothing another attempt could change: end now rather than retry in vain.
-                outcome = Outcome.PARTIAL if tab.downloaded() else Outcome.FAILED
-                return self._finish(tab, outcome, "; ".join(tab.failures + tab.notes))
-            return self._finish(tab, Outcome.ERROR, "; ".join(tab.failures + tab.notes))
-        outcome = Outcome.COMPLETED if tab.planned else Outcome.NO_ATTACHMENTS
-        return self._finish(tab, outcome, "; ".join(tab.notes))
+        outcome, reason = tab.ending()
+        return self._finish(tab, outcome, reason)
 
     def _finish(self, tab: PoRun, outcome: Outcome, reason: str, *, close: bool = True) -> PoResult:
         if tab in self._tabs:
@@ -799,23 +788,9 @@ class Engine(TabOps):
             folder = tab.folder or PoFolder.open(self.config.paths.downloads, tab.job.po, tab.job.group)
             folder_path = folder.finalize(outcome.value)
             tab.time("finalize", time.monotonic() - started)
-        names = tab.downloaded()
-        downloaded = len(names)
         tab.time("total", time.monotonic() - tab.submitted)
-        result = PoResult(
-            job=tab.job,
-            outcome=outcome,
-            reason=reason,
-            supplier=tab.supplier,
-            found=len(tab.planned),
-            downloaded=downloaded,
-            names=tuple(names),
-            folder=folder_path,
-            final_url=final_url,
-            timings=dict(tab.timings),
-            retry_after=tab.retry_after,
-        )
-        log.info("%s %s: %d/%d files in %.1f s%s", tab.job.po, outcome.value, downloaded,
+        result = tab.result(outcome, reason, folder_path, final_url)
+        log.info("%s %s: %d/%d files in %.1f s%s", tab.job.po, outcome.value, result.downloaded,
                  len(tab.planned), tab.timings["total"], f" ({reason})" if reason else "")
         return result
 

@@ -176,6 +176,43 @@ class PoRun:
         by_key = {e.key: e.name for e in self.folder.entries}
         return [by_key[p.key] for p in self.planned if p.key in by_key]
 
+    @property
+    def idle(self) -> bool:
+        """Whether the PO can finish: past its pages, nothing still clicking or downloading."""
+        return self.stage is Stage.DOWNLOADS and not (self.fetches or self.browser_downloads or self.clicking)
+
+    def ending(self) -> tuple[Outcome, str]:
+        """How an idle PO ends, and why."""
+        if self.signed_out is not None:
+            return Outcome.SIGNED_OUT, self.signed_out
+        if self.page_outcome is not None:
+            return self.page_outcome, "; ".join([self.page_reason, *self.failures, *self.notes])
+        if self.failures:
+            if not self.transient:
+                # Nothing another attempt could change: end now rather than retry in vain.
+                outcome = Outcome.PARTIAL if self.downloaded() else Outcome.FAILED
+                return outcome, "; ".join(self.failures + self.notes)
+            return Outcome.ERROR, "; ".join(self.failures + self.notes)
+        outcome = Outcome.COMPLETED if self.planned else Outcome.NO_ATTACHMENTS
+        return outcome, "; ".join(self.notes)
+
+    def result(self, outcome: Outcome, reason: str, folder: Path | None, final_url: str) -> PoResult:
+        """What this attempt found, downloaded and ended with."""
+        names = self.downloaded()
+        return PoResult(
+            job=self.job,
+            outcome=outcome,
+            reason=reason,
+            supplier=self.supplier,
+            found=len(self.planned),
+            downloaded=len(names),
+            names=tuple(names),
+            folder=folder,
+            final_url=final_url,
+            timings=dict(self.timings),
+            retry_after=self.retry_after,
+        )
+
     def click_of(self, key: str) -> ClickDownload | None:
         """The click download for an attachment key, awaiting its start or running."""
         if self.clicking is not None and self.clicking.planned.key == key:
