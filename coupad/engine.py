@@ -59,8 +59,6 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from selenium.common.exceptions import (
-    ElementClickInterceptedException,
-    ElementNotInteractableException,
     NoSuchWindowException,
     WebDriverException,
 )
@@ -68,11 +66,11 @@ from selenium.common.exceptions import (
 from coupad.browser import BrowserLike
 from coupad.browser.cdp import CdpError, Connection, ConnectionLost, browser_endpoint
 from coupad.browser.evidence import evidence, next_look, note_list
-from coupad.browser.clicks import CLICK_START_TIMEOUT, route, settle
+from coupad.browser.clicks import ClickOps, settle
 from coupad.browser.downloads import DownloadRouter
-from coupad.browser.po import ClickDownload, Outcome, Planned, PoJob, PoResult, PoRun, Stage
+from coupad.browser.po import Outcome, Planned, PoJob, PoResult, PoRun, Stage
 from coupad.browser.reader import ChannelError, TabCrashed
-from coupad.browser.tabops import BLANK, LOOK_INTERVAL, LOOK_WAIT, SPARE_IDLE, TabOps, is_web, short
+from coupad.browser.tabops import BLANK, LOOK_INTERVAL, LOOK_WAIT, SPARE_IDLE, is_web, short
 from coupad.browser.tabs import TabPool, TabState
 from coupad.config import Config
 from coupad.download import (
@@ -83,9 +81,6 @@ from coupad.download import (
 from coupad.errors import BrowserError, CoupadError, SignInRequired
 from coupad.folders import STAGING, PoFolder
 from coupad.page import (
-    CLICK_POINT_JS,
-    CLICK_TARGET_JS,
-    SCROLL_TO_CENTRE_JS,
     PageKind,
     Snapshot,
     Verdict,
@@ -110,7 +105,7 @@ class HasFileno(Protocol):
     def fileno(self) -> int: ...
 
 
-class Engine(TabOps):
+class Engine(ClickOps):
     """One browser with up to ``tabs`` POs in flight (see the module docstring)."""
 
     def __init__(
@@ -662,85 +657,6 @@ class Engine(TabOps):
         tab.stage = Stage.DOWNLOADS
         return self._downloads(tab, now)
 
-    def _start_click(self, tab: PoRun, planned: Planned, now: float) -> None:
-        assert tab.folder is not None and planned.attachment.index is not None
-        assert self._router is not None
-        name = planned.attachment.name
-        self._router.expect(tab.handle, planned.key)
-        if not self._click_element(tab, planned):
-            self._router.withdraw(tab.handle, planned.key)
-            tab.fail(f"{name or 'attachment'}: it disappeared from the page before it was clicked")
-            return
-        if tab.downloads_started is None:
-            tab.downloads_started = now
-        tab.clicking = ClickDownload(planned, tab.last_url or tab.url, time.monotonic())
-
-    def _click_element(self, tab: PoRun, planned: Planned) -> bool:
-        """Click an attachment element: a real mouse click over the tab's session where the
-        element is not covered (the floating toolbar), else the element's own click; over
-        WebDriver when the tab has no session. False: the element is gone."""
-        args = (planned.attachment.index, planned.attachment.name)
-        channel = self._channel(tab.handle)
-        if channel is not None and self._conn is not None:
-            try:
-                answered, point = channel.evaluate(CLICK_POINT_JS, *args, wait=LOOK_WAIT * 10)
-            except ChannelError as exc:
-                self._drop_channel(tab.handle, exc)
-            else:
-                if answered:
-                    if not isinstance(point, dict):
-                        return False
-                    if "x" in point and "y" in point:
-                        self._mouse_click(channel.session, float(point["x"]), float(point["y"]))
-                    return True
-        self._switch(tab.handle)
-        element = self._driver.execute_script(CLICK_TARGET_JS, *args)
-        if element is None:
-            return False
-        self._driver.execute_script(SCROLL_TO_CENTRE_JS, element)
-        try:
-            element.click()
-        except (ElementClickInterceptedException, ElementNotInteractableException):
-            # Something (the floating toolbar) covers the element: click it without the mouse.
-            self._driver.execute_script("arguments[0].click();", element)
-        return True
-
-    def _mouse_click(self, session: str, x: float, y: float) -> None:
-        assert self._conn is not None
-        for kind in ("mousePressed", "mouseReleased"):
-            self._conn.send("Input.dispatchMouseEvent",
-                            {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1},
-                            session=session, then=_ignore)
-
-    def _await_click_start(self, tab: PoRun, now: float) -> PoResult | None:
-        download = tab.clicking
-        assert download is not None
-        limit = min(CLICK_START_TIMEOUT, self.config.coupa.download_timeout)
-        if now - download.clicked_at < limit:
-            return None  # its Began event moves it on (see _route_downloads)
-        tab.clicking = None
-        if self._router is not None:
-            self._router.withdraw(tab.handle, download.planned.key)
-        snap = self._look(tab, full=False)
-        if snap is not None and classify(snap, self.base, tab.expected_path, settled=False).kind is PageKind.SIGNED_OUT:
-            tab.signed_out = f"clicking {download.planned.attachment.name} led to the sign-in page"
-            tab.clicks.clear()
-        else:
-            tab.fail(f"{download.planned.attachment.name}: clicking it started no download "
-                     f"within {limit:.0f} s")
-        return None
-
-    def _route_downloads(self, now: float) -> None:
-        """Hand the browser's download events to the clicks they belong to."""
-        if self._router is None:
-            return
-        try:
-            events = self._router.poll()
-        except CdpError as exc:
-            log.warning("reading download events failed: %s", exc)
-            return
-        route(events, self._tabs, now)
-
     def _downloads(self, tab: PoRun, now: float) -> PoResult | None:
         cancel = self._router.cancel if self._router is not None else None
         settle(tab, now, self.config.coupa.download_timeout, cancel)
@@ -869,10 +785,6 @@ def _webdriver_cookie(cookie: dict[str, Any]) -> dict[str, Any]:
     if isinstance(expires, (int, float)) and expires > 0 and not cookie.get("session"):
         shaped["expiry"] = int(expires)
     return shaped
-
-
-def _ignore(_outcome: Any) -> None:
-    """For commands whose answer does not matter (a mouse event)."""
 
 
 def _remove(path: Path) -> None:
