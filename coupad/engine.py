@@ -65,20 +65,19 @@ from selenium.common.exceptions import (
 
 from coupad.browser import BrowserLike
 from coupad.browser.cdp import CdpError, Connection, ConnectionLost, browser_endpoint
+from coupad.browser.fetches import FetchOps
 from coupad.browser.evidence import evidence, next_look, note_list
 from coupad.browser.clicks import ClickOps, settle
 from coupad.browser.downloads import DownloadRouter
 from coupad.browser.po import Outcome, Planned, PoJob, PoResult, PoRun, Stage
 from coupad.browser.reader import ChannelError, TabCrashed
-from coupad.browser.tabops import BLANK, LOOK_INTERVAL, LOOK_WAIT, SPARE_IDLE, is_web, short
+from coupad.browser.tabops import BLANK, LOOK_INTERVAL, SPARE_IDLE, is_web, short
 from coupad.browser.tabs import TabPool, TabState
 from coupad.config import Config
 from coupad.download import (
     DirectFetcher,
-    DownloadError,
-    Fetched,
 )
-from coupad.errors import BrowserError, CoupadError, SignInRequired
+from coupad.errors import BrowserError, CoupadError
 from coupad.folders import STAGING, PoFolder
 from coupad.page import (
     PageKind,
@@ -105,7 +104,7 @@ class HasFileno(Protocol):
     def fileno(self) -> int: ...
 
 
-class Engine(ClickOps):
+class Engine(ClickOps, FetchOps):
     """One browser with up to ``tabs`` POs in flight (see the module docstring)."""
 
     def __init__(
@@ -588,57 +587,7 @@ class Engine(ClickOps):
             return tab.supplier
         return None
 
-    # ---- downloads ----------------------------------------------------------------------
-
-    def _start_fetch(self, tab: PoRun, planned: Planned) -> None:
-        assert tab.folder is not None and planned.attachment.url is not None
-        if self._fetcher is None:
-            self._refresh_cookies(tab.handle)
-        fetcher = self._fetcher
-        assert fetcher is not None
-        if tab.downloads_started is None:
-            tab.downloads_started = time.monotonic()
-        staging = tab.folder.staging_dir("fetch")
-        deadline = min(tab.deadline, time.monotonic() + self.config.coupa.download_timeout)
-        future = self._pool.submit(fetcher.fetch, planned.attachment.url, staging, deadline)
-        future.add_done_callback(self._poke)
-        tab.fetches[future] = (planned, staging)
-
-    def _collect_fetches(self, tab: PoRun) -> None:
-        for future in [f for f in tab.fetches if f.done()]:
-            planned, staging = tab.fetches.pop(future)
-            try:
-                self._store_fetch(tab, planned, future)
-            finally:
-                _remove(staging)
-
-    def _store_fetch(self, tab: PoRun, planned: Planned, future: concurrent.futures.Future[Fetched]) -> None:
-        name = planned.attachment.name or planned.attachment.url or "attachment"
-        try:
-            fetched = future.result()
-        except SignInRequired as exc:
-            if planned.key not in tab.refetched:
-                # The session cookie may have been renewed since it was copied: once more.
-                tab.refetched.add(planned.key)
-                self._refresh_cookies(tab.handle)
-                self._start_fetch(tab, planned)
-            else:
-                tab.signed_out = f"{name}: {exc}"
-            return
-        except DownloadError as exc:
-            tab.fail(f"{name}: {exc}", exc.retry_after, permanent=not exc.retryable)
-            return
-        except concurrent.futures.CancelledError:
-            return
-        except Exception as exc:  # a worker thread must never take the PO down silently
-            log.warning("%s: download of %s failed: %s", tab.job.po, name, exc)
-            tab.fail(f"{name}: {exc}")
-            return
-        assert tab.folder is not None
-        original = fetched.filename or planned.attachment.name or Path(fetched.path).name
-        tab.folder.add_file(
-            fetched.path, original, fetched.url, planned.source, planned.key, sha256=fetched.sha256
-        )
+    # ---- clicks and downloads -----------------------------------------------------------
 
     def _click(self, tab: PoRun, now: float) -> PoResult | None:
         # One click at a time per tab awaits its download's start, so the browser's events
@@ -710,36 +659,6 @@ class Engine(ClickOps):
                  len(tab.planned), tab.timings["total"], f" ({reason})" if reason else "")
         return result
 
-    def _refresh_cookies(self, handle: str) -> None:
-        """Copy the browser's Coupa cookies (HttpOnly included) into the direct fetcher.
-
-        Read over the browser connection (``Storage.getCookies``: every cookie of the browser,
-        whatever the tab shows), else over WebDriver from the tab; the fetcher keeps only the
-        Coupa site's.
-        """
-        cookies: list[dict[str, Any]] | None = None
-        if self._conn is not None and not self._conn.closed:
-            try:
-                answer = self._conn.call("Storage.getCookies", timeout=LOOK_WAIT * 20)
-                found = answer.get("cookies") if isinstance(answer, dict) else None
-                if isinstance(found, list):
-                    cookies = [_webdriver_cookie(c) for c in found if isinstance(c, dict)]
-            except CdpError as exc:
-                log.debug("cookies over DevTools failed (%s); asking WebDriver", exc)
-        if cookies is None:
-            self._switch(handle)
-            cookies = self._driver.get_cookies()
-        self._cookies_at = time.monotonic()
-        if self._fetcher is None:
-            self._fetcher = DirectFetcher(
-                self.base,
-                cookies,
-                timeout=min(60.0, self.config.coupa.download_timeout),
-                user_agent=self._user_agent,
-            )
-        else:
-            self._fetcher.update_cookies(cookies)
-
     def _next_due(self) -> float:
         due = [t.look_at for t in self._tabs if t.stage is Stage.LOAD and (t.committed or (
             (channel := self._tab_pool.reader(t.handle)) is not None and channel.pending is None))]
@@ -769,22 +688,6 @@ class Engine(ClickOps):
             except OSError:
                 pass
         return news is not None and news in ready
-
-    def _poke(self, _future: Any = None) -> None:
-        try:
-            self._wakeup_w.send(b"x")
-        except OSError:
-            pass  # a byte is already waiting, or the engine is closed
-
-
-
-def _webdriver_cookie(cookie: dict[str, Any]) -> dict[str, Any]:
-    """A DevTools cookie in WebDriver's shape (what DirectFetcher.update_cookies reads)."""
-    shaped = {k: cookie.get(k) for k in ("name", "value", "domain", "path", "secure")}
-    expires = cookie.get("expires")
-    if isinstance(expires, (int, float)) and expires > 0 and not cookie.get("session"):
-        shaped["expiry"] = int(expires)
-    return shaped
 
 
 def _remove(path: Path) -> None:
