@@ -40,8 +40,9 @@ commits). Several tabs therefore load, settle and download at the same time.
 Tabs are reused, and a spare one is blanked after a while (:mod:`coupad.browser.tabops`; the
 pool's books in :mod:`coupad.browser.tabs`): if one does not turn blank within
 :data:`RESET_TIMEOUT` it is closed and replaced. The records of a PO and its outcome are in
-:mod:`coupad.browser.po`, the click downloads' books in :mod:`coupad.browser.clicks`. The
-browser is reached only through :class:`coupad.browser.BrowserLike`.
+:mod:`coupad.browser.po`, clicks and their downloads in :mod:`coupad.browser.clicks`, direct
+fetches in :mod:`coupad.browser.fetches`. The browser is reached only through
+:class:`coupad.browser.BrowserLike`.
 """
 
 from __future__ import annotations
