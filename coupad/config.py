@@ -107,6 +107,9 @@ class PathsConfig:
 class PoolConfig:
     workers: int = 2
     tabs_per_worker: int = 3
+    # More tabs per browser, for POs that only watch their page for evidence (see the
+    # engine's docstring): they hold no page load, request or download of the tenant's.
+    watching_tabs: int = 3
     recycle_after_pos: int = 250
     pos_per_tab: int = 10
     max_browser_mb: int = 2000
@@ -120,6 +123,7 @@ class PoolConfig:
     def validate(self) -> None:
         _positive("pool.workers", self.workers)
         _positive("pool.tabs_per_worker", self.tabs_per_worker)
+        _not_negative("pool.watching_tabs", self.watching_tabs)
         _positive("pool.recycle_after_pos", self.recycle_after_pos)
         _positive("pool.pos_per_tab", self.pos_per_tab)
         _positive("pool.max_browser_mb", self.max_browser_mb)

@@ -260,11 +260,24 @@ class Engine(ClickOps, FetchOps):
         return len(self._tabs)
 
     @property
+    def watching(self) -> frozenset[str]:
+        """Keys of the POs that only watch their loaded page for evidence (see PoRun.watching)."""
+        return frozenset(t.job.key for t in self._tabs if t.watching)
+
+    @property
+    def max_tabs(self) -> int:
+        """POs in flight at most: ``tabs`` working, and ``pool.watching_tabs`` more watching."""
+        return self.tabs + self.config.pool.watching_tabs
+
+    @property
     def free_slots(self) -> int:
-        """How many more POs :meth:`submit` accepts now."""
+        """How many more POs :meth:`submit` accepts now: up to ``tabs`` working at once, and
+        as many more as only watch their pages, up to ``pool.watching_tabs`` of them."""
         if self.browser is None or self._broken:
             return 0
-        return self.tabs - len(self._tabs)
+        watching = sum(1 for t in self._tabs if t.watching)
+        room = self.tabs + min(self.config.pool.watching_tabs, watching)
+        return max(0, room - len(self._tabs))
 
     def submit(self, job: PoJob) -> None:
         """Start a PO now, in a spare tab (a blank one first) or a new one."""
@@ -272,8 +285,8 @@ class Engine(ClickOps, FetchOps):
             raise BrowserError("the engine has not been started")
         if self._broken:
             raise BrowserError(f"the browser stopped working: {self._broken}")
-        if len(self._tabs) >= self.tabs:
-            raise BrowserError(f"all {self.tabs} tabs are busy")
+        if len(self._tabs) >= self.max_tabs:
+            raise BrowserError(f"all {self.max_tabs} tabs are busy")
         now = time.monotonic()
         budget = job.deadline_s if job.deadline_s is not None else self.config.tasks.po_timeout
         url = f"{self.base}/order_headers/{job.po.digits}"
@@ -406,7 +419,6 @@ class Engine(ClickOps, FetchOps):
 
     def _navigate(self, tab: PoRun, url: str, target: str, now: float) -> None:
         """Load ``url`` in the tab, which must be free (see the module docstring)."""
-        self._switch(tab.handle)
         channel = self._tab_pool.reader(tab.handle)
         if channel is not None:
             channel.forget()  # nothing read before this navigation may stand for its page
@@ -422,7 +434,7 @@ class Engine(ClickOps, FetchOps):
         tab.look_at = 0.0
         tab.stage = Stage.LOAD
         self._last_navigation = now
-        self._driver.get(url)
+        self._go(tab.handle, url)
         self._commit_answered(tab, now)  # sends the probe now, so its answer wakes the engine
 
     def _commit_answered(self, tab: PoRun, now: float) -> None:
@@ -474,6 +486,7 @@ class Engine(ClickOps, FetchOps):
             tab.look_at = now + self._look_interval(tab)
             return self._load_timeouts(tab, now)
         on_po = tab.target == "po"
+        tab.page_requests = snap.hook is None or snap.hook.inflight > 0
         if snap.ready_state == "complete" and tab.ready_at is None and is_web(snap.url):
             tab.ready_at = now
             if on_po:

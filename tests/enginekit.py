@@ -28,6 +28,7 @@ def write_config(
     coupa: dict[str, Any] | None = None,
     tasks: dict[str, Any] | None = None,
     downloads: dict[str, Any] | None = None,
+    pool: dict[str, Any] | None = None,
 ) -> Path:
     """Write a config file for a test under ``root`` and return its path."""
     root.mkdir(parents=True, exist_ok=True)
@@ -48,6 +49,7 @@ def write_config(
         "tasks": {"po_timeout": 90.0, "retry_base_seconds": 0.2, "retry_max_seconds": 1.0,
                   **(tasks or {})},
         "downloads": dict(downloads or {}),
+        "pool": dict(pool or {}),
     }
     lines = []
     for section, values in sections.items():

@@ -66,6 +66,8 @@ def test_env_booleans_and_lists(tmp_path):
         ("[pool]\nworkers = 0\n", {}, "pool.workers must be greater than 0"),
         ("[pool]\npos_per_tab = 0\n", {}, "pool.pos_per_tab must be greater than 0"),
         ("[pool]\npos_per_tab = -3\n", {}, "pool.pos_per_tab must be greater than 0"),
+        ("[pool]\nwatching_tabs = -1\n", {}, "pool.watching_tabs must not be negative"),
+        ("[pool]\nwatching_tabs = \"many\"\n", {}, "pool.watching_tabs"),
         ("[pool]\nworkers = true\n", {}, "pool.workers: expected a whole number"),
         ("[pool]\nwrokers = 2\n", {}, "unknown key pool.wrokers"),
         ("[poool]\nworkers = 2\n", {}, r"unknown section \[poool\]"),

@@ -423,6 +423,8 @@ ATTACHMENT = "[[po.15262984.attachments]]\nname = 'a'\n"
          "first offset is 0"),
         (PO + "page = {grow_by = 'inline'}\n", "po.15262984.page.grow_by", 2,
          "timer or request"),
+        (PO + "page = {grow_by = 'visible'}\n", "po.15262984.page.grow_by", 2,
+         "timer or request"),
         (PO + "page = {noise = ['ticker', 'ticker']}\n", "po.15262984.page.noise[1]", 2,
          "listed twice"),
         (PO + "page = {noise = 'ticker'}\n", "po.15262984.page.noise", 2, "expected a list"),

@@ -136,6 +136,7 @@ class PoRun:
     nav_at: float = 0.0
     committed: bool = False  # the tab's document is the one navigated to (see module docstring)
     ready_at: float | None = None
+    page_requests: bool = True  # at the last look, the page had a request in flight (or no hook)
     list_sig: str | None = None  # the attachment list's signature at the last look
     list_changed_at: float = 0.0  # when the list last changed after the first look
     look_at: float = 0.0  # when to take the next snapshot
@@ -158,6 +159,14 @@ class PoRun:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     downloads_started: float | None = None
+
+    @property
+    def watching(self) -> bool:
+        """Whether the PO only watches its loaded page for evidence: no page load, request of
+        the page or download of the PO in flight, so the tenant feels nothing of it."""
+        return (self.stage is Stage.LOAD and self.committed and self.ready_at is not None
+                and not self.page_requests and not self.fetches
+                and not self.browser_downloads and self.clicking is None)
 
     def fail(self, message: str, retry_after: float | None = None, *, permanent: bool = False) -> None:
         self.failures.append(message)

@@ -1,7 +1,16 @@
 """What the engine does to its tabs in the browser: open, switch, look, retire, blank, close.
 
-WebDriver opens, switches, navigates and closes tabs; a tab's DevTools session (its
-:class:`coupad.browser.reader.TabReader`) reads it without WebDriver's queue. A finished PO's
+**Every tab is a window of its own**, opened over the browser's DevTools connection. A
+headless Chromium runs animation frames only for the tab in front of its window and tells
+every other tab it is hidden, and pages pause there: a list rendered in an animation frame
+never appears, a page that fetches its list once it is seen never fetches it, and the
+engine would read an empty list where a person sees files. In a window of its own every page
+is visible and focused, as for a person, while several POs render at once.
+
+Tabs are opened, navigated and closed over the connection, without waiting (a navigation's
+commit is learned from the tab's answer, below); a tab's DevTools session (its
+:class:`coupad.browser.reader.TabReader`) reads it without WebDriver's queue. WebDriver is
+the fallback for a tab whose session cannot be used, and drives the home tab (sign-in). A finished PO's
 tab is kept for the next PO (:class:`coupad.browser.tabs.TabPool` keeps the books): its
 document is *retired* — marked over its session, so that the commit probe of the next
 navigation cannot take it for the new page — and the next PO navigates it straight away; after
@@ -20,7 +29,7 @@ from urllib.parse import urlsplit
 
 from selenium.common.exceptions import InvalidSessionIdException, NoSuchWindowException, WebDriverException
 
-from coupad.browser.cdp import Connection
+from coupad.browser.cdp import CdpError, Connection
 from coupad.browser.launch import BrowserLike
 from coupad.browser.po import PoRun, Stage
 from coupad.browser.reader import ChannelError, TabCrashed, TabReader
@@ -79,8 +88,27 @@ class TabOps:
                     self._check_session(again)
 
     def _blank_tab(self, handle: str) -> None:
+        self._go(handle, BLANK)
+
+    def _go(self, handle: str, url: str) -> None:
+        """Start loading ``url`` in the tab over its session, without waiting; over WebDriver
+        when it has none. A navigation that fails shows the browser's error page, which the
+        engine reads and judges like any page."""
+        channel = self._channel(handle)
+        if channel is not None and self._conn is not None:
+            def navigated(answer: Any) -> None:
+                error = answer if isinstance(answer, CdpError) else (answer or {}).get("errorText")
+                if error:
+                    log.debug("tab %s: navigating to %s: %s", handle, url, error)
+
+            try:
+                self._conn.send("Page.navigate", {"url": url}, session=channel.session,
+                                then=navigated)
+                return
+            except CdpError as exc:
+                self._drop_channel(handle, ChannelError(str(exc)))
         self._switch(handle)
-        self._driver.get(BLANK)
+        self._driver.get(url)
 
     def _retire(self, handle: str) -> bool:
         """Mark the tab's document as done over its DevTools socket, so that the commit probe
@@ -106,8 +134,21 @@ class TabOps:
                 self._tab_pool.forget(handle)
 
     def _new_tab(self) -> str:
-        """Open a blank tab with the settle hook installed; return its handle."""
-        self._driver.switch_to.new_window("tab")
+        """Open a blank tab in a window of its own (see the module docstring) with the page
+        hook installed before any page of it runs; return its handle (its target id)."""
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            try:
+                handle = str(conn.call("Target.createTarget",
+                                       {"url": BLANK, "newWindow": True})["targetId"])
+                session = conn.wait_session(handle)
+                conn.call("Page.addScriptToEvaluateOnNewDocument", {"source": HOOK_JS},
+                          session=session)
+                self._tab_pool.opened(handle)
+                return handle
+            except CdpError as exc:
+                log.info("opening a window over DevTools failed (%s); opening it over WebDriver", exc)
+        self._driver.switch_to.new_window("window")
         handle = str(self._driver.current_window_handle)
         self._current = handle
         self._tab_pool.opened(handle)
@@ -118,6 +159,16 @@ class TabOps:
         closed = self._tab_pool.forget(handle)
         if closed is not None and closed.reader is not None:
             closed.reader.close()
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            try:
+                conn.send("Target.closeTarget", {"targetId": handle}, then=_ignore)
+                if self._current == handle:
+                    self._current = ""  # WebDriver switches again before its next command
+                return
+            except CdpError as exc:
+                log.debug("closing tab %s over DevTools failed (%s); closing it over WebDriver",
+                          handle, exc)
         try:
             self._switch(handle)
             self._driver.close()
@@ -220,6 +271,10 @@ class TabOps:
             if not self._broken:
                 log.error("the browser stopped working: %s", short(exc))
             self._broken = short(exc)
+
+
+def _ignore(_answer: Any) -> None:
+    pass
 
 
 def is_web(url: str) -> bool:

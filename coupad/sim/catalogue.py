@@ -158,6 +158,12 @@ class Arrival(enum.StrEnum):
     REQUEST = "request"  # the page's own script fetches it; the server answers late
     TIMER = "timer"  # embedded in the page, rendered by setTimeout
     INLINE = "inline"  # in the served HTML from the start (the first slice only)
+    # Embedded, rendered in an animation frame after the delay: a browser runs animation
+    # frames only for a page that is visible, so a page in a background tab never shows it.
+    FRAME = "frame"
+    # The page's script fetches it, but only once the page is visible, as pages that pause
+    # their work in a background tab do (the first slice only).
+    VISIBLE = "visible"
 
 
 class Noise(enum.StrEnum):

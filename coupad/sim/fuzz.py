@@ -47,6 +47,10 @@ class Envelope:
     share_late: float = 0.3  # a render delay of 1 s up to render_delay_max (else below 1 s)
     share_timer: float = 0.3  # rendered by setTimeout, no request
     share_inline: float = 0.15  # in the HTML from the start
+    # Rendered in an animation frame, or fetched only once the page is visible: what a page
+    # does that pauses while it is in a background tab.
+    share_frame: float = 0.1
+    share_visible: float = 0.1
     # "a list can grow in steps (one file shown at once, more a second or two later)"
     share_growing: float = 0.25
     steps_max: int = 4
@@ -113,6 +117,8 @@ FEATURES = (
     "arrival:request",
     "arrival:timer",
     "arrival:inline",
+    "arrival:frame",
+    "arrival:visible",
     "late",
     "growing",
     "grow_by:timer",
@@ -292,9 +298,13 @@ def _page(rng: random.Random, env: Envelope) -> dict[str, Any]:
     """The PO-level keys of a page style: ``page`` and ``render_delay``."""
     style: dict[str, Any] = {}
     pick = rng.random()
-    arrival = "timer" if pick < env.share_timer else (
-        "inline" if pick < env.share_timer + env.share_inline else "request"
-    )
+    arrival = "request"
+    for kind, share in (("timer", env.share_timer), ("inline", env.share_inline),
+                        ("frame", env.share_frame), ("visible", env.share_visible)):
+        if pick < share:
+            arrival = kind
+            break
+        pick -= share
     keys: dict[str, Any] = {}
     if arrival != "request":
         style["arrival"] = arrival

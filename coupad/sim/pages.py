@@ -201,9 +201,18 @@ _ATTACHMENTS_SCRIPT = """
     if (how === "inline") {
       adopt(cfg.slices[0], last);
       slice(1);
-    } else if (how === "timer") {
+    } else if (how === "timer" || how === "frame") {
       var wait = (cfg.offsets[i] - (i ? cfg.offsets[i - 1] : 0)) * 1000;
-      setTimeout(function () { arrive(cfg.slices[i]); }, Math.max(0, wait));
+      setTimeout(function () {
+        if (how === "timer") { arrive(cfg.slices[i]); return; }
+        requestAnimationFrame(function () { arrive(cfg.slices[i]); });
+      }, Math.max(0, wait));
+    } else if (how === "visible" && document.visibilityState !== "visible") {
+      document.addEventListener("visibilitychange", function seen() {
+        if (document.visibilityState !== "visible") { return; }
+        document.removeEventListener("visibilitychange", seen);
+        request(i, arrive);
+      });
     } else {
       request(i, arrive);  // the server answers part i when it is due
     }
@@ -415,7 +424,8 @@ def _attachment_section(
     for n, part in enumerate(parts):
         how = style.arrival if n == 0 else style.growth
         # Only what the page's script renders itself is in the page; requested slices are not.
-        embedded.append([_item_data(a) for a in part] if how is not Arrival.REQUEST else None)
+        requested = how in (Arrival.REQUEST, Arrival.VISIBLE)
+        embedded.append(None if requested else [_item_data(a) for a in part])
     config = {
         "list": markup.list,
         "cls": {"link": markup.link, "button": markup.button, "none": markup.none},

@@ -33,7 +33,9 @@ Example::
     [po.15262986]
     # How the list arrives: request (default: the page's script fetches attachments.json,
     # answered after the render delay) | timer (embedded, rendered by setTimeout after the
-    # render delay) | inline (in the HTML). steps: the list grows in 1-4 slices shown at
+    # render delay) | frame (as timer, then in an animation frame: only while the page is
+    # visible) | visible (as request, sent only once the page is visible) | inline (in the
+    # HTML). steps: the list grows in 1-4 slices shown at
     # these seconds after load (instead of render_delay); grow_by: how slices after the
     # first arrive, timer (default) | request (attachments.json?part=<n>, answered when due).
     # noise: ticker (setInterval 500 ms, forever) | long_timer (setTimeout 60 s).
@@ -360,7 +362,7 @@ def _page(table: Mapping[str, Any], owner: KeyPath, where: _Where) -> PageStyle:
                 path + ("steps", 0), "an inline list is in the page at once: the first offset is 0"
             )
     grow_by = _choice(page.get("grow_by", "timer"), Arrival, path + ("grow_by",), where)
-    if grow_by is Arrival.INLINE:
+    if grow_by not in (Arrival.TIMER, Arrival.REQUEST):
         raise where.fail(path + ("grow_by",), "later slices arrive by timer or request")
     return PageStyle(
         arrival=arrival,
