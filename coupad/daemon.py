@@ -63,6 +63,7 @@ from coupad.messages import (
     Run,
     SignInRefused,
     ToDaemon,
+    Watching,
 )
 
 log = logging.getLogger("coupad.daemon")
@@ -434,8 +435,9 @@ class Daemon:
             return
         if self.paused or self.stopping_since is not None or self.sign_in.needed:
             return
-        in_flight = sum(len(s.in_flight) for s in self.pool.slots)
-        allowed = self.throttle.allowed(in_flight, now)
+        # A PO that only watches its page loads nothing from Coupa: it holds no politeness slot.
+        working = sum(s.working for s in self.pool.slots)
+        allowed = self.throttle.allowed(working, now)
         for slot in self.pool.slots:
             free = min(slot.free, allowed)
             if free <= 0:
@@ -504,6 +506,8 @@ class Daemon:
             ids = [slot.in_flight[k] for k in message.busy if k in slot.in_flight]
             if ids:
                 self.journal.heartbeat(slot.name, ids, now, self.config.pool.lease_seconds)
+        elif isinstance(message, Watching):
+            slot.watching = frozenset(message.keys)
         elif isinstance(message, Result):
             self._on_result(slot, message, now)
         elif isinstance(message, Released):

@@ -6,8 +6,8 @@ On the pipe a message is a pair ``(tag, fields)`` of plain data; :func:`encode` 
 builds the message again, so neither side compares string literals or indexes tuples.
 
 daemon → worker: :class:`Run`, :class:`Drain`, :class:`Stop`.
-worker → daemon: :class:`Ready`, :class:`Heartbeat`, :class:`Result`, :class:`Released`,
-:class:`SignInRefused`, :class:`Fatal`.
+worker → daemon: :class:`Ready`, :class:`Heartbeat`, :class:`Watching`, :class:`Result`,
+:class:`Released`, :class:`SignInRefused`, :class:`Fatal`.
 """
 
 from __future__ import annotations
@@ -79,6 +79,14 @@ class Heartbeat:
 
 
 @dataclass(frozen=True)
+class Watching:
+    """The POs whose tabs now only watch their page for evidence (no page load, request or
+    download of theirs in flight); sent whenever that set changes."""
+
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Result:
     """One PO's attempt ended; ``outcome`` is an engine outcome name."""
 
@@ -118,15 +126,15 @@ class Fatal:
 
 
 ToWorker = Run | Drain | Stop
-ToDaemon = Ready | Heartbeat | Result | Released | SignInRefused | Fatal
+ToDaemon = Ready | Heartbeat | Watching | Result | Released | SignInRefused | Fatal
 Message = ToWorker | ToDaemon
 TO_WORKER: tuple[type, ...] = (Run, Drain, Stop)
-TO_DAEMON: tuple[type, ...] = (Ready, Heartbeat, Result, Released, SignInRefused, Fatal)
+TO_DAEMON: tuple[type, ...] = (Ready, Heartbeat, Watching, Result, Released, SignInRefused, Fatal)
 
 _TAGS: dict[type, str] = {
     Run: "run", Drain: "drain", Stop: "stop",
-    Ready: "ready", Heartbeat: "heartbeat", Result: "result", Released: "released",
-    SignInRefused: "sign_in_refused", Fatal: "fatal",
+    Ready: "ready", Heartbeat: "heartbeat", Watching: "watching", Result: "result",
+    Released: "released", SignInRefused: "sign_in_refused", Fatal: "fatal",
 }
 _BY_TAG = {tag: kind for kind, tag in _TAGS.items()}
 _NESTED: dict[type, type] = {Job: Job, FileRecord: FileRecord}

@@ -55,6 +55,8 @@ class Slot:
     started_at: float = 0.0
     last_heartbeat: float = 0.0
     in_flight: dict[str, int] = field(default_factory=dict)  # job key -> task id
+    watching_tabs: int = 0  # more POs than ``tabs`` while that many only watch (pool.watching_tabs)
+    watching: frozenset[str] = frozenset()  # keys the worker last said only watch their page
     pos_done: int = 0
     restarts: int = 0
     fast_failures: int = 0
@@ -75,10 +77,18 @@ class Slot:
         return self.process is not None
 
     @property
+    def working(self) -> int:
+        """POs in flight that load a page, request or download: what the tenant feels."""
+        return sum(1 for key in self.in_flight if key not in self.watching)
+
+    @property
     def free(self) -> int:
+        """How many more POs the worker takes now: ``tabs`` working at most, and up to
+        ``watching_tabs`` more while that many only watch their pages."""
         if self.state not in (WorkerState.READY, WorkerState.BUSY) or self.draining:
             return 0
-        return max(0, self.tabs - len(self.in_flight))
+        room = self.tabs + min(self.watching_tabs, len(self.in_flight) - self.working)
+        return max(0, room - len(self.in_flight))
 
 
 @dataclass(frozen=True)
@@ -121,6 +131,8 @@ class Pool:
     def _start(self, slot: Slot, now: float) -> None:
         slot.generation += 1
         slot.tabs = self.config.pool.tabs_per_worker
+        slot.watching_tabs = self.config.pool.watching_tabs
+        slot.watching = frozenset()
         profiles = self.config.paths.profiles
         profiles.mkdir(parents=True, exist_ok=True)
         slot.profile_dir = new_profile_dir(profiles, f"w{slot.index}")
@@ -231,6 +243,7 @@ class Pool:
         slot.process = slot.conn = None
         slot.pgid = None
         slot.in_flight = {}
+        slot.watching = frozenset()
 
     def resize(self, config: Config, now: float) -> None:
         """Take a reloaded configuration: more slots start, extra ones drain and go away.

@@ -89,6 +89,7 @@ def build_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
                 "pid": slot.process.pid if slot.process is not None else None,
                 "tabs": slot.tabs,
                 "busy": len(slot.in_flight),
+                "watching": len(slot.watching & slot.in_flight.keys()),
                 "pos_done": slot.pos_done,
                 "memory_mb": round(slot.memory_mb, 1),
                 "restarts": slot.restarts,

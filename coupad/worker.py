@@ -39,6 +39,7 @@ from coupad.messages import (
     SignInRefused,
     Stop,
     ToDaemon,
+    Watching,
     decode,
     encode,
 )
@@ -71,6 +72,11 @@ class EngineLike(Protocol):
 
     @property
     def busy(self) -> int: ...
+
+    @property
+    def watching(self) -> frozenset[str]:
+        """Keys of the POs whose tabs only watch their page (no load, request or download)."""
+        ...
 
     def start(self) -> None: ...
 
@@ -166,6 +172,10 @@ class _ChromiumEngine:
     def busy(self) -> int:
         return int(self._engine.busy)
 
+    @property
+    def watching(self) -> frozenset[str]:
+        return frozenset(self._engine.watching)
+
     def browser_pgid(self) -> int | None:
         browser = getattr(self._engine, "browser", None)
         return getattr(browser, "pgid", None)
@@ -231,6 +241,7 @@ def _loop(
     heartbeat_every = spec.config.pool.heartbeat_seconds / 2
     last_beat = 0.0
     in_flight: set[str] = set()
+    watching: frozenset[str] = frozenset()
     while True:
         while conn.poll():
             try:
@@ -255,6 +266,11 @@ def _loop(
         for result in engine.poll(max_wait=0.05, wake=conn):
             in_flight.discard(result.job.key)
             send(result_message(result))
+        # The daemon starts more POs while some only watch: tell it as soon as that changes.
+        now_watching = engine.watching & in_flight
+        if now_watching != watching:
+            watching = frozenset(now_watching)
+            send(Watching(tuple(sorted(watching))))
         now = time.monotonic()
         if now - last_beat >= heartbeat_every:
             send(Heartbeat(busy=tuple(sorted(in_flight)), free=engine.free_slots))

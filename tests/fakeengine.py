@@ -5,14 +5,19 @@ The PO number's digits say what happens to it:
 - ``1xxxxx``: completes after ``FAKE_DELAY`` seconds with one small file in its folder;
 - ``2xxxxx``: NO_ATTACHMENTS;  ``3xxxxx``: NOT_FOUND;  ``4xxxxx``: THROTTLED every time;
 - ``5xxxxx``: SIGNED_OUT;
+- ``6xxxxx``: works ``FAKE_DELAY`` seconds, then only watches its page for ``FAKE_WATCH``
+  seconds (reported in ``watching``), then completes like ``1xxxxx``;
 - ``8xxxxx``: the worker process dies (``os._exit(9)``) while holding it;
 - ``9xxxxx``: the engine hangs in ``poll`` (a stuck WebDriver call) and stops heartbeating.
 
 ``COUPAD_FAKE_START=fail`` makes the browser fail to start, for FATAL-slot tests.
+Each engine writes the most POs it held at once, and the most of them working (not only
+watching), to ``<state>/fake-peak-<pid>.json`` whenever either grows.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing.connection
 import os
 import threading
@@ -25,6 +30,7 @@ from coupad.errors import BrowserError
 from coupad.folders import PoFolder
 
 FAKE_DELAY = float(os.environ.get("COUPAD_FAKE_DELAY", "0.05"))
+FAKE_WATCH = float(os.environ.get("COUPAD_FAKE_WATCH", "1.0"))
 
 
 class FakeEngine:
@@ -32,10 +38,20 @@ class FakeEngine:
         self.config = config
         self.tabs = tabs
         self.jobs: dict[str, tuple[PoJob, float]] = {}
+        self.started: dict[str, float] = {}
+        self.peak = {"held": 0, "working": 0}
+
+    @property
+    def watching(self) -> frozenset[str]:
+        now = time.monotonic()
+        return frozenset(key for key, (job, _) in self.jobs.items()
+                         if job.po.digits[0] == "6" and now - self.started[key] >= FAKE_DELAY)
 
     @property
     def free_slots(self) -> int:
-        return self.tabs - len(self.jobs)
+        watching = len(self.watching)
+        room = self.tabs + min(self.config.pool.watching_tabs, watching)
+        return max(0, room - len(self.jobs))
 
     @property
     def busy(self) -> int:
@@ -49,7 +65,21 @@ class FakeEngine:
         return None
 
     def submit(self, job: PoJob) -> None:
-        self.jobs[job.key] = (job, time.monotonic() + FAKE_DELAY)
+        now = time.monotonic()
+        if len(self.jobs) >= self.tabs + self.config.pool.watching_tabs:
+            raise BrowserError(f"all {len(self.jobs)} tabs are busy")
+        watch = FAKE_WATCH if job.po.digits[0] == "6" else 0.0
+        self.jobs[job.key] = (job, now + FAKE_DELAY + watch)
+        self.started[job.key] = now
+        self._note_peak()
+
+    def _note_peak(self) -> None:
+        held, working = len(self.jobs), len(self.jobs) - len(self.watching)
+        if held > self.peak["held"] or working > self.peak["working"]:
+            self.peak = {"held": max(held, self.peak["held"]),
+                         "working": max(working, self.peak["working"])}
+            path = self.config.paths.state / f"fake-peak-{os.getpid()}.json"
+            path.write_text(json.dumps(self.peak), encoding="utf-8")
 
     def poll(self, max_wait: float = 0.05, wake: Any = None) -> list[PoResult]:
         if wake is not None:
@@ -66,6 +96,7 @@ class FakeEngine:
                 threading.Event().wait()  # a stuck WebDriver call: never returns
             if now >= due:
                 del self.jobs[key]
+                del self.started[key]
                 done.append(self._result(job))
         return done
 
@@ -73,7 +104,7 @@ class FakeEngine:
         first = job.po.digits[0]
         outcome = {
             "1": Outcome.COMPLETED, "2": Outcome.NO_ATTACHMENTS, "3": Outcome.NOT_FOUND,
-            "4": Outcome.THROTTLED, "5": Outcome.SIGNED_OUT,
+            "4": Outcome.THROTTLED, "5": Outcome.SIGNED_OUT, "6": Outcome.COMPLETED,
         }.get(first, Outcome.COMPLETED)
         folder_path = None
         names: tuple[str, ...] = ()
@@ -101,6 +132,7 @@ class FakeEngine:
             for job, _ in self.jobs.values()
         ]
         self.jobs.clear()
+        self.started.clear()
         return results
 
     def sign_in(self) -> bool:

@@ -354,3 +354,18 @@ def test_sigint_stops_the_daemon_cleanly_like_sigterm(tmp_path):
         d.proc.send_signal(signal.SIGINT)
         assert d.proc.wait(30) == 0
         assert "stopped (clean)" in d.log()
+
+
+@pytest.mark.parametrize("watching_tabs, held", [(2, 4), (0, 2)])
+def test_pos_that_only_watch_their_page_let_more_pos_start(tmp_path, watching_tabs, held):
+    # 6xxxxx work briefly, then only watch their page for 1.5 s: with pool.watching_tabs = 2
+    # one browser of 2 tabs holds 4 of them at once, never more than 2 working; with 0, 2.
+    pos = [f"6000{n:02d}" for n in range(6)]
+    with daemon(tmp_path, BASE, engine=FAKE, env={"COUPAD_FAKE_WATCH": "1.5"},
+                pool={"workers": 1, "tabs_per_worker": 2, "watching_tabs": watching_tabs}) as d:
+        d.drop("watch.csv", csv_of(*pos))
+        assert d.wait_report("watch")["counts"] == {"COMPLETED": 6}
+        [peak_file] = (d.root / "state").glob("fake-peak-*.json")
+        peak = json.loads(peak_file.read_text())
+        assert peak == {"held": held, "working": 2}
+        assert d.finals() == {f"PO{po}": "COMPLETED" for po in pos}

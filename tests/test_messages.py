@@ -19,6 +19,7 @@ from coupad.messages import (
     Run,
     SignInRefused,
     Stop,
+    Watching,
     decode,
     encode,
 )
@@ -33,6 +34,8 @@ EVERY = [
     Ready(pid=4711, pgid=None, tabs=3),
     Ready(pid=4711, pgid=4712, tabs=3),
     Heartbeat(busy=("7", "8"), free=1),
+    Watching(keys=("7",)),
+    Watching(keys=()),
     Result(key="7", outcome="COMPLETED", reason="", supplier="ACME Corp", found=2, downloaded=2,
            names=("a.pdf", "b (2).pdf"), folder="/d/PO15262984_COMPLETED", url="https://x/o/1",
            timings={"page": 0.8, "total": 1.5}, retry_after=None,
@@ -67,6 +70,9 @@ def test_integers_are_accepted_where_seconds_are_expected() -> None:
     ("ready", {"pid": True, "pgid": None, "tabs": 3}),  # a bool is not a pid
     ("heartbeat", {"busy": "78", "free": 1}),
     ("heartbeat", {"busy": [7], "free": 1}),
+    ("watching", {"keys": "78"}),
+    ("watching", {"keys": [None]}),
+    ("watching", {}),
     ("run", {"jobs": [{"key": "1", "digits": "1"}]}),
     ("run", {"jobs": [["1", "1", None, 1.0]]}),
     ("stop", {"reason": None}),

@@ -68,3 +68,24 @@ def test_pos_throttled_in_the_same_wave_count_once():
     assert throttle.paused_until == 100 + FIRST_PAUSE
     throttle.throttled(now=101, retry_after=10)
     assert throttle.paused_until == 111 and throttle.cap == 4
+
+
+def test_a_worker_takes_more_pos_only_while_some_watch_and_never_past_watching_tabs():
+    from coupad.pool import Slot
+    from coupad.states import WorkerState
+
+    slot = Slot(index=1, tabs=3, state=WorkerState.BUSY, watching_tabs=2)
+    slot.in_flight = {"a": 1, "b": 2, "c": 3}
+    assert (slot.working, slot.free) == (3, 0)
+    slot.watching = frozenset({"a"})
+    assert (slot.working, slot.free) == (2, 1)
+    slot.in_flight["d"] = 4
+    slot.watching = frozenset({"a", "b", "c", "gone"})  # a key no longer held never counts
+    assert (slot.working, slot.free) == (1, 1)  # 3 watch, but only 2 beyond tabs: 5 at most
+    slot.in_flight["e"] = 5
+    assert slot.free == 0
+    slot.draining = True
+    slot.watching = frozenset(slot.in_flight)
+    assert slot.free == 0
+    slot.draining, slot.watching_tabs = False, 0
+    assert slot.free == 0 and slot.working == 0
