@@ -109,7 +109,8 @@ class PoolConfig:
     tabs_per_worker: int = 3
     # More tabs per browser, for POs that only watch their page for evidence (see the
     # engine's docstring): they hold no page load, request or download of the tenant's.
-    watching_tabs: int = 3
+    # One: more helped a latency-bound tenant little and cost a CPU-bound machine (README).
+    watching_tabs: int = 1
     recycle_after_pos: int = 250
     pos_per_tab: int = 10
     max_browser_mb: int = 2000

@@ -133,7 +133,7 @@ def downloads(engine: Engine, tmp_path: Path) -> Iterator[Path]:
         engine.config = original
         assert engine.busy == 0
         assert engine.browser is not None
-        # Tabs are kept for the next PO: none beyond the engine's K, and once idle for a
+        # Tabs are kept for the next PO: none beyond the engine's tabs, and once idle for a
         # moment (while the engine is polled, as a worker always does) none on a page.
         wait_until(lambda: engine.poll(0.1) == [] and spare_tabs_blank(engine), 10,
                    what="every spare tab blank")
@@ -153,11 +153,12 @@ def started_engine(sim: SimHandle, root: Path, tabs: int, **pool: Any) -> Iterat
 
 
 def spare_tabs_blank(engine: Engine) -> bool:
-    """At most the engine's K tabs beside the first one, and all of those blank."""
+    """At most the engine's tabs (K working, and pool.watching_tabs more that only watched)
+    beside the first one, and all of those blank."""
     assert engine.browser is not None
     infos = engine.browser.driver.execute_cdp_cmd("Target.getTargets", {})["targetInfos"]
     pages = [i for i in infos if i["type"] == "page"]
-    assert len(pages) <= 1 + engine.tabs, f"{len(pages)} tabs for {engine.tabs} POs at most"
+    assert len(pages) <= 1 + engine.max_tabs, f"{len(pages)} tabs for {engine.max_tabs} POs at most"
     return len([i for i in pages if i["url"] != "about:blank"]) <= 1
 
 

@@ -1,10 +1,10 @@
-"""Pages that work only while they are visible, with real Chromium.
+"""Pages that work only while they are visible, and POs that only watch, with real Chromium.
 
 A headless Chromium runs animation frames only for the tab in front of its window, and tells
 every other tab it is hidden (``document.visibilityState``); pages pause there — a list
 rendered in an animation frame never appears, a page that fetches its list only once it is
-seen never fetches it. So the engine opens each tab in a window of its own, where every page
-is visible, and several POs render at once as they would for a person.
+seen never fetches it. So the engine opens each tab with focus emulation, under which every
+tab is visible, and several POs render at once as they would for a person.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def sim() -> Iterator[SimHandle]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
-    root = tmp_path_factory.mktemp("windows-browser")
+    root = tmp_path_factory.mktemp("visible-browser")
     started = Browser.start(BrowserSpec(profile_dir=root / "profile", download_dir=root / "dl"))
     try:
         yield started
@@ -108,7 +108,7 @@ def sim_sign_in(driver: Any, sim: SimHandle) -> None:
 @pytest.mark.timeout(120)
 def test_pos_in_every_tab_see_lists_that_render_only_while_visible(
         sim: SimHandle, tmp_path_factory: pytest.TempPathFactory) -> None:
-    root = tmp_path_factory.mktemp("windows")
+    root = tmp_path_factory.mktemp("visible")
     config = config_for(root, sim.base_url, username=sim.username, password=sim.password)
     engine: Engine = engine_for(config, root, tabs=3)
     try:
