@@ -731,6 +731,15 @@ CASES: dict[str, list[str]] = {
         "test_engine.py::test_one_tab_serves_po_after_po_each_reading_its_own_page",
         "test_engine.py::test_a_tab_that_does_not_turn_blank_is_replaced",
     ],
+    "README: How it works: every tab is visible; lists drawn in animation frames or fetched once seen are read": [
+        "test_engine_visible.py::test_the_simulators_frame_and_visible_pages_show_nothing_in_a_background_tab",
+        "test_engine_visible.py::test_pos_in_every_tab_see_lists_that_render_only_while_visible",
+    ],
+    "README: Under load and trouble: a PO that only watches its page holds no tab slot and no politeness slot": [
+        "test_engine_visible.py::test_a_po_that_only_watches_its_page_lets_the_next_po_start",
+        "test_daemon_policy.py::test_pos_that_only_watch_their_page_let_more_pos_start",
+        "test_throttle.py::test_a_worker_takes_more_pos_only_while_some_watch_and_never_past_watching_tabs",
+    ],
     "README: How it works: pages are read over the browser's one DevTools connection": [
         "test_cdp.py::test_three_tabs_evaluate_at_once_over_one_socket",
         "test_cdp.py::test_an_evaluation_sent_during_a_pending_navigation_is_answered_after_the_commit",
