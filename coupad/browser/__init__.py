@@ -2,10 +2,16 @@
 
 - :mod:`coupad.browser.launch` — headless Chromium under Selenium: flags, isolated profiles,
   a process group per browser, and the start-up sweep of leftovers.
-- :mod:`coupad.browser.cdp` — the one DevTools connection per browser, with its tabs as
-  flattened sessions.
-- :mod:`coupad.browser.downloads` — click downloads attributed to their tab by the browser's
+- :mod:`coupad.browser.cdp` (with :mod:`~coupad.browser.wire`, :mod:`~coupad.browser.targets`,
+  :mod:`~coupad.browser.evaluation`) — the one DevTools connection per browser, with its tabs
+  as flattened sessions; :mod:`~coupad.browser.reader` reads a tab over its session.
+- :mod:`coupad.browser.downloads` (with :mod:`~coupad.browser.download_events`,
+  :mod:`~coupad.browser.frames`) — click downloads attributed to their tab by the browser's
   download events.
+- The engine's parts: :mod:`~coupad.browser.po` (one PO's record and result),
+  :mod:`~coupad.browser.tabs` and :mod:`~coupad.browser.tabops` (the tab pool and what is
+  done to tabs), :mod:`~coupad.browser.evidence`, :mod:`~coupad.browser.clicks`,
+  :mod:`~coupad.browser.fetches`.
 """
 
 from coupad.browser.launch import (
