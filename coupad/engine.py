@@ -87,6 +87,7 @@ from coupad.page import (
     classify,
 )
 from coupad.signin import form_sign_in, is_sign_in_url, read_password
+from coupad.throttle import free_tabs
 
 __all__ = ["Engine", "HasFileno", "Outcome", "PoJob", "PoResult"]
 
@@ -276,8 +277,7 @@ class Engine(ClickOps, FetchOps):
         if self.browser is None or self._broken:
             return 0
         watching = sum(1 for t in self._tabs if t.watching)
-        room = self.tabs + min(self.config.pool.watching_tabs, watching)
-        return max(0, room - len(self._tabs))
+        return free_tabs(self.tabs, self.config.pool.watching_tabs, len(self._tabs), watching)
 
     def submit(self, job: PoJob) -> None:
         """Start a PO now, in a spare tab (a blank one first) or a new one."""

@@ -31,6 +31,7 @@ from coupad.browser import copy_profile, new_profile_dir
 from coupad.config import Config
 from coupad.messages import TO_DAEMON, Drain, MessageError, Stop, ToDaemon, ToWorker, decode, encode
 from coupad.states import WorkerState, check_worker
+from coupad.throttle import free_tabs
 from coupad.worker import FATAL_EXIT, WorkerSpec, worker_main
 
 log = logging.getLogger("coupad.pool")
@@ -87,8 +88,8 @@ class Slot:
         ``watching_tabs`` more while that many only watch their pages."""
         if self.state not in (WorkerState.READY, WorkerState.BUSY) or self.draining:
             return 0
-        room = self.tabs + min(self.watching_tabs, len(self.in_flight) - self.working)
-        return max(0, room - len(self.in_flight))
+        held = len(self.in_flight)
+        return free_tabs(self.tabs, self.watching_tabs, held, held - self.working)
 
 
 @dataclass(frozen=True)

@@ -72,3 +72,10 @@ class Throttle:
     @property
     def slowed(self) -> bool:
         return self.cap < self.limit
+
+
+def free_tabs(tabs: int, watching_tabs: int, held: int, watching: int) -> int:
+    """How many more POs a browser takes: ``tabs`` working at most, and up to
+    ``watching_tabs`` more while that many of the ``held`` POs only watch their pages
+    (``pool.watching_tabs``); the daemon and the engine both count with this."""
+    return max(0, tabs + min(watching_tabs, watching) - held)

@@ -28,6 +28,7 @@ from coupad.config import Config
 from coupad.engine import Outcome, PoJob, PoResult
 from coupad.errors import BrowserError
 from coupad.folders import PoFolder
+from coupad.throttle import free_tabs
 
 FAKE_DELAY = float(os.environ.get("COUPAD_FAKE_DELAY", "0.05"))
 FAKE_WATCH = float(os.environ.get("COUPAD_FAKE_WATCH", "1.0"))
@@ -49,9 +50,8 @@ class FakeEngine:
 
     @property
     def free_slots(self) -> int:
-        watching = len(self.watching)
-        room = self.tabs + min(self.config.pool.watching_tabs, watching)
-        return max(0, room - len(self.jobs))
+        return free_tabs(self.tabs, self.config.pool.watching_tabs, len(self.jobs),
+                         len(self.watching))
 
     @property
     def busy(self) -> int:

@@ -89,3 +89,12 @@ def test_a_worker_takes_more_pos_only_while_some_watch_and_never_past_watching_t
     assert slot.free == 0
     slot.draining, slot.watching_tabs = False, 0
     assert slot.free == 0 and slot.working == 0
+
+
+def test_free_tabs_is_tabs_working_plus_watching_up_to_watching_tabs():
+    from coupad.throttle import free_tabs
+
+    assert free_tabs(3, 1, held=3, watching=0) == 0
+    assert free_tabs(3, 1, held=3, watching=2) == 1  # one more, not two
+    assert free_tabs(3, 0, held=3, watching=3) == 0
+    assert free_tabs(3, 2, held=1, watching=1) == 3

@@ -6,8 +6,8 @@ in an animation frame never appears, a page that fetches its list once it is see
 fetches it, and the engine would read an empty list where a person sees files. Each tab is
 therefore opened with focus emulation (``Emulation.setFocusEmulationEnabled``), under which
 Chromium treats a background tab as visible and focused and runs its frames. A window of its
-own per tab does the same, but a visible headless window draws frames all the time: three idle
-ones took 0.4 of a core, three emulated tabs 0.03.
+own per tab does the same, but a visible headless window draws frames all the time, idle or
+not (the README has the measurement).
 
 Tabs are opened, navigated and closed over the connection, without waiting (a navigation's
 commit is learned from the tab's answer, below); a tab's DevTools session (its
