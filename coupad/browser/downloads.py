@@ -73,8 +73,10 @@ ORPHAN_STALL = 30.0
 # ... or when neither its partial nor its final file has been there this long: the moment
 # between the download's start and its partial file, or a rename seen half-way, is shorter.
 ORPHAN_GRACE = 2.0
+# A running download whose bytes have not moved this long is failed at once if the disk is full.
+SPACE_LOOK = 2.0
 _FINISHED_KEPT = 4096
-_MIN_FREE = 1 << 20
+_MIN_FREE = 1 << 20  # less free space than this in the staging folder: the disk is full
 
 
 @dataclass
@@ -84,7 +86,7 @@ class _Download:
     guid: str
     url: str
     name: str
-    seen: float  # when it last changed (or, followed on disk, when its file was last there)
+    seen: float  # when its bytes last moved (or, followed on disk, when its file was last there)
     received: int = 0
     total: int = 0
     on_disk: bool = False  # followed on disk: its events went with the old connection
@@ -159,7 +161,9 @@ class DownloadRouter:
 
         ``now`` (``time.monotonic()`` by default) dates the look at downloads followed on disk.
         """
-        self._follow_on_disk(time.monotonic() if now is None else now)
+        now = time.monotonic() if now is None else now
+        self._follow_on_disk(now)
+        self._check_space(now)
         events, self._events = self._events, []
         events.extend(self._progress.values())
         self._progress.clear()
@@ -235,10 +239,12 @@ class DownloadRouter:
         download = self._downloads.get(guid) if isinstance(guid, str) else None
         if download is None:
             return
-        download.seen = time.monotonic()
+        received = _count(params.get("receivedBytes"))
+        if received > download.received or download.on_disk:
+            download.seen = time.monotonic()
         download.on_disk = False  # events again: they are the better source
         # A cancelled download reports 0 bytes received: keep the last count seen.
-        download.received = max(download.received, _count(params.get("receivedBytes")))
+        download.received = max(download.received, received)
         download.total = _count(params.get("totalBytes")) or download.total
         state = params.get("state")
         if state == "completed":
@@ -292,18 +298,40 @@ class DownloadRouter:
         self._end(download)
 
     def _why_canceled(self, download: _Download) -> str:
-        # The event carries no reason: say what is known, and what the disk says.
+        """Why the browser gave a download up, as far as can be told: the event carries no
+        reason, so the staging folder's free space is read. Chromium deletes the partial file
+        when it gives up, so a disk that filled up shows as less free space than the file
+        needed (its declared size), or no more than its bytes received and a little."""
+        no_space = self._no_space(max(download.total, download.received + _MIN_FREE))
+        if no_space:
+            return no_space
         total = str(download.total) if download.total else "an undeclared number of"
-        reason = (f"the browser cancelled or gave up the download after {download.received} of "
-                  f"{total} bytes")
+        return (f"the browser cancelled or gave up the download after {download.received} of "
+                f"{total} bytes")
+
+    def _no_space(self, needed: int) -> str | None:
+        """Why a download cannot be written when the staging folder has less than ``needed``
+        bytes free ("no space left on device", the bytes free, the folder), else None."""
         try:
             info = os.statvfs(self.staging)
         except OSError:
-            return reason
+            return None
         free = info.f_bavail * info.f_frsize
-        if free < max(download.total - download.received, 0) or free < _MIN_FREE:
-            reason += f"; the disk holding {self.staging} is full ({free} bytes free)"
-        return reason
+        if free >= needed:
+            return None
+        return f"no space left on device ({free} bytes free in {self.staging})"
+
+    def _check_space(self, now: float) -> None:
+        """Fail at once, cancelled, the downloads that stopped moving on a full disk (a browser
+        may hold a download that cannot be written rather than give it up)."""
+        for download in list(self._downloads.values()):
+            if now - download.seen < SPACE_LOOK:
+                continue
+            no_space = self._no_space(_MIN_FREE)
+            if no_space is None:
+                return  # one look says it for every download: they share the folder
+            self._cancel(download.guid)
+            self._fail(download, no_space)
 
     def _refuse(self, tab: str | None, guid: str, url: str, name: str, reason: str) -> None:
         log.warning("refused a download: %s", reason)
