@@ -72,6 +72,7 @@ from coupad.browser.clicks import ClickOps, settle
 from coupad.browser.downloads import DownloadRouter
 from coupad.browser.po import Outcome, Planned, PoJob, PoResult, PoRun, Stage
 from coupad.browser.reader import ChannelError, TabCrashed
+from coupad.browser.remote import GridDownloadRouter, RemoteBrowser, grid_status, keepalive_interval
 from coupad.browser.tabops import BLANK, LOOK_INTERVAL, SPARE_IDLE, is_web, short
 from coupad.browser.tabs import TabPool, TabState
 from coupad.config import Config
@@ -143,6 +144,9 @@ class Engine(ClickOps, FetchOps):
         self._staging: Path | None = None  # where the browser writes click downloads
         self._last_navigation = 0.0
         self._broken: str | None = None
+        # How often an idle remote browser is pinged (None: a local browser needs no ping).
+        self.keepalive: float | None = None
+        self._last_ping = 0.0
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -153,8 +157,26 @@ class Engine(ClickOps, FetchOps):
         self._current = self._home
         self._user_agent = str(self._driver.execute_script("return navigator.userAgent"))
         self._connect()
+        if isinstance(self.browser, RemoteBrowser):
+            try:
+                timeout = grid_status(self.browser.grid_url).session_timeout
+            except BrowserError as exc:
+                log.info("the Grid's session time-out is unknown (%s)", exc)
+                timeout = None
+            self.keepalive = keepalive_interval(timeout)
         if self.config.coupa.sign_in == "form":
             self.sign_in()
+        self._open_spare_tabs()
+
+    def _open_spare_tabs(self) -> None:
+        """Open the engine's ``tabs`` tabs, blank and with their readers, before the first PO:
+        the first POs of a batch then start at once instead of each waiting for its tab to be
+        opened and set up on the engine's one thread (a few hundred ms per tab)."""
+        now = time.monotonic()
+        for _ in range(self.tabs):
+            handle = self._new_tab()
+            self._channel(handle)
+            self._tab_pool.release(handle, now, TabState.READY)
 
     def close(self) -> None:
         """Quit the browser and its process group; in-flight POs are dropped."""
@@ -190,7 +212,10 @@ class Engine(ClickOps, FetchOps):
             base = Path(spec.download_dir) if spec is not None else self.config.paths.state
             self._staging = base / f"incoming-{uuid.uuid4().hex[:8]}"
             self._staging.mkdir(parents=True, exist_ok=True)
-            self._router = DownloadRouter(self._conn, self._staging)
+            if isinstance(self.browser, RemoteBrowser):
+                self._router = GridDownloadRouter(self._conn, self._staging, self.browser)
+            else:
+                self._router = DownloadRouter(self._conn, self._staging)
             self._router.arm()
         except CdpError as exc:
             raise BrowserError(f"cannot open the browser's DevTools connection: {exc}") from None
@@ -256,6 +281,30 @@ class Engine(ClickOps, FetchOps):
         return True
 
     @property
+    def broken(self) -> str | None:
+        """Why the browser cannot be used any more (its worker replaces it), or None."""
+        return self._broken
+
+    def _keep_alive(self, now: float) -> None:
+        """Ping an idle remote browser over its connection so that the node's session-timeout
+        does not end it (DevTools traffic counts as activity on Grid); a session that is gone
+        shows here as a lost connection, and the engine as broken, before a PO is given to it."""
+        if (self.keepalive is None or self._tabs or self._conn is None or self._broken
+                or now - self._last_ping < self.keepalive):
+            return
+        self._last_ping = now
+        try:
+            self._conn.call("Browser.getVersion", timeout=min(10.0, self.keepalive))
+        except ConnectionLost as exc:
+            log.warning("the remote browser's connection was lost while idle (%s)", exc)
+            self._conn.close()
+        except CdpError as exc:
+            log.warning("the remote browser did not answer while idle (%s)", exc)
+            self._conn.close()
+        if self._conn.closed:
+            self._pump()  # opens it again, or marks the engine broken
+
+    @property
     def busy(self) -> int:
         """POs in flight."""
         return len(self._tabs)
@@ -298,9 +347,11 @@ class Engine(ClickOps, FetchOps):
 
     def _take_tab(self) -> tuple[str, bool, float]:
         """A tab for a new PO: (handle, whether it is free, when it was released)."""
-        spare = self._tab_pool.take()
-        if spare is not None:
-            return spare
+        while (spare := self._tab_pool.take()) is not None:
+            if self._conn is None or not self._conn.crashed(spare[0]):
+                return spare
+            log.info("spare tab %s crashed; closing it", spare[0])
+            self._close_handle(spare[0])
         try:
             return self._new_tab(), True, time.monotonic()
         except WebDriverException as exc:
@@ -320,6 +371,7 @@ class Engine(ClickOps, FetchOps):
         while True:
             results: list[PoResult] = []
             self._pump()
+            self._keep_alive(time.monotonic())
             self._route_downloads(time.monotonic())
             self._note_commits()
             self._blank_idle(time.monotonic())
