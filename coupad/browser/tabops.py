@@ -48,7 +48,10 @@ RETIRE_JS = "window.__coupadRetired = true; return true;"
 LOOK_WAIT = 0.1  # how long a snapshot over a tab's DevTools socket is waited for in one step
 BLANK = "about:blank"  # a blank tab's URL, and its title until its next document commits
 SPARE_IDLE = 1.0  # a spare tab still showing a finished PO's page is blanked after this
-_DEAD_SESSION = ("invalid session id", "chrome not reachable", "disconnected", "session deleted")
+_DEAD_SESSION = ("invalid session id", "chrome not reachable", "disconnected", "session deleted",
+                 # Selenium Grid: the node is gone, or it ended an idle session
+                 "unable to execute request for an existing session", "session timed out",
+                 "unable to find session")
 
 
 class TabOps:

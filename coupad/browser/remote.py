@@ -1,0 +1,332 @@
+"""Browsers on Selenium Grid 4: a remote session under the same engine as a local browser.
+
+Grid does the distributed part — session queueing, node registration, routing — and coupad
+only asks it for sessions. A :class:`RemoteBrowser` is a ``webdriver.Remote`` session with an
+HTTP time-out on every call (``browser.grid_timeout``); the engine opens its one DevTools
+connection from the session's ``se:cdp`` capability (:func:`coupad.browser.wire.browser_endpoint`),
+so pages are read, tabs opened and clicks dispatched exactly as locally. What differs:
+
+- **Files.** Linked attachments are fetched by the worker itself, with the browser's cookies
+  read over the connection (``Storage.getCookies``). Click-only ones land on the node, in the
+  session's managed-downloads folder (``se:downloadsEnabled``): the engine's download router
+  learns the node-side path from the ``completed`` event and :meth:`RemoteBrowser.bring`
+  copies the file here, into the same staging folder a local browser writes to.
+- **Ownership.** Every session carries the capability ``coupad:instance`` (one value per
+  state folder) and ``coupad:worker``, which Grid echoes in ``/status``: :func:`sweep_sessions`
+  ends the sessions a killed worker or daemon left behind, never anybody else's.
+- **No local processes.** :meth:`RemoteBrowser.pids` is empty: memory recycling counts POs per
+  session (``pool.recycle_after_pos``) instead of reading local PSS.
+- **Session life.** A node drops a session ``session-timeout`` after its last command; DevTools
+  traffic counts. :func:`keepalive_interval` says how often an idle engine must ping.
+
+A user name and password in ``grid_url`` (Grid's basic authentication) are sent to the Grid
+and never written to a log: :func:`coupad.config.redact_url`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from selenium import webdriver
+from selenium.common.exceptions import SessionNotCreatedException, WebDriverException
+from selenium.webdriver.chromium.remote_connection import ChromiumRemoteConnection
+from selenium.webdriver.remote.client_config import ClientConfig
+
+from coupad.browser.cdp import Connection
+from coupad.browser.downloads import DownloadRouter, _Download
+from coupad.browser.launch import CHROMIUM_FLAGS, BrowserSpec
+from coupad.config import redact_url
+from coupad.errors import BrowserError
+
+__all__ = [
+    "GridBusy", "GridDownloadRouter", "GridStatus", "RemoteBrowser", "grid_status", "instance_id", "keepalive_interval",
+    "sweep_sessions",
+]
+
+log = logging.getLogger("coupad.browser")
+
+INSTANCE_CAP = "coupad:instance"
+WORKER_CAP = "coupad:worker"
+KEEPALIVE_MAX = 60.0  # an idle remote browser is pinged at least this often
+_STATUS_LIMIT = 8 << 20  # bytes of a /status answer read at most
+
+
+class GridBusy(BrowserError):
+    """The Grid could not give a session now (queue full or no free slot): try again later;
+    no PO is at fault."""
+
+
+def instance_id(state_dir: Path) -> str:
+    """The value of ``coupad:instance`` for one daemon: its host and state folder, hashed."""
+    text = f"{socket.gethostname()}:{Path(state_dir).resolve()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class GridDriver(webdriver.Remote):
+    """``webdriver.Remote`` with Chromium's ``execute_cdp_cmd``, which Grid forwards to the node."""
+
+    def execute_cdp_cmd(self, cmd: str, cmd_args: dict[str, Any]) -> Any:
+        return self.execute("executeCdpCommand", {"cmd": cmd, "params": cmd_args})["value"]
+
+
+@dataclass
+class RemoteBrowser:
+    """One Chromium session on Selenium Grid; quacks like :class:`coupad.browser.Browser`."""
+
+    spec: BrowserSpec
+    grid_url: str
+    driver: Any = None
+    session_id: str | None = None
+    pgid: None = None  # nothing of it runs here
+    remote: bool = field(default=True, init=False)
+
+    @classmethod
+    def start(cls, spec: BrowserSpec, grid_url: str, *, timeout: float, instance: str = "",
+              worker: str = "") -> RemoteBrowser:
+        """Ask the Grid for a session; :class:`GridBusy` when it has none to give now."""
+        spec.download_dir.mkdir(parents=True, exist_ok=True)
+        options = webdriver.ChromeOptions()
+        options.binary_location = str(spec.chromium)
+        if spec.headless:
+            options.add_argument("--headless=new")
+        for flag in CHROMIUM_FLAGS + spec.extra_args:
+            options.add_argument(flag)
+        options.add_experimental_option("excludeSwitches", ["enable-automation", "enable-logging"])
+        options.page_load_strategy = spec.page_load_strategy
+        options.enable_downloads = True
+        if instance:
+            options.set_capability(INSTANCE_CAP, instance)
+            options.set_capability("se:name", f"coupad {instance} {worker}".strip())
+        if worker:
+            options.set_capability(WORKER_CAP, worker)
+        executor = ChromiumRemoteConnection(
+            remote_server_addr=_bare(grid_url), vendor_prefix="goog", browser_name="chrome",
+            ignore_proxy=True, client_config=_client_config(grid_url, timeout))
+        shown = redact_url(grid_url)
+        try:
+            driver = GridDriver(command_executor=executor, options=options)
+        except SessionNotCreatedException as exc:
+            raise GridBusy(f"the Grid at {shown} gave no session: {_first_line(exc.msg)}") from None
+        except WebDriverException as exc:
+            raise BrowserError(f"no session from the Grid at {shown}: {_first_line(exc.msg)}") from None
+        except (OSError, ValueError) as exc:  # refused, reset, timed out, a garbled answer
+            raise BrowserError(f"the Grid at {shown} did not answer: {exc}") from None
+        browser = cls(spec=spec, grid_url=grid_url, driver=driver, session_id=driver.session_id)
+        try:
+            driver.set_page_load_timeout(spec.page_load_timeout)
+            driver.set_script_timeout(spec.script_timeout)
+            if not driver.capabilities.get("se:downloadsEnabled"):
+                raise BrowserError(
+                    f"the Grid at {shown} gave a session without managed downloads: set "
+                    "enable-managed-downloads = true in the node's [node] section")
+        except BaseException:
+            browser.quit()
+            raise
+        log.info("remote browser session %s on the Grid at %s", browser.session_id, shown)
+        return browser
+
+    def pids(self) -> list[int]:
+        """No process of a remote browser runs here."""
+        return []
+
+    def bring(self, node_path: str, dest_dir: Path) -> Path:
+        """Copy a finished download from the node's managed-downloads folder into
+        ``dest_dir``; returns the local path (same base name)."""
+        name = node_path.replace("\\", "/").rsplit("/", 1)[-1]
+        if not name or name in (".", ".."):
+            raise BrowserError(f"the node named no file for a download ({node_path!r})")
+        self.driver.download_file(name, str(dest_dir))
+        local = dest_dir / name
+        if not local.is_file():
+            raise BrowserError(f"the Grid did not hand over {name}")
+        return local
+
+    def quit(self) -> None:
+        """End the session on the Grid; when the Grid cannot be told through WebDriver, with a
+        direct DELETE of the session."""
+        driver, self.driver = self.driver, None
+        if driver is None:
+            return
+        try:
+            driver.quit()
+            return
+        except Exception as exc:  # a dead node or hub cannot answer; try the plain DELETE
+            log.debug("quitting the remote session failed: %s", exc)
+        if self.session_id:
+            delete_session(self.grid_url, self.session_id, timeout=5.0)
+
+
+class GridDownloadRouter(DownloadRouter):
+    """Click downloads of a browser on Grid. The node keeps them in the session's managed-
+    downloads folder (the behaviour stays ``default``, with events); each completed one is
+    brought here by name, from the path its ``completed`` event gives, and then stands at
+    ``<staging>/<guid>`` as a local browser's would. Downloads that were running when the
+    connection dropped cannot be followed on this machine's disk: they fail and are clicked
+    again on the PO's next attempt, never guessed."""
+
+    def __init__(self, connection: Connection, staging: Path, browser: RemoteBrowser) -> None:
+        super().__init__(connection, staging)
+        self._browser = browser
+        self._incoming = staging / ".from-node"
+
+    def _behavior(self) -> dict[str, Any]:
+        return {"behavior": "default", "eventsEnabled": True}
+
+    def _fetch(self, download: _Download, browser_path: str | None) -> Path:
+        if not browser_path:
+            raise FileNotFoundError("the node did not say where the file is")
+        self._incoming.mkdir(parents=True, exist_ok=True)
+        try:
+            local = self._browser.bring(browser_path, self._incoming)
+        except (BrowserError, WebDriverException) as exc:
+            raise OSError(f"it could not be brought from the node: {exc}") from None
+        path = self.staging / download.guid
+        os.replace(local, path)
+        return path
+
+
+@dataclass(frozen=True)
+class GridStatus:
+    """What the Grid's ``/status`` says, reduced to what coupad needs."""
+
+    ready: bool
+    message: str
+    nodes: int  # nodes UP
+    slots: int  # slots on nodes UP
+    free: int  # free slots on nodes UP
+    session_timeout: float | None  # the shortest node session-timeout, seconds
+    sessions: tuple[tuple[str, str, str], ...]  # (session id, coupad:instance, coupad:worker)
+
+
+def grid_status(grid_url: str, *, timeout: float = 5.0) -> GridStatus:
+    """Read the Grid's ``/status``; BrowserError when it cannot be read."""
+    shown = redact_url(grid_url)
+    data = _request(grid_url, "GET", "/status", timeout=timeout)
+    try:
+        return _parse_status(data["value"])
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise BrowserError(f"the Grid at {shown} answered /status with something else "
+                           f"({type(exc).__name__}: {exc})") from None
+
+
+def _parse_status(value: dict[str, Any]) -> GridStatus:
+    nodes = [n for n in value.get("nodes", []) if n.get("availability") == "UP"]
+    slots = free = 0
+    sessions: list[tuple[str, str, str]] = []
+    timeouts: list[float] = []
+    for node in nodes:
+        limit = node.get("sessionTimeout")
+        if isinstance(limit, int | float) and not isinstance(limit, bool) and limit > 0:
+            timeouts.append(limit / 1000)
+        for slot in node.get("slots") or []:
+            slots += 1
+            session = slot.get("session") if isinstance(slot, dict) else None
+            if not isinstance(session, dict):
+                free += 1
+                continue
+            caps = session.get("capabilities")
+            caps = caps if isinstance(caps, dict) else {}
+            sessions.append((str(session.get("sessionId", "")), str(caps.get(INSTANCE_CAP, "")),
+                             str(caps.get(WORKER_CAP, ""))))
+    return GridStatus(ready=value.get("ready") is True, message=str(value.get("message", "")),
+                      nodes=len(nodes), slots=slots, free=free,
+                      session_timeout=min(timeouts) if timeouts else None,
+                      sessions=tuple(sessions))
+
+
+def keepalive_interval(session_timeout: float | None) -> float:
+    """How often an idle remote browser is pinged so that a node's ``session-timeout`` never
+    ends it: a third of the shortest time-out, at most :data:`KEEPALIVE_MAX`."""
+    if session_timeout is None or session_timeout <= 0:
+        return KEEPALIVE_MAX
+    return max(0.5, min(KEEPALIVE_MAX, session_timeout / 3))
+
+
+def sweep_sessions(grid_url: str, instance: str, *, keep: frozenset[str] = frozenset(),
+                   timeout: float = 5.0) -> int:
+    """End this daemon's sessions on the Grid (``coupad:instance`` = ``instance``) except those
+    in ``keep``; return how many were ended. Sessions of anybody else are never touched."""
+    if not instance:
+        return 0
+    ended = 0
+    for session_id, owner, worker in grid_status(grid_url, timeout=timeout).sessions:
+        if owner != instance or session_id in keep or not session_id:
+            continue
+        log.warning("ending leftover Grid session %s (worker %s)", session_id, worker or "?")
+        if delete_session(grid_url, session_id, timeout=timeout):
+            ended += 1
+    return ended
+
+
+def delete_session(grid_url: str, session_id: str, *, timeout: float) -> bool:
+    """DELETE one session on the Grid; True when the Grid took it."""
+    if not session_id.replace("-", "").isalnum():
+        return False
+    try:
+        _request(grid_url, "DELETE", f"/session/{session_id}", timeout=timeout)
+        return True
+    except BrowserError as exc:
+        log.info("could not end Grid session %s: %s", session_id, exc)
+        return False
+
+
+def _request(grid_url: str, method: str, path: str, *, timeout: float) -> Any:
+    parts = urlsplit(grid_url)
+    headers = {"Accept": "application/json"}
+    if parts.username is not None:
+        headers["Authorization"] = _basic(parts.username, parts.password)
+    request = urllib.request.Request(_bare(grid_url).rstrip("/") + path, method=method,
+                                     headers=headers)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    shown = redact_url(grid_url)
+    try:
+        with opener.open(request, timeout=timeout) as answer:
+            body = answer.read(_STATUS_LIMIT + 1)
+    except urllib.error.HTTPError as exc:
+        raise BrowserError(f"the Grid at {shown} answered {method} {path} with HTTP {exc.code}") from None
+    except (OSError, ValueError) as exc:
+        raise BrowserError(f"the Grid at {shown} did not answer {method} {path}: {exc}") from None
+    if len(body) > _STATUS_LIMIT:
+        raise BrowserError(f"the Grid at {shown} answered {method} {path} with too much")
+    try:
+        return json.loads(body) if body else None
+    except (ValueError, RecursionError):
+        raise BrowserError(f"the Grid at {shown} answered {method} {path} with something other "
+                           "than JSON") from None
+
+
+def _basic(user: str, password: str | None) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+
+
+def _bare(grid_url: str) -> str:
+    """``grid_url`` without its user name and password."""
+    parts = urlsplit(grid_url)
+    if parts.username is None:
+        return grid_url
+    return grid_url.replace(parts.netloc, parts.netloc.rsplit("@", 1)[1], 1)
+
+
+def _client_config(grid_url: str, timeout: float) -> ClientConfig:
+    parts = urlsplit(grid_url)
+    seconds = max(1, round(timeout))
+    if parts.username is None:
+        return ClientConfig(remote_server_addr=grid_url, timeout=seconds)
+    return ClientConfig(remote_server_addr=_bare(grid_url), timeout=seconds,
+                        username=parts.username, password=parts.password or "")
+
+
+def _first_line(text: str | None) -> str:
+    text = (text or "").strip()
+    return text.splitlines()[0] if text else "unknown error"
