@@ -72,7 +72,13 @@ from coupad.browser.clicks import ClickOps, settle
 from coupad.browser.downloads import DownloadRouter
 from coupad.browser.po import Outcome, Planned, PoJob, PoResult, PoRun, Stage
 from coupad.browser.reader import ChannelError, TabCrashed
-from coupad.browser.remote import GridDownloadRouter, RemoteBrowser, grid_status, keepalive_interval
+from coupad.browser.remote import (
+    GridDownloadRouter,
+    RemoteBrowser,
+    grid_status,
+    keepalive_interval,
+    profile_cookies,
+)
 from coupad.browser.tabops import BLANK, LOOK_INTERVAL, SPARE_IDLE, is_web, short
 from coupad.browser.tabs import TabPool, TabState
 from coupad.config import Config
@@ -164,9 +170,28 @@ class Engine(ClickOps, FetchOps):
                 log.info("the Grid's session time-out is unknown (%s)", exc)
                 timeout = None
             self.keepalive = keepalive_interval(timeout)
+            if self.config.coupa.sign_in == "profile":
+                self._carry_profile(self.browser)
         if self.config.coupa.sign_in == "form":
             self.sign_in()
         self._open_spare_tabs()
+
+    def _carry_profile(self, browser: RemoteBrowser) -> None:
+        """Profile sign-in on Grid: the base profile is on this machine, its cookies are set in
+        the remote browser (see :mod:`coupad.browser.remote`)."""
+        assert self._conn is not None
+        cookies = profile_cookies(self.config.paths.base_profile, browser.spec)
+        if not cookies:
+            log.warning("the base profile %s holds no cookies: run `coupad login`",
+                        self.config.paths.base_profile)
+            return
+        try:
+            self._conn.call("Storage.setCookies", {"cookies": cookies})
+        except CdpError as exc:
+            raise BrowserError(f"the base profile's sign-in could not be carried to the remote "
+                               f"browser: {exc}") from None
+        log.info("carried the base profile's sign-in (%d cookies) to the remote browser",
+                 len(cookies))
 
     def _open_spare_tabs(self) -> None:
         """Open the engine's ``tabs`` tabs, blank and with their readers, before the first PO:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from coupad.browser import BrowserSpec
+from coupad.browser import Browser, BrowserSpec, keep_session_cookies
 from coupad.browser.remote import (
     INSTANCE_CAP,
     RemoteBrowser,
@@ -26,6 +26,7 @@ from coupad.browser.remote import (
 from coupad.config import redact_url
 from coupad.engine import Engine, Outcome
 from coupad.errors import BrowserError, ConfigError
+from coupad.signin import form_sign_in
 from coupad.sim.testing import SimHandle, sim_server
 from enginekit import assert_folder_matches, config_for, job, run_all
 from gridkit import Grid, grid, sessions
@@ -99,6 +100,31 @@ def test_an_engine_on_the_grid_gets_both_shapes_and_leaves_no_session(
     assert results["36000004"].outcome is Outcome.NO_ATTACHMENTS
     assert not [s for s in sessions(the_grid.url)
                 if s["capabilities"].get(INSTANCE_CAP) == "both-shapes"]
+
+
+@pytest.mark.timeout(180)
+def test_the_base_profiles_sign_in_is_carried_to_remote_browsers(
+        the_grid: Grid, sim: SimHandle, tmp_path: Path) -> None:
+    config = config_for(tmp_path, sim.base_url, sign_in="profile")
+    # The base profile signed in on this machine, as `coupad login` leaves it.
+    local = Browser.start(BrowserSpec(profile_dir=config.paths.base_profile,
+                                      download_dir=tmp_path / "login-dl"))
+    try:
+        form_sign_in(local.driver, sim.base_url, sim.username, sim.password, timeout=20)
+        keep_session_cookies(local.driver)
+    finally:
+        local.quit()
+    spec = BrowserSpec(profile_dir=tmp_path / "profiles" / "w1", download_dir=tmp_path / "dl")
+    eng = Engine(config, tabs=2, browser_factory=lambda: RemoteBrowser.start(
+        spec, the_grid.url, timeout=60, instance="carried"))
+    try:
+        eng.start()
+        results = run_all(eng, [job("36000001"), job("36000005")])
+    finally:
+        eng.close()
+    for digits, result in results.items():
+        assert result.outcome is Outcome.COMPLETED, result.reason
+        assert_folder_matches(result.folder, expected(sim, digits))  # type: ignore[arg-type]
 
 
 @pytest.mark.timeout(120)

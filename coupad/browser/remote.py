@@ -16,6 +16,10 @@ so pages are read, tabs opened and clicks dispatched exactly as locally. What di
   ends the sessions a killed worker or daemon left behind, never anybody else's.
 - **No local processes.** :meth:`RemoteBrowser.pids` is empty: memory recycling counts POs per
   session (``pool.recycle_after_pos``) instead of reading local PSS.
+- **Profile sign-in** (``coupa.sign_in = "profile"``, SSO): the base profile lives on this
+  machine, so :func:`profile_cookies` reads its cookies in a short-lived local Chromium and
+  the engine sets them in the remote browser over its connection (``Storage.setCookies``)
+  before the first PO. Cookie values are never logged.
 - **Session life.** A node drops a session ``session-timeout`` after its last command; DevTools
   traffic counts. :func:`keepalive_interval` says how often an idle engine must ping.
 
@@ -30,7 +34,9 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -45,12 +51,12 @@ from selenium.webdriver.remote.client_config import ClientConfig
 
 from coupad.browser.cdp import Connection
 from coupad.browser.downloads import DownloadRouter, _Download
-from coupad.browser.launch import CHROMIUM_FLAGS, BrowserSpec
+from coupad.browser.launch import CHROMIUM_FLAGS, Browser, BrowserSpec, copy_profile
 from coupad.config import redact_url
 from coupad.errors import BrowserError
 
 __all__ = [
-    "GridBusy", "GridDownloadRouter", "GridStatus", "RemoteBrowser", "grid_status", "instance_id", "keepalive_interval",
+    "GridBusy", "GridDownloadRouter", "GridStatus", "RemoteBrowser", "profile_cookies", "grid_status", "instance_id", "keepalive_interval",
     "sweep_sessions",
 ]
 
@@ -194,6 +200,37 @@ class GridDownloadRouter(DownloadRouter):
         path = self.staging / download.guid
         os.replace(local, path)
         return path
+
+
+_COOKIE_KEYS = ("name", "value", "domain", "path", "secure", "httpOnly", "sameSite", "expires",
+                "priority", "sameParty", "sourceScheme", "sourcePort", "partitionKey")
+
+
+def profile_cookies(base_profile: Path, spec: BrowserSpec) -> list[dict[str, Any]]:
+    """The cookies of the signed-in base profile, read in a local headless Chromium started on a
+    copy of it (``spec`` names the binaries), as ``Storage.setCookies`` takes them."""
+    spec.profile_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="carry-", dir=spec.profile_dir.parent))
+    try:
+        profile = copy_profile(base_profile, work / "profile")
+        local = Browser.start(BrowserSpec(profile_dir=profile, download_dir=work / "downloads",
+                                          chromium=spec.chromium, chromedriver=spec.chromedriver))
+        try:
+            cookies = local.driver.execute_cdp_cmd("Network.getAllCookies", {}).get("cookies", [])
+        finally:
+            local.quit()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    carried = []
+    for cookie in cookies:
+        if not isinstance(cookie, dict) or not cookie.get("name"):
+            continue
+        param = {k: cookie[k] for k in _COOKIE_KEYS if k in cookie}
+        if cookie.get("session") or not isinstance(param.get("expires"), int | float) \
+                or param["expires"] <= 0:
+            param.pop("expires", None)  # a session cookie stays one
+        carried.append(param)
+    return carried
 
 
 @dataclass(frozen=True)
