@@ -3,6 +3,11 @@
 Checks, in order: the configuration, the folders and their permissions, the password file
 (form sign-in), Chromium and chromedriver (present, same major version), the tenant answers,
 and the sign-in works (a headless browser on a copy of the base profile, or the native form).
+
+With ``browser.grid_url`` set, the Grid is checked too: its ``/status`` (ready, nodes up, free
+slots, the nodes' session-timeout) and one session created and closed there; with form
+sign-in, the sign-in is tried in that remote session. Profile sign-in is still checked here,
+on the base profile, whose cookies each remote browser receives.
 """
 
 from __future__ import annotations
@@ -132,6 +137,44 @@ def check_sign_in(config: Config) -> Check:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def check_grid(config: Config) -> Check:
+    from coupad.browser import BrowserSpec
+    from coupad.browser.remote import RemoteBrowser, grid_status
+    from coupad.config import redact_url
+    from coupad.signin import form_sign_in, read_password
+
+    url, shown = config.browser.grid_url, redact_url(config.browser.grid_url)
+    try:
+        status = grid_status(url, timeout=min(15.0, config.browser.grid_timeout))
+    except CoupadError as exc:
+        return Check("grid", False, str(exc))
+    said = (f"{shown}: {status.nodes} node(s) up, {status.free} of {status.slots} slots free"
+            + (f", session-timeout {status.session_timeout:.0f} s" if status.session_timeout else ""))
+    if not status.ready or not status.nodes:
+        return Check("grid", False, f"{said}; not ready ({status.message or 'no node up'})")
+    workdir = Path(tempfile.mkdtemp(prefix="check-", dir=_profile_root(config)))
+    try:
+        browser = RemoteBrowser.start(
+            BrowserSpec(profile_dir=workdir / "profile", download_dir=workdir / "downloads",
+                        chromium=config.browser.chromium, headless=config.browser.headless),
+            url, timeout=config.browser.grid_timeout, instance="coupad-check")
+        try:
+            if config.coupa.sign_in == "form" and config.coupa.base_url:
+                landing = form_sign_in(browser.driver, config.coupa.base, config.coupa.username,
+                                       read_password(config.coupa.password_file),
+                                       timeout=config.coupa.page_timeout)
+                said += f"; a session signed in on the form there, landed on {landing}"
+            else:
+                said += "; a session opened and closed"
+        finally:
+            browser.quit()
+    except CoupadError as exc:
+        return Check("grid", False, f"{said}; {exc}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return Check("grid", True, said)
+
+
 def _profile_root(config: Config) -> Path:
     root = config.paths.profiles
     root.mkdir(parents=True, exist_ok=True)
@@ -146,8 +189,10 @@ def run_checks(config: Config, *, browser: bool = True) -> list[Check]:
                                                      check_browser]
     if config.coupa.base_url:
         steps.append(check_tenant)
-        if browser:
-            steps.append(check_sign_in)
+        if browser and not (config.browser.grid_url and config.coupa.sign_in == "form"):
+            steps.append(check_sign_in)  # on Grid, form sign-in is tried in the remote session
+    if config.browser.grid_url and browser:
+        steps.append(check_grid)
     for step in steps:
         result = step(config)
         if result is not None:

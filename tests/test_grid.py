@@ -6,6 +6,8 @@ checked as hostile input."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -258,3 +260,39 @@ def test_a_password_in_the_grid_url_never_reaches_a_log_line() -> None:
 def test_idle_sessions_are_pinged_well_inside_the_nodes_timeout(timeout: float | None,
                                                                interval: float) -> None:
     assert keepalive_interval(timeout) == pytest.approx(interval)
+
+
+# ---- coupad check --------------------------------------------------------------------------
+
+
+def _check(tmp_path: Path, base_url: str, grid_url: str) -> subprocess.CompletedProcess[str]:
+    secret = tmp_path / "password"
+    secret.write_text("coupa-sim")
+    secret.chmod(0o600)
+    config = tmp_path / "coupad.toml"
+    config.write_text(f'[coupa]\nbase_url = "{base_url}"\nsign_in = "form"\n'
+                      f'username = "buyer@example.com"\npassword_file = "password"\n'
+                      f'[browser]\ngrid_url = "{grid_url}"\ngrid_timeout = 30\n')
+    return subprocess.run([sys.executable, "-m", "coupad", "check", "-c", str(config)],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.timeout(150)
+def test_check_reports_the_grid_and_signs_in_on_a_remote_session(
+        the_grid: Grid, sim: SimHandle, tmp_path: Path) -> None:
+    out = _check(tmp_path, sim.base_url, the_grid.url)
+    assert out.returncode == 0, out.stdout + out.stderr
+    (line,) = [x for x in out.stdout.splitlines() if x.split()[1] == "grid"]
+    assert line.startswith("ok") and "node(s) up" in line and "signed in" in line, line
+    assert not [s for s in sessions(the_grid.url)
+                if s["capabilities"].get(INSTANCE_CAP) == "coupad-check"]
+
+
+@pytest.mark.timeout(60)
+def test_check_names_a_grid_that_does_not_answer_without_its_password(
+        sim: SimHandle, tmp_path: Path) -> None:
+    out = _check(tmp_path, sim.base_url, "http://admin:s3cret@127.0.0.1:9")
+    assert out.returncode != 0
+    (line,) = [x for x in out.stdout.splitlines() if x.split()[1] == "grid"]
+    assert line.startswith("FAIL") and "did not answer" in line, line
+    assert "s3cret" not in out.stdout + out.stderr
