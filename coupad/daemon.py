@@ -23,6 +23,8 @@ workers and browsers are killed, exit status 75 (EX_TEMPFAIL) so a supervisor ca
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
 import logging
 import os
 import queue
@@ -30,6 +32,7 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from coupad import __version__, logs, reload
@@ -38,7 +41,7 @@ from coupad.browser import sweep_leftovers
 from coupad import commands
 from coupad.config import Config
 from coupad.control import CommandFailed, ControlServer
-from coupad.errors import CoupadError, ExitCode, InputError
+from coupad.errors import AlreadyRunning, CoupadError, ExitCode, InputError
 from coupad.faults import crash_point
 from coupad.folders import PoFolder
 from coupad.inbox import Inbox, InboxFile
@@ -70,6 +73,7 @@ log = logging.getLogger("coupad.daemon")
 
 MEMORY_SAMPLE_SECONDS = 2.0
 MAX_WAIT = 0.5
+LOCK_FILE = "coupad.lock"
 
 
 @dataclass
@@ -110,6 +114,7 @@ class Daemon:
     def __post_init__(self) -> None:
         self.journal: Journal | None = None
         self.inbox: Inbox | None = None
+        self._state_lock: int | None = None  # the flock on <state>/coupad.lock, held for life
         self.pool = Pool(self.config, engine=self.engine)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -154,9 +159,11 @@ class Daemon:
 
     def _startup(self, now: float) -> None:
         paths = self.config.paths
-        for folder in (paths.state, paths.outbox, paths.downloads, paths.profiles):
+        # First of all, so that a second daemon on the same state stops here, touching nothing
+        # (not even the first one's browsers, which a sweep would take for leftovers).
+        self._state_lock = lock_state(paths.state, self.config.socket_path)
+        for folder in (paths.outbox, paths.downloads, paths.profiles):
             folder.mkdir(parents=True, exist_ok=True)
-        # First, so that a second daemon on the same state stops here, touching nothing.
         self.control.start()
         swept = sweep_leftovers(paths.profiles)
         if swept:
@@ -210,6 +217,9 @@ class Daemon:
             self.journal.log_event("daemon_stopped", now, forced=self.forced)
             self.journal.close()
         log.info("stopped (%s)", "forced" if self.forced else "clean")
+        if self._state_lock is not None:
+            os.close(self._state_lock)  # the lock goes last: nothing of ours touches state now
+            self._state_lock = None
 
     def _install_signals(self) -> None:
         def on_stop(signo: int, _frame: Any) -> None:
@@ -613,6 +623,47 @@ class Daemon:
             for slot in self.pool.slots:
                 self.pool.drain(slot, "picking up the new sign-in")
             self.sign_in.profile_stamp = -1.0  # any stamp now counts as changed
+
+
+def lock_state(state: Path, socket_path: Path) -> int:
+    """Hold the state folder for this process's life, or raise AlreadyRunning naming the holder.
+
+    An flock on ``<state>/coupad.lock``: the kernel releases it when the process dies, however
+    it dies, so a stale lock never needs cleaning. The descriptor is not inherited by workers
+    or browsers (Python opens files close-on-exec), so none of them can keep it held.
+    """
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _lock_holder(fd)
+        os.close(fd)
+        if holder is None:
+            raise AlreadyRunning(f"another coupad holds the state folder {state} (it is "
+                                 "starting: its pid is not written yet)") from None
+        pid, at = holder
+        raise AlreadyRunning(
+            f"another coupad already answers on {at} (pid {pid}) and holds the state folder "
+            f"{state}; stop it first (`coupactl --socket {at} stop`) or give this one another "
+            "state folder"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "socket": str(socket_path)}).encode(), 0)
+    except OSError as exc:  # a full disk: the lock holds all the same, unnamed
+        log.warning("cannot write who holds %s: %s", path, exc)
+    return fd
+
+
+def _lock_holder(fd: int) -> tuple[int, str] | None:
+    """The pid and control socket the lock's holder wrote into the lock file, if it has."""
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return int(holder["pid"]), str(holder["socket"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _mean_timings(rows: list[Any]) -> dict[str, float]:

@@ -12,6 +12,8 @@ class ExitCode(enum.IntEnum):
     FAILURE = 1
     USAGE = 2
     NOT_RUNNING = 3  # LSB: `coupactl status` when the daemon is not running
+    JOURNAL = 65  # EX_DATAERR: the journal is from a newer coupad or not one this one can use
+    ALREADY_RUNNING = 73  # EX_CANTCREAT: another daemon holds the state folder's lock
     CONFIG = 78  # EX_CONFIG
     FORCED_STOP = 75  # a second signal or the drain deadline cut shutdown short (EX_TEMPFAIL)
 
@@ -42,6 +44,12 @@ class InputError(CoupadError):
 
 class ControlError(CoupadError):
     """The control socket refused a request or could not be reached."""
+
+
+class AlreadyRunning(CoupadError):
+    """Another daemon holds the lock on the state folder; the message names it."""
+
+    exit_code = ExitCode.ALREADY_RUNNING
 
 
 class DaemonNotRunning(ControlError):

@@ -50,7 +50,7 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from coupad import states
-from coupad.errors import CoupadError
+from coupad.errors import CoupadError, ExitCode
 from coupad.records import (
     Batch,
     Event,
@@ -65,7 +65,7 @@ from coupad.states import BatchState, IllegalTransition, TaskState
 
 __all__ = [
     "Batch", "DuplicateContent", "Event", "FileRecord", "Journal", "JournalError",
-    "ReportRow", "RetryPolicy", "RowIn", "Task", "TaskOutcome", "resolve",
+    "JournalIncompatible", "JournalUnwritable", "ReportRow", "RetryPolicy", "RowIn", "Task", "TaskOutcome", "resolve",
 ]
 
 log = logging.getLogger("coupad.journal")
@@ -82,6 +82,16 @@ FAILED_ISH: frozenset[TaskState] = frozenset({TaskState.FAILED, TaskState.PARTIA
 
 class JournalError(CoupadError):
     """The journal refused a request: unknown id, illegal state change, bad input."""
+
+
+class JournalIncompatible(JournalError):
+    """The journal is from a newer coupad, or lacks tables or columns this one needs."""
+
+    exit_code = ExitCode.JOURNAL
+
+
+class JournalUnwritable(JournalError):
+    """The journal's disk refused a write (full, read-only, failing); the daemon waits it out."""
 
 
 class DuplicateContent(JournalError):
@@ -228,6 +238,89 @@ def _initial(db: Database) -> None:
     )
 
 
+def schema_version(name: str) -> int:
+    """The schema version a migration brings the journal to: its name's number (``0001_…``)."""
+    digits = name.split("_", 1)[0]
+    return int(digits) if digits.isdigit() else 0
+
+
+def _known_migrations() -> list[str]:
+    """The names of every migration this coupad has, in order."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        return [m.name for m in MIGRATIONS.pending(Database(conn, execute_plugins=False))]
+    finally:
+        conn.close()
+
+
+KNOWN_MIGRATIONS = _known_migrations()
+SCHEMA = max(schema_version(name) for name in KNOWN_MIGRATIONS)  # what this coupad writes
+
+
+def _expected_columns() -> dict[str, frozenset[str]]:
+    """Table → columns of the schema the migrations build, read off an in-memory copy."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        MIGRATIONS.apply(Database(conn, execute_plugins=False))
+        return _columns(conn)
+    finally:
+        conn.close()
+
+
+def _columns(conn: sqlite3.Connection) -> dict[str, frozenset[str]]:
+    tables = [r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    return {t: frozenset(r[1] for r in conn.execute(f"PRAGMA table_info('{t}')")) for t in tables}
+
+
+def _check_not_newer(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a journal a newer coupad migrated: its rows would mean what this one cannot know."""
+    known = set(KNOWN_MIGRATIONS)
+    table = Migrations.migrations_table
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    (table,)).fetchone() is None:
+        return
+    applied = [r[0] for r in conn.execute(
+        f"SELECT name FROM {table} WHERE migration_set = ?", (MIGRATIONS.name,))]
+    unknown = [name for name in applied if name not in known]
+    if unknown:
+        newest = max(schema_version(name) for name in unknown)
+        raise JournalIncompatible(
+            f"journal {path} was written by a newer coupad (schema {max(newest, SCHEMA + 1)}; "
+            f"this one knows up to {SCHEMA}): run that coupad, or move the journal aside to "
+            "start with an empty one")
+
+
+def _check_complete(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a journal that lacks a table or column of the schema, before any query needs it."""
+    have = _columns(conn)
+    missing = []
+    for table, columns in sorted(_expected_columns().items()):
+        if table not in have:
+            missing.append(f"table {table}")
+            continue
+        missing += [f"column {table}.{c}" for c in sorted(columns - have[table])]
+    if missing:
+        raise JournalIncompatible(
+            f"journal {path} is not a coupad journal this version can use: it lacks "
+            f"{', '.join(missing)}. Restore it from a backup, or move it aside to start with "
+            "an empty one")
+
+
+# SQLite's primary result codes for a disk that refuses writes: worth waiting for, not a bug.
+_STORAGE_CODES = frozenset({
+    8,   # SQLITE_READONLY
+    10,  # SQLITE_IOERR (SHMSIZE and friends when a full disk cannot hold the WAL index)
+    13,  # SQLITE_FULL
+    14,  # SQLITE_CANTOPEN
+})
+
+
+def _unwritable(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _STORAGE_CODES
+
+
 _TASK_COLUMNS = (
     "id, batch_id, po_digits, state, attempts, max_attempts, lost, not_before, lease_owner, "
     "lease_expires, reason, supplier, found, downloaded, names, folder, url, last_processed, "
@@ -302,9 +395,13 @@ class Journal:
     def open(cls, path: Path, *, retry: RetryPolicy | None = None) -> Journal:
         """Open (creating folders and file as needed) and bring the schema up to date."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: no implicit BEGIN; every transaction is opened explicitly.
-        conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: no implicit BEGIN; every transaction is opened explicitly.
+            conn = sqlite3.connect(path, timeout=5.0, isolation_level=None,
+                                   check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalUnwritable(f"{path}: cannot open the journal: {exc}") from exc
         try:
             conn.execute("PRAGMA busy_timeout = 5000")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -317,14 +414,17 @@ class Journal:
             # Under a write lock, so two processes opening a new file do not both migrate.
             conn.execute("BEGIN IMMEDIATE")
             try:
+                _check_not_newer(conn, path)
                 MIGRATIONS.apply(db)
+                _check_complete(conn, path)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise JournalError(f"{path}: cannot open the journal: {exc}") from exc
+            kind = JournalUnwritable if _unwritable(exc) else JournalError
+            raise kind(f"{path}: cannot open the journal: {exc}") from exc
         except BaseException:
             conn.close()
             raise
@@ -361,13 +461,18 @@ class Journal:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
+                if _unwritable(exc):
+                    raise JournalUnwritable(f"{self.path}: {exc}") from exc
                 raise JournalError(f"{self.path}: the journal is busy: {exc}") from exc
             try:
                 yield conn
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error) and _unwritable(exc):
+                    raise JournalUnwritable(f"{self.path}: {exc}") from exc
                 raise
 
     def _same_process(self) -> None:
