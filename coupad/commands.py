@@ -58,15 +58,23 @@ def drain(daemon: Daemon, now: float) -> dict[str, Any]:
 
 
 def retry(
-    daemon: Daemon, now: float, id: str | None = None, failed: bool = False
+    daemon: Daemon, now: float, id: object = None, failed: object = False
 ) -> dict[str, Any]:
+    """Re-run one batch's final POs, or with ``failed`` every FAILED or PARTIAL PO.
+
+    Only ``failed`` reaches every batch: an id that is blank, not a string or not a known
+    batch is refused, never taken for "all".
+    """
     assert daemon.journal is not None
-    if id is None and not failed:
-        raise CommandFailed("BAD_REQUEST", "give a batch id or --failed")
-    batch_id = _batch_or_fail(daemon, id).id if id else None
-    count = daemon.journal.requeue(
-        batch_id=batch_id, failed_only=failed or batch_id is None, now=now
-    )
+    if not isinstance(failed, bool):
+        raise CommandFailed("BAD_REQUEST", "failed must be true or false")
+    if id is None:
+        if not failed:
+            raise CommandFailed("BAD_REQUEST", "give a batch id or --failed")
+        count = daemon.journal.requeue(batch_id=None, failed_only=True, now=now)
+    else:
+        batch_id = _batch_or_fail(daemon, id).id
+        count = daemon.journal.requeue(batch_id=batch_id, failed_only=failed, now=now)
     log.info("requeued %d PO(s) for a re-run", count)
     return {"requeued": count}
 
@@ -99,12 +107,23 @@ def profile_updated(daemon: Daemon, now: float) -> dict[str, Any]:
     return {"ok": True}
 
 
-def _batch_or_fail(daemon: Daemon, batch_id: str) -> Any:
+def _batch_or_fail(daemon: Daemon, batch_id: object) -> Any:
     assert daemon.journal is not None
-    batch = daemon.journal.batch(str(batch_id))
+    if not isinstance(batch_id, str) or not batch_id.strip():
+        raise CommandFailed("BAD_REQUEST", f"not a batch id: {_shown(batch_id)}")
+    batch = daemon.journal.batch(batch_id)
     if batch is None:
         raise CommandFailed("NO_SUCH_BATCH", f"no batch {batch_id!r}")
     return batch
+
+
+def _shown(value: object) -> str:
+    """A client's value in a message, short whatever it is (it may nest deep or run long)."""
+    if isinstance(value, str):
+        return repr(value[:40])
+    if isinstance(value, (bool, int, float)) or value is None:
+        return repr(value)[:40]
+    return f"a JSON {'list' if isinstance(value, list) else 'object'}"
 
 
 def _batch_dict(batch: Any, counts: dict[str, int]) -> dict[str, Any]:

@@ -164,15 +164,24 @@ def build_parser() -> argparse.ArgumentParser:
                            epilog=f"example: {example}")
         p.add_argument("--json", action="store_true", help="print JSON for scripts")
         if name in ("batch", "cancel"):
-            p.add_argument("id", help="batch id (a unique prefix is enough)")
+            p.add_argument("id", type=_batch_id, help="batch id (a unique prefix is enough)")
         if name == "retry":
             target = p.add_mutually_exclusive_group(required=True)
-            target.add_argument("id", nargs="?", help="batch id")
+            target.add_argument("id", nargs="?", type=_batch_id,
+                                help="batch id (a unique prefix is enough)")
             target.add_argument("--failed", action="store_true", help="every FAILED/PARTIAL PO")
         if name == "submit":
             p.add_argument("files", nargs="+", type=Path, metavar="FILE")
             p.add_argument("--priority", choices=("high", "normal", "low"), default="normal")
     return parser
+
+
+def _batch_id(text: str) -> str:
+    """A batch id as typed; blank is refused here, so it can never stand for every batch."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "a batch id cannot be blank (to re-run every failed PO, say --failed)")
+    return text
 
 
 SYSTEMD_SOCKET = Path("/run/coupad/coupad.sock")
