@@ -16,6 +16,7 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -139,9 +140,13 @@ def summarise(report: BatchReport, files: list[Path]) -> dict[str, object]:
 
 def _safe_part(part: str) -> str:
     # Names come from input file names: they never hold a slash, but a report must not be
-    # the one thing that stops the daemon if a caller passes one.
-    part = part.replace("/", "_").replace("\0", "_")
+    # the one thing that stops the daemon if a caller passes one. A control character (a
+    # newline in a dropped file's name) would break every script that lists the outbox.
+    part = _UNSAFE_IN_NAME.sub("_", part)
     return "_" + part if part in ("", ".", "..") or part.startswith(".") else part
+
+
+_UNSAFE_IN_NAME = re.compile("[/\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _iso(timestamp: float) -> str:
