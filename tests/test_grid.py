@@ -137,6 +137,7 @@ def test_the_sweep_ends_only_this_daemons_sessions(the_grid: Grid, tmp_path: Pat
     try:
         ours_id = ours.session_id
         assert sweep_sessions(the_grid.url, "sweeper", keep=frozenset({str(ours_id)})) == 0
+        assert sweep_sessions(the_grid.url, "sweeper", keep=frozenset({"w9"})) == 0  # live worker
         assert sweep_sessions(the_grid.url, "sweeper") == 1
         wait_until(lambda: ours_id not in {s["sessionId"] for s in sessions(the_grid.url)}, 10,
                    what="the swept session gone from the Grid")

@@ -293,12 +293,13 @@ def keepalive_interval(session_timeout: float | None) -> float:
 def sweep_sessions(grid_url: str, instance: str, *, keep: frozenset[str] = frozenset(),
                    timeout: float = 5.0) -> int:
     """End this daemon's sessions on the Grid (``coupad:instance`` = ``instance``) except those
-    in ``keep``; return how many were ended. Sessions of anybody else are never touched."""
+    whose session id or ``coupad:worker`` is in ``keep`` (live workers'); return how many were
+    ended. Sessions of anybody else are never touched."""
     if not instance:
         return 0
     ended = 0
     for session_id, owner, worker in grid_status(grid_url, timeout=timeout).sessions:
-        if owner != instance or session_id in keep or not session_id:
+        if owner != instance or not session_id or session_id in keep or (worker and worker in keep):
             continue
         log.warning("ending leftover Grid session %s (worker %s)", session_id, worker or "?")
         if delete_session(grid_url, session_id, timeout=timeout):
