@@ -19,19 +19,19 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
+import errno
 import hashlib
 import io
 import itertools
 import os
 import re
 import stat
-import sys
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, BinaryIO, Literal
 from xml.etree.ElementTree import ParseError
 
 import openpyxl
@@ -52,13 +52,33 @@ HEADER_SEARCH_ROWS = 10
 MAX_COLUMNS = 16_384  # Excel's own limit: the report could not hold more
 # Far above 200,000 generous rows, far below what would exhaust memory once decoded.
 MAX_FILE_BYTES = 256 * 1024 * 1024
-# A workbook unpacks to XML several times its size; far beyond that is a ZIP bomb. The ZIP
-# reader stops at the sizes the archive declares, so checking those is enough.
-MAX_UNPACKED_BYTES = 2 * 1024 * 1024 * 1024
+CHUNK = 1024 * 1024  # files are streamed: at most this much raw input is held at a time
+# CSV: a line, a cell, and the text searched for the header are held whole in memory.
+MAX_LINE_BYTES = 64 * 1024 * 1024  # far above a 10 MB note, far below the file limit
+MAX_CELL_CHARS = MAX_LINE_BYTES
+DELIMITER_SAMPLE_CHARS = 4 * 1024 * 1024
+# XLSX: a workbook is a ZIP of XML parts, and a small ZIP may unpack to gigabytes. Worksheets
+# are streamed row by row; every other part (shared strings, styles) is parsed whole. So
+# the limits are on unpacked bytes (declared, and counted while reading: a header may lie),
+# on one cell or tag (Excel holds 32,767 characters in a cell) and on one row.
+MAX_UNPACKED_BYTES = 1024 * 1024 * 1024
+MAX_SHEET_BYTES = 512 * 1024 * 1024
+MAX_PART_BYTES = 128 * 1024 * 1024
+MAX_XML_RUN = 1024 * 1024
+MAX_ROW_XML = 16 * 1024 * 1024
+_SHEETS = "xl/worksheets/"
 
 # A C0 control character (tab, CR and LF aside) or DEL never appears in a text export.
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _OLE2 = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # compound file: .xls, or an encrypted .xlsx
+_NON_BLANK = re.compile(rb"[^ \t\n\r\x0b\x0c]")
+_CP1252_UNDEFINED = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
+# Every byte but those two classes: deleting them leaves what the regexes would find.
+_NOT_CONTROL = bytes(b for b in range(256) if not _CONTROL.match(bytes([b])))
+_NOT_CP1252_UNDEFINED = bytes(b for b in range(256) if not _CP1252_UNDEFINED.match(bytes([b])))
+_CR_AS_LF = bytes.maketrans(b"\r", b"\n")  # a line ends at either
+_TOO_LONG_LINE = (f"a line is longer than {MAX_LINE_BYTES:,} bytes: this is not a list of "
+                  "POs, or a quote (\") opened in it is never closed")
 _CONTROL_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "a PNG image"),
@@ -69,7 +89,7 @@ _SIGNATURES = (
     (b"\xff\xd8\xff", "a JPEG image"),
     (b"GIF8", "a GIF image"),
 )
-_SEP_LINE = re.compile(r"\Asep=(.)\r?\n", re.IGNORECASE)  # Excel's delimiter hint line
+_SEP_LINE = re.compile(r"\Asep=(.)\r?\n\Z", re.IGNORECASE)  # Excel's delimiter hint line
 _EXCEL_TEXT_FORMULA = re.compile(r'\A="(.*)"\Z', re.DOTALL)  # ="0123", Excel's keep-as-text
 # What normalize() accepts unchanged or after a bare PO/PM prefix: "15262984", "PO15262984".
 _PLAIN_PO = re.compile(rf"(?:[Pp][OoMm])?([0-9]{{{MIN_DIGITS},{MAX_DIGITS}}})")
@@ -79,7 +99,7 @@ _BLANK_CHARS = " \t\r\n\f\v\u00a0,;"
 _SENTINEL = "\x00"
 
 # The csv module refuses fields over 128 KiB by default; a 10 MB note must not sink a batch.
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+csv.field_size_limit(MAX_CELL_CHARS)
 
 
 def _header_key(text: str) -> str:
@@ -126,80 +146,207 @@ def parse_file(path: Path, *, max_rows: int) -> ParsedFile:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".xlsx"):
         raise InputError(f"only .csv and .xlsx files are read (this one ends in {suffix!r})")
-    raw = _read_bytes(path)
-    digest = hashlib.sha256(raw).hexdigest()
-    if suffix == ".csv":
-        text, encoding = _decode(raw)
-        text, delimiter = _pick_delimiter(text)
-        records = _csv_records(text, delimiter)
-        return _build(path.stem, "csv", records, max_rows, digest, encoding, delimiter, None)
-    workbook, sheet_name, records = _xlsx_records(raw)
+    fd = _open(path)
     try:
-        return _build(path.stem, "xlsx", records, max_rows, digest, None, None, sheet_name)
+        size = os.fstat(fd).st_size
+        if suffix == ".csv":
+            return _parse_csv(path.stem, fd, size, max_rows)
+        return _parse_xlsx(path.stem, fd, size, max_rows)
+    except OSError as exc:  # read errors while streaming: a disk or network share failing
+        raise InputError(f"the file cannot be read: {exc.strerror or exc}") from None
     finally:
-        workbook.close()
+        os.close(fd)
 
 
-def _read_bytes(path: Path) -> bytes:
+def _open(path: Path) -> int:
+    """The file opened for reading, checked to be a regular file of an acceptable size."""
     try:
         # O_NONBLOCK: a FIFO put in the file's place must not hang the daemon in open().
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            info = os.fstat(fd)
-            if stat.S_ISDIR(info.st_mode):
-                raise InputError("this is a folder, not a file")
-            if not stat.S_ISREG(info.st_mode):
-                raise InputError("this is not a regular file (a device, pipe or socket)")
-            if info.st_size > MAX_FILE_BYTES:
-                raise InputError(f"the file is too large: {info.st_size:,} bytes "
-                                 f"(the limit is {MAX_FILE_BYTES:,})")
-        except BaseException:
-            os.close(fd)
-            raise
-        with os.fdopen(fd, "rb") as stream:
-            return stream.read()
+        # O_NOFOLLOW: a link put in its place must not make the daemon read another file.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     except PermissionError:
         raise InputError("the file cannot be read: permission denied") from None
     except FileNotFoundError:
         raise InputError("the file disappeared before it could be read") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError("the file is a symbolic link, which is not read: copy the file "
+                             "itself into the inbox") from None
         raise InputError(f"the file cannot be read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError("this is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError("this is not a regular file (a device, pipe or socket)")
+        if info.st_size > MAX_FILE_BYTES:
+            raise InputError(f"the file is too large: {info.st_size:,} bytes "
+                             f"(the limit is {MAX_FILE_BYTES:,})")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _chunks(fd: int, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, bytes) of the file from ``start`` to ``end``, a chunk at a time."""
+    offset = start
+    while offset < end:
+        chunk = os.pread(fd, min(CHUNK, end - offset), offset)
+        if not chunk:
+            return  # shorter than it was: the parse sees what is there
+        yield offset, chunk
+        offset += len(chunk)
+
+
+def _sha256(fd: int, size: int) -> str:
+    digest = hashlib.sha256()
+    for _, chunk in _chunks(fd, 0, size):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _Window(io.RawIOBase):
+    """Bytes ``start`` to ``end`` of an open file, read with pread (no shared offset)."""
+
+    def __init__(self, fd: int, start: int, end: int) -> None:
+        self._fd, self._pos, self._end = fd, start, end
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        wanted = min(len(buffer), self._end - self._pos)
+        if wanted <= 0:
+            return 0
+        data = os.pread(self._fd, wanted, self._pos)
+        buffer[:len(data)] = data
+        self._pos += len(data)
+        return len(data)
 
 
 # ---------------------------------------------------------------------------------------- CSV
 
-def _decode(raw: bytes) -> tuple[str, str]:
-    if raw.endswith(b"\x1a"):  # a DOS end-of-file mark some old exporters still write
-        raw = raw[:-1]
+@dataclass(frozen=True)
+class _Text:
+    """How a CSV file's bytes become text: which bytes, which codec, what to call it."""
+
+    start: int
+    end: int
+    codec: str
+    encoding: str
+
+
+def _parse_csv(name: str, fd: int, size: int, max_rows: int) -> ParsedFile:
+    digest = _sha256(fd, size)
+    plan = _inspect_text(fd, size)
+    stream = io.TextIOWrapper(io.BufferedReader(_Window(fd, plan.start, plan.end), CHUNK),
+                              encoding=plan.codec, newline="")
+    lines: Iterator[str] = iter(stream)  # no line is longer than MAX_LINE_BYTES (checked)
+    first = next(lines, "")
+    hint = _SEP_LINE.match(first)
+    if hint and hint.group(1) in DELIMITERS:
+        delimiter = hint.group(1)
+    else:
+        lines = itertools.chain([first], lines)
+        sample: list[str] = []
+        held = 0
+        for line in lines:  # enough lines to find the header, held once in memory
+            sample.append(line)
+            held += len(line)
+            if held >= DELIMITER_SAMPLE_CHARS:
+                break
+        delimiter = _pick_delimiter(sample)
+        lines = itertools.chain(sample, lines)
+    records = _csv_records(lines, delimiter)
+    return _build(name, "csv", records, max_rows, digest, plan.encoding, delimiter, None)
+
+
+def _inspect_text(fd: int, size: int) -> _Text:
+    """Find the text's encoding in one streaming pass, or say why the file is not text."""
+    end = size - 1 if size and os.pread(fd, 1, size - 1) == b"\x1a" else size  # DOS EOF mark
+    head = os.pread(fd, min(4096, end), 0)
     for bom, codec in ((codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")):
-        if raw.startswith(bom):
-            return _decode_utf16(raw[len(bom):], codec, len(bom)), "utf-16"
-    codec16 = _utf16_without_bom(raw)
+        if head.startswith(bom):
+            return _inspect_utf16(fd, len(bom), end, codec, "utf-16")
+    codec16 = _utf16_without_bom(head)
     if codec16:
-        return _decode_utf16(raw, codec16, 0), codec16
-    bom_len = 3 if raw.startswith(codecs.BOM_UTF8) else 0
-    body = raw[bom_len:]
-    if not body.strip():
+        return _inspect_utf16(fd, 0, end, codec16, codec16)
+    start = 3 if head.startswith(codecs.BOM_UTF8) else 0
+    blank = True
+    control: int | None = None
+    utf8: Any = codecs.getincrementaldecoder("utf-8")()
+    cp1252_bad: int | None = None
+    line = _Gap(b"\n", MAX_LINE_BYTES)
+    for offset, chunk in _chunks(fd, start, end):
+        if not line.fits(chunk.translate(_CR_AS_LF)):
+            raise InputError(_TOO_LONG_LINE)
+        if blank and _NON_BLANK.search(chunk):
+            blank = False
+        if control is None and chunk.translate(None, _NOT_CONTROL):  # C speed, no match
+            found = _CONTROL.search(chunk)
+            control = offset + found.start() if found else None
+        if utf8 is not None:
+            try:
+                utf8.decode(chunk)
+            except UnicodeDecodeError:
+                utf8 = None
+        if cp1252_bad is None and chunk.translate(None, _NOT_CP1252_UNDEFINED):
+            found = _CP1252_UNDEFINED.search(chunk)
+            cp1252_bad = offset + found.start() if found else None
+    if utf8 is not None:
+        try:
+            utf8.decode(b"", final=True)
+        except UnicodeDecodeError:
+            utf8 = None
+    if blank:
         raise InputError("the file is empty")
+    body = os.pread(fd, 16, start)
     for signature, what in _SIGNATURES:
         if body.startswith(signature):
             raise InputError(f"the file is not text: it looks like {what} named .csv")
-    control = _CONTROL.search(body)
-    if control:
-        raise InputError(f"the file is not text (binary data at byte {control.start() + bom_len})")
-    try:
-        return body.decode("utf-8"), ("utf-8-sig" if bom_len else "utf-8")
-    except UnicodeDecodeError:
-        pass
+    if control is not None:
+        raise InputError(f"the file is not text (binary data at byte {control})")
+    if utf8 is not None:
+        return _Text(start, end, "utf-8", "utf-8-sig" if start else "utf-8")
     # European Excel writes cp1252, sometimes behind a UTF-8 BOM: the bytes decide, not the BOM.
+    if cp1252_bad is not None:
+        bad = os.pread(fd, 1, cp1252_bad)[0]
+        raise InputError("the file is not text in UTF-8 or Windows-1252 "
+                         f"(undecodable byte 0x{bad:02x} at byte {cp1252_bad})")
+    return _Text(start, end, "cp1252", "cp1252")
+
+
+def _inspect_utf16(fd: int, start: int, end: int, codec: str, encoding: str) -> _Text:
+    decoder = codecs.getincrementaldecoder(codec)()
+    blank = True
+    control: int | None = None
+    chars = 0
+    line = _Gap(b"\n", MAX_LINE_BYTES)  # the newline's zero byte is beside it, not inside
+    for offset, chunk in _chunks(fd, start, end):
+        if not line.fits(chunk.translate(_CR_AS_LF)):
+            raise InputError(_TOO_LONG_LINE)
+        pending = len(decoder.getstate()[0])
+        try:
+            text = decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            raise InputError("the file is not text: damaged UTF-16 at byte "
+                             f"{offset - pending + exc.start}") from None
+        if blank and text.strip():
+            blank = False
+        if control is None:
+            found = _CONTROL_TEXT.search(text)
+            control = start + 2 * (chars + found.start()) if found else None
+        chars += len(text)
     try:
-        return body.decode("cp1252"), "cp1252"
+        decoder.decode(b"", final=True)
     except UnicodeDecodeError as exc:
-        bad = body[exc.start]
-        raise InputError(
-            "the file is not text in UTF-8 or Windows-1252 "
-            f"(undecodable byte 0x{bad:02x} at byte {exc.start + bom_len})"
-        ) from None
+        raise InputError(f"the file is not text: damaged UTF-16 at byte {end - 1}") from exc
+    if blank:
+        raise InputError("the file is empty")
+    if control is not None:
+        raise InputError(f"the file is not text (binary data at byte {control})")
+    return _Text(start, end, codec, encoding)
 
 
 def _utf16_without_bom(raw: bytes) -> str | None:
@@ -217,79 +364,73 @@ def _utf16_without_bom(raw: bytes) -> str | None:
     return None
 
 
-def _decode_utf16(body: bytes, codec: str, offset: int) -> str:
-    try:
-        text = body.decode(codec)
-    except UnicodeDecodeError as exc:
-        raise InputError(
-            f"the file is not text: damaged UTF-16 at byte {exc.start + offset}"
-        ) from None
-    if not text.strip():
-        raise InputError("the file is empty")
-    control = _CONTROL_TEXT.search(text)
-    if control:
-        position = offset + 2 * control.start()
-        raise InputError(f"the file is not text (binary data at byte {position})")
-    return text
-
-
-def _pick_delimiter(text: str) -> tuple[str, str]:
+def _pick_delimiter(sample: list[str]) -> str:
     """The delimiter under which a header with a PO column appears, widest header first."""
-    hint = _SEP_LINE.match(text)
-    if hint and hint.group(1) in DELIMITERS:
-        return text[hint.end():], hint.group(1)
 
     def score(delimiter: str) -> tuple[bool, int]:
         try:
-            header, first = _find_header(_numbered(_csv_records(text, delimiter)))
+            header, first = _find_header(_numbered(_csv_records(iter(sample), delimiter)))
         except InputError:  # a quote left open under this delimiter; the chosen one reports it
             return False, 0
         if header is not None:
             return True, len(_trim(header[1]))
         return False, len(_trim(first or []))
 
-    return text, max(DELIMITERS, key=score)
+    return max(DELIMITERS, key=score)
 
 
-def _csv_records(text: str, delimiter: str) -> Iterator[list[str]]:
+def _csv_records(lines: Iterator[str], delimiter: str) -> Iterator[list[str]]:
     """Every record of the text; a quote left open at the end is an error, not a swallowed tail."""
-    lines = itertools.chain(io.StringIO(text, newline=""), [_SENTINEL])
-    reader = csv.reader(lines, delimiter=delimiter)
+    reader = csv.reader(itertools.chain(lines, [_SENTINEL]), delimiter=delimiter)
     start = 1
-    for cells in reader:
-        if cells == [_SENTINEL]:
-            return
-        if cells and cells[-1].endswith(_SENTINEL):
-            raise InputError(
-                f"a quote (\") opened in row {start} is never closed: every line after it "
-                "would be read as one cell"
-            )
-        start += 1
-        yield cells
+    try:
+        for cells in reader:
+            if cells == [_SENTINEL]:
+                return
+            if cells and cells[-1].endswith(_SENTINEL):
+                raise InputError(
+                    f"a quote (\") opened in row {start} is never closed: every line after it "
+                    "would be read as one cell"
+                )
+            start += 1
+            yield cells
+    except csv.Error:  # only the field size limit: the reader is not strict
+        raise InputError(
+            f"a cell in row {start} is longer than {MAX_CELL_CHARS:,} characters; a quote "
+            "(\") opened there is probably never closed"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------- XLSX
 
-def _xlsx_records(raw: bytes) -> tuple[Workbook, str, Iterator[list[str]]]:
-    if raw.startswith(_OLE2):
+def _parse_xlsx(name: str, fd: int, size: int, max_rows: int) -> ParsedFile:
+    head = os.pread(fd, 4096, 0)
+    if head.startswith(_OLE2):
         raise InputError(
             "not a readable Excel file: it is password-protected or an old .xls workbook; "
             "save it as an .xlsx workbook without a password"
         )
-    if not raw.startswith(b"PK"):
-        if not raw.strip():
+    if not head.startswith(b"PK"):
+        if size <= len(head) and not head.strip():
             raise InputError("the file is empty")
-        what = "plain text (a CSV file named .xlsx?)" if not _CONTROL.search(raw[:4096]) \
+        what = "plain text (a CSV file named .xlsx?)" if not _CONTROL.search(head) \
             else "not an .xlsx workbook"
         raise InputError(f"not a readable Excel file: it is {what}")
+    digest = _sha256(fd, size)
+    with os.fdopen(os.dup(fd), "rb") as stream:
+        workbook, sheet_name, records = _xlsx_records(stream)
+        try:
+            return _build(name, "xlsx", records, max_rows, digest, None, None, sheet_name)
+        finally:
+            workbook.close()
+
+
+def _xlsx_records(stream: BinaryIO) -> tuple[Workbook, str, Iterator[list[str]]]:
     try:
-        unpacked = sum(info.file_size for info in zipfile.ZipFile(io.BytesIO(raw)).infolist())
-        if unpacked > MAX_UNPACKED_BYTES:
-            raise InputError(
-                f"the workbook is too large when unpacked: {unpacked:,} bytes "
-                f"(the limit is {MAX_UNPACKED_BYTES:,})"
-            )
-        workbook = openpyxl.load_workbook(io.BytesIO(raw), read_only=True, data_only=True)
+        with zipfile.ZipFile(stream) as archive:
+            _check_unpacked(archive)
+        stream.seek(0)
+        workbook = openpyxl.load_workbook(stream, read_only=True, data_only=True)
     except InputError:
         raise
     except Exception as exc:  # openpyxl raises whatever its zip, XML and model layers raise
@@ -312,6 +453,80 @@ def _xlsx_records(raw: bytes) -> tuple[Workbook, str, Iterator[list[str]]]:
             raise InputError(f"not a readable Excel file: {_xlsx_problem(exc)}") from None
 
     return workbook, sheet.title, records()
+
+
+def _check_unpacked(archive: zipfile.ZipFile) -> None:
+    """Refuse a ZIP bomb before openpyxl unpacks it: the XML parts' sizes, as declared and
+    as counted while streaming them (a header may lie), and their longest runs of text and
+    rows, which is what the parser must hold in memory at once."""
+    parts = [info for info in archive.infolist() if _is_xml_part(info.filename)]
+    declared = sum(info.file_size for info in parts)
+    if declared > MAX_UNPACKED_BYTES:
+        raise InputError(_too_large_unpacked(f"{declared:,} bytes", MAX_UNPACKED_BYTES))
+    for info in parts:
+        if info.file_size > _part_limit(info.filename):
+            raise InputError(_too_large_unpacked(
+                f"its part {info.filename} to {info.file_size:,} bytes",
+                _part_limit(info.filename)))
+    total = 0
+    for info in parts:
+        limit = _part_limit(info.filename)
+        counted = 0
+        text = _Gap(b"<", MAX_XML_RUN)
+        row = _Gap(b"row", MAX_ROW_XML)
+        with archive.open(info) as member:
+            while chunk := member.read(CHUNK):
+                counted += len(chunk)
+                total += len(chunk)
+                if counted > limit:
+                    raise InputError(_too_large_unpacked(
+                        f"its part {info.filename} to more than {counted:,} bytes", limit))
+                if total > MAX_UNPACKED_BYTES:
+                    raise InputError(_too_large_unpacked(f"more than {total:,} bytes",
+                                                         MAX_UNPACKED_BYTES))
+                if not text.fits(chunk):
+                    raise InputError(
+                        f"not a readable Excel file: {info.filename} holds more than "
+                        f"{MAX_XML_RUN:,} bytes in one cell or tag (Excel allows 32,767 "
+                        "characters in a cell)")
+                if info.filename.startswith(_SHEETS) and not row.fits(chunk):
+                    raise InputError(
+                        f"not a readable Excel file: a row of {info.filename} is more than "
+                        f"{MAX_ROW_XML:,} bytes when unpacked")
+
+
+class _Gap:
+    """The longest stretch of a stream without ``needle``, kept within ``limit``."""
+
+    def __init__(self, needle: bytes, limit: int) -> None:
+        self.needle, self.limit, self.run = needle, limit, 0
+        self._tail = b""  # the needle may straddle two chunks
+
+    def fits(self, chunk: bytes) -> bool:
+        joined = self._tail + chunk
+        first = joined.find(self.needle)
+        if first < 0:
+            self.run += len(chunk)
+        else:
+            if self.run + first - len(self._tail) > self.limit:
+                return False
+            self.run = len(joined) - joined.rfind(self.needle) - len(self.needle)
+        self._tail = joined[-(len(self.needle) - 1):] if len(self.needle) > 1 else b""
+        return self.run <= self.limit
+
+
+def _is_xml_part(name: str) -> bool:
+    """The parts openpyxl reads: XML and relationships; images and macros it leaves alone."""
+    return name.lower().endswith((".xml", ".rels"))
+
+
+def _part_limit(name: str) -> int:
+    # A worksheet is streamed row by row; every other part is parsed whole into memory.
+    return MAX_SHEET_BYTES if name.startswith(_SHEETS) else MAX_PART_BYTES
+
+
+def _too_large_unpacked(what: str, limit: int) -> str:
+    return f"the workbook is too large when unpacked: {what} (the limit is {limit:,})"
 
 
 def _xlsx_problem(exc: Exception) -> str:
