@@ -13,6 +13,14 @@ One loop does a fixed sequence per pass, each step taking ``now`` (epoch seconds
 
 The daemon process is the journal's only writer: it claims POs on behalf of workers, in the
 worker's name, and records their results. Workers hold no state that a crash could lose.
+Reading an input file and writing a report are slow for big files: they run on background
+threads (``Offloop``), and the loop collects their results, so it never stalls on them.
+
+The daemon never dies of its disks. When the journal cannot be written (its volume is full or
+read-only) it claims nothing and reads no input, keeps the results workers send, says why in
+status and once in the log, and tries again with backoff; when a write works it writes what
+it kept and carries on. A downloads folder it cannot finish a PO folder in, or an outbox it
+cannot write a report to, holds back that batch's report in the same way.
 
 Shutdown has two stages. The first SIGTERM or SIGINT drains: nothing new is claimed, in-flight
 POs finish within ``pool.shutdown_timeout``, browsers close, exit status 0. A second signal,
@@ -28,12 +36,19 @@ import json
 import logging
 import os
 import queue
+import select
 import signal
 import socket
+import sqlite3
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from coupad import __version__, logs, reload
 from coupad import config as configuration
@@ -43,19 +58,28 @@ from coupad.config import Config
 from coupad.control import CommandFailed, ControlServer
 from coupad.errors import AlreadyRunning, CoupadError, ExitCode, InputError
 from coupad.faults import crash_point
-from coupad.folders import PoFolder
+from coupad.folders import FolderError, PoFolder
 from coupad.inbox import Inbox, InboxFile
-from coupad.intake import parse_file
+from coupad.intake import ParsedFile, parse_file
 from coupad.notify import Notifier
 from coupad import memory
 from coupad.memory import MemoryView
 from coupad.throttle import Throttle
-from coupad.journal import Journal, RetryPolicy, RowIn, TaskOutcome
+from coupad.journal import (
+    Batch,
+    Journal,
+    JournalError,
+    JournalUnwritable,
+    ReportRow,
+    RetryPolicy,
+    RowIn,
+    TaskOutcome,
+)
 from coupad.ponumber import PoNumber
 from coupad.pool import Exit, Pool, Slot
 from coupad.report import BatchReport, ReportLine, write_reports
 from coupad.states import TaskState, WorkerState
-from coupad.status import build_snapshot, starting_snapshot, status_line
+from coupad.status import Trouble, build_snapshot, starting_snapshot, status_line
 from coupad.messages import (
     Fatal,
     Heartbeat,
@@ -74,6 +98,38 @@ log = logging.getLogger("coupad.daemon")
 MEMORY_SAMPLE_SECONDS = 2.0
 MAX_WAIT = 0.5
 LOCK_FILE = "coupad.lock"
+T = TypeVar("T")
+
+
+class Offloop:
+    """One background thread for slow work the loop must not wait for (reading an input file,
+    writing a report): jobs run in order, each gives a Future the loop collects, and a finished
+    job wakes the loop. A daemon thread: an unfinished job never holds the process at exit."""
+
+    def __init__(self, name: str, wake: Callable[[], None]) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue())
+        self._wake = wake
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def submit(self, job: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        future.add_done_callback(lambda _: self._wake())
+        self._jobs.put((future, job))
+        return future
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            future, job = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job())
+            except BaseException as exc:  # handed to the loop, which decides
+                future.set_exception(exc)
 
 
 @dataclass
@@ -128,6 +184,16 @@ class Daemon:
                                  min_interval=self.config.coupa.min_request_interval)
         self.memory: MemoryView | None = None
         self.memory_high = False
+        self.journal_trouble = Trouble("journal")
+        self.downloads_trouble = Trouble("downloads")
+        self.outbox_trouble = Trouble("outbox")
+        self.troubles = (self.journal_trouble, self.downloads_trouble, self.outbox_trouble)
+        # Journal writes that failed (or came while it failed), made in order once it works.
+        self._unwritten: list[Callable[[], object]] = []
+        self._parser = Offloop("coupad-intake", self._wake)
+        self._reporter = Offloop("coupad-report", self._wake)
+        self._parsing: deque[tuple[InboxFile, Future[ParsedFile]]] = deque()
+        self._reporting: dict[str, Future[list[Path]]] = {}
         self.snapshot = starting_snapshot(self, time.time())
         self.notifier = Notifier()
         self._ready_sent = False
@@ -143,7 +209,9 @@ class Daemon:
     def run(self) -> int:
         """Run until stopped; return the exit status."""
         self._install_signals()
-        self._startup(time.time())
+        if not self._startup(time.time()):
+            self._teardown(time.time())  # told to stop while the journal could not be opened
+            return int(ExitCode.OK)
         try:
             while not self._finished(time.time()):
                 self.step(time.time())
@@ -157,7 +225,8 @@ class Daemon:
             self._teardown(time.time())
         return int(ExitCode.FORCED_STOP if self.forced else ExitCode.OK)
 
-    def _startup(self, now: float) -> None:
+    def _startup(self, now: float) -> bool:
+        """Everything before the first pass; False when told to stop before the journal opened."""
         paths = self.config.paths
         # First of all, so that a second daemon on the same state stops here, touching nothing
         # (not even the first one's browsers, which a sweep would take for leftovers).
@@ -169,17 +238,11 @@ class Daemon:
         if swept:
             log.warning("killed %d leftover browser process group(s) from an earlier run", swept)
         self._remove_stale_profiles()
-        self.journal = Journal.open(paths.journal, retry=RetryPolicy(
-            base_seconds=self.config.tasks.retry_base_seconds,
-            max_seconds=self.config.tasks.retry_max_seconds,
-        ))
-        # Every lease in the journal belongs to a worker of an earlier daemon life: its
-        # POs go back to the queue now rather than when the lease would have run out.
-        lost = self.journal.expire_leases(float("inf"))
-        if lost:
-            log.warning("requeued %d PO(s) left in flight by an earlier run", len(lost))
-            self._finalize_exhausted(lost)
-        self.journal.log_event("daemon_started", now, pid=os.getpid(), version=__version__)
+        if not self._open_journal():
+            return False
+        self._write(self._requeue_orphans)
+        self._write(partial(self._journal().log_event, "daemon_started", now, pid=os.getpid(),
+                            version=__version__))
         self.inbox = Inbox(
             paths.inbox, quiet_seconds=self.config.inbox.quiet_seconds,
             polling=self.config.inbox.polling, on_complete=self._wake,
@@ -191,6 +254,109 @@ class Daemon:
             __version__, len(self.pool.slots), self.config.pool.tabs_per_worker,
             paths.inbox, paths.journal,
         )
+        return True
+
+    def _open_journal(self) -> bool:
+        """Open the journal, waiting (status says why) while its disk refuses; False when a
+        stop is requested meanwhile. A clean close leaves no WAL index, and a full disk has
+        no room for a new one: without this wait, each restart would die here."""
+        while True:
+            try:
+                self.journal = Journal.open(self.config.paths.journal, retry=RetryPolicy(
+                    base_seconds=self.config.tasks.retry_base_seconds,
+                    max_seconds=self.config.tasks.retry_max_seconds,
+                ))
+                return True
+            except JournalUnwritable as exc:
+                self._journal_failed(exc, time.time())
+            while time.time() < self.journal_trouble.retry_at:
+                if self.flags.stop_requests:
+                    return False
+                self.snapshot = starting_snapshot(self, time.time())
+                self.notifier.status(status_line(self.snapshot))
+                self.notifier.watchdog()
+                self._refuse_commands()
+                select.select([self._wake_r], [], [], MAX_WAIT)
+                try:
+                    self._wake_r.recv(4096)
+                except BlockingIOError:
+                    pass
+
+    def _refuse_commands(self) -> None:
+        while True:
+            try:
+                request = self.control.requests.get_nowait()
+            except queue.Empty:
+                return
+            request.fail("JOURNAL_UNWRITABLE",
+                         f"the journal cannot be opened: {self.journal_trouble.detail}")
+
+    def _requeue_orphans(self) -> None:
+        # Every lease in the journal belongs to a worker of an earlier daemon life: its
+        # POs go back to the queue now rather than when the lease would have run out.
+        lost = self._journal().expire_leases(float("inf"))
+        if lost:
+            log.warning("requeued %d PO(s) left in flight by an earlier run", len(lost))
+            self._finalize_exhausted(lost)
+
+    def _journal(self) -> Journal:
+        assert self.journal is not None
+        return self.journal
+
+    # -- journal writes that may meet a full disk ----------------------------------------
+
+    def _write(self, write: Callable[[], object]) -> None:
+        """Make one journal write now, or keep it (in order) for when the journal works."""
+        if self.journal_trouble.active or self._unwritten:
+            self._unwritten.append(write)
+            return
+        try:
+            write()
+        except JournalUnwritable as exc:
+            self._unwritten.append(write)
+            self._journal_failed(exc, time.time())
+
+    def _journal_failed(self, exc: JournalError, now: float) -> None:
+        detail = str(exc.__cause__ or exc)
+        if self.journal_trouble.failed(now, detail):
+            log.error("cannot write the journal %s: %s. No PO is started and no input is read "
+                      "until it can be written; trying again with backoff",
+                      self.config.paths.journal, detail)
+
+    def _journal_works(self, now: float) -> bool:
+        """Whether the journal can be written this pass: no trouble, or its retry worked."""
+        if not self.journal_trouble.active:
+            return True
+        if not self.journal_trouble.due(now):
+            return False
+        journal = self._journal()
+        try:
+            journal.log_event("journal_unwritable", now, since=self.journal_trouble.since,
+                              detail=self.journal_trouble.detail)
+            while self._unwritten:
+                self._unwritten[0]()
+                self._unwritten.pop(0)
+            # Heartbeats were not written meanwhile: extend the leases of POs still in flight.
+            for slot in self.pool.slots:
+                journal.heartbeat(slot.name, list(slot.in_flight.values()), now,
+                                  self.config.pool.lease_seconds)
+        except JournalUnwritable as exc:
+            self._journal_failed(exc, now)
+            return False
+        lasted = self.journal_trouble.cleared(now)
+        log.info("the journal is writable again after %.0f s; work resumes", lasted or 0.0)
+        return True
+
+    def _journal_steps(self, now: float, *steps: Callable[[float], None]) -> None:
+        """Run steps that write the journal, unless it cannot be written; stop at a failure."""
+        if not self._journal_works(now):
+            return
+        for step in steps:
+            try:
+                step(now)
+            except JournalUnwritable as exc:
+                self._journal_failed(exc, now)
+                return
 
     def _remove_stale_profiles(self) -> None:
         import shutil
@@ -212,10 +378,24 @@ class Daemon:
             self._reap(time.time())
         if self.inbox is not None:
             self.inbox.stop()
+        self._parser.stop()
+        self._finish_reports(now)
         self.control.stop()
         if self.journal is not None:
-            self.journal.log_event("daemon_stopped", now, forced=self.forced)
-            self.journal.close()
+            journal = self.journal
+            self._write(partial(journal.log_event, "daemon_stopped", now, forced=self.forced))
+            if self._unwritten:
+                self.journal_trouble.retry_at = now  # one last try
+                self._journal_works(now)
+            if self._unwritten:
+                log.warning("%d journal write(s) could not be made (%s): the POs concerned "
+                            "run again after the next start", len(self._unwritten),
+                            self.journal_trouble.detail)
+            try:
+                journal.close()
+            except sqlite3.Error as exc:
+                log.warning("closing the journal: %s", exc)
+        self._reporter.stop()
         log.info("stopped (%s)", "forced" if self.forced else "clean")
         if self._state_lock is not None:
             os.close(self._state_lock)  # the lock goes last: nothing of ours touches state now
@@ -232,6 +412,16 @@ class Daemon:
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
 
+    def _finish_reports(self, now: float) -> None:
+        """At exit, wait for reports being written, within what is left of the stop budget."""
+        if not self._reporting:
+            return
+        budget = self.config.pool.shutdown_timeout
+        left = (self.stopping_since or now) + budget - time.time()
+        wait(list(self._reporting.values()), timeout=max(0.0, left))
+        if self.journal is not None:
+            self._collect_reports(time.time())
+
     def _finished(self, now: float) -> bool:
         if self.stopping_since is None:
             return False
@@ -246,11 +436,9 @@ class Daemon:
         """One pass of the loop (tests call it with a chosen ``now``)."""
         self._signals(now)
         self._control(now)
-        self._intake(now)
-        self._leases(now)
+        self._journal_steps(now, self._intake, self._leases)
         self._workers(now)
-        self._dispatch(now)
-        self._batches(now)
+        self._journal_steps(now, self._dispatch, self._batches)
         self._publish(now)
 
     def _signals(self, now: float) -> None:
@@ -293,9 +481,10 @@ class Daemon:
         if change.needs_restart:
             log.warning("SIGHUP: changed but applied only after a restart: %s",
                         ", ".join(change.needs_restart))
-        assert self.journal is not None
-        self.journal.log_event("config_reloaded", now, applied=list(change.applied),
-                               needs_restart=list(change.needs_restart))
+        journal = self._journal()
+        self._write(partial(journal.log_event, "config_reloaded", now,
+                            applied=list(change.applied),
+                            needs_restart=list(change.needs_restart)))
 
     def request_stop(self, now: float) -> None:
         """First stage of shutdown: claim nothing new, let in-flight POs finish."""
@@ -325,27 +514,43 @@ class Daemon:
                 request.fail(exc.code, str(exc))
             except TypeError as exc:
                 request.fail("BAD_REQUEST", f"wrong arguments for {request.command}: {exc}")
+            except JournalUnwritable as exc:
+                self._journal_failed(exc, now)
+                request.fail("JOURNAL_UNWRITABLE", f"the journal cannot be written: {exc}")
             except CoupadError as exc:
                 request.fail("FAILED", str(exc))
 
     def _intake(self, now: float) -> None:
-        assert self.inbox is not None and self.journal is not None
+        """Complete inbox files are read off the loop, in order; each read file becomes a batch
+        here (a file whose batch the journal could not take stays first, and is tried again)."""
+        assert self.inbox is not None
         if self.stopping_since is not None:
             return
+        while self._parsing and self._parsing[0][1].done():
+            item, future = self._parsing[0]
+            self._take(item, future, now)
+            self._parsing.popleft()
+        max_rows = self.config.inbox.max_rows
         for item in self.inbox.ready(now):
-            self._take(item, now)
+            job = partial(parse_file, item.path, max_rows=max_rows)
+            self._parsing.append((item, self._parser.submit(job)))
 
-    def _take(self, item: InboxFile, now: float) -> None:
+    def _take(self, item: InboxFile, future: Future[ParsedFile], now: float) -> None:
         assert self.inbox is not None and self.journal is not None
+        journal = self.journal
         try:
-            parsed = parse_file(item.path, max_rows=self.config.inbox.max_rows)
+            parsed = future.result()
         except InputError as exc:
             self.inbox.reject(item, str(exc))
             log.warning("rejected %s: %s", item.path.name, exc)
-            self.journal.log_event("file_rejected", now, file=item.path.name, reason=str(exc))
+            self._write(partial(journal.log_event, "file_rejected", now, file=item.path.name,
+                                reason=str(exc)))
             return
         except FileNotFoundError:
             self.inbox.forget(item)
+            return
+        except OSError as exc:  # unreadable now: the inbox offers it again once it changes
+            log.warning("cannot read %s: %s", item.path.name, exc)
             return
         existing = self.journal.open_batch_with_content(parsed.content_sha256)
         if existing is not None:
@@ -369,8 +574,7 @@ class Daemon:
                  item.path.name, len(parsed.rows), batch.task_count, invalid)
 
     def _leases(self, now: float) -> None:
-        assert self.journal is not None
-        expired = self.journal.expire_leases(now)
+        expired = self._journal().expire_leases(now)
         if expired:
             log.warning("%d lease(s) expired; POs requeued", len(expired))
             held = {t.id for t in expired}
@@ -418,26 +622,24 @@ class Daemon:
             self.memory_high = False
 
     def _reap(self, now: float) -> None:
-        assert self.journal is not None
+        journal = self._journal()
         for ended in self.pool.reap(now, lambda slot, m: self.on_message(slot, m, now)):
             self._requeue_held(ended, now)
             reason = ended.slot.recycle_reason if ended.expected else ended.slot.last_error
-            self.journal.log_event("worker_exit", now, slot=ended.slot.index,
-                                   exitcode=ended.exitcode, expected=ended.expected,
-                                   reason=reason)
+            self._write(partial(journal.log_event, "worker_exit", now, slot=ended.slot.index,
+                                exitcode=ended.exitcode, expected=ended.expected, reason=reason))
 
     def _requeue_held(self, ended: Exit, now: float) -> None:
         """POs held by a worker that died count one attempt each and go back to the queue."""
-        assert self.journal is not None
+        journal = self._journal()
         owner = f"w{ended.slot.index}.{ended.slot.generation}"
         why = ended.slot.last_error or "worker ended"
         for task_id in ended.in_flight.values():
             if self.forced:
-                self.journal.release(owner, [task_id], now)
+                self._write(partial(journal.release, owner, [task_id], now))
                 continue
             outcome = TaskOutcome(status="ERROR", reason=f"worker lost: {why}")
-            task = self.journal.record(task_id, owner, outcome, now)
-            self._after_record(task, now)
+            self._write(partial(self._record, task_id, owner, outcome, now))
 
     def _dispatch(self, now: float) -> None:
         assert self.journal is not None
@@ -460,7 +662,7 @@ class Daemon:
             jobs = tuple(Job(key=str(t.id), digits=t.po_digits, group=None,
                              deadline_s=self.config.tasks.po_timeout) for t in tasks)
             if not self.pool.send(slot, Run(jobs)):
-                self.journal.release(slot.name, [t.id for t in tasks], now)
+                self._write(partial(self.journal.release, slot.name, [t.id for t in tasks], now))
                 continue
             for task in tasks:
                 slot.in_flight[str(task.id)] = task.id
@@ -468,21 +670,58 @@ class Daemon:
                 self.pool.move(slot, WorkerState.BUSY)
 
     def _batches(self, now: float) -> None:
-        assert self.journal is not None
-        for batch in self.journal.finished_batches():
-            rows = self.journal.report_rows(batch.id)
-            report = BatchReport(
-                name=batch.name, batch_id=batch.id, fmt=batch.fmt,
-                columns=tuple(batch.columns), lines=tuple(_report_line(r) for r in rows),
-                started_at=batch.created_at, finished_at=now, timings=_mean_timings(rows),
-            )
-            try:
-                paths = write_reports(self.config.paths.outbox, report)
-            except OSError as exc:
-                log.error("cannot write the report of batch %s: %s", batch.id, exc)
+        """A batch whose POs are all final, with their folders, gets its report written off
+        the loop; it is DONE once the report is written."""
+        journal = self._journal()
+        self._collect_reports(now)
+        if not self.outbox_trouble.due(now):
+            return
+        for batch in journal.finished_batches():
+            if batch.id in self._reporting or not self._folders_finished(batch.id, now):
                 continue
-            self.journal.mark_done(batch.id, now, [str(p) for p in paths])
-            log.info("batch %s done: report %s", batch.id, paths[0])
+            rows = journal.report_rows(batch.id)
+            self._reporting[batch.id] = self._reporter.submit(
+                partial(_write_report, self.config.paths.outbox, batch, rows, now))
+            if self.outbox_trouble.active:
+                return  # one report tries the outbox; the others follow once it works
+
+    def _collect_reports(self, now: float) -> None:
+        journal = self._journal()
+        for batch_id, future in list(self._reporting.items()):
+            if not future.done():
+                continue
+            del self._reporting[batch_id]
+            try:
+                paths = future.result()
+            except OSError as exc:
+                if self.outbox_trouble.failed(now, str(exc)):
+                    log.error("cannot write the report of batch %s: %s; trying again with "
+                              "backoff", batch_id, exc)
+                continue
+            lasted = self.outbox_trouble.cleared(now)
+            if lasted is not None:
+                log.info("the outbox is writable again after %.0f s", lasted)
+            self._write(partial(self._mark_done, journal, batch_id, paths, now))
+
+    @staticmethod
+    def _mark_done(journal: Journal, batch_id: str, paths: list[Path], now: float) -> None:
+        try:
+            journal.mark_done(batch_id, now, [str(p) for p in paths])
+        except JournalUnwritable:
+            raise
+        except JournalError as exc:  # re-run while its report was written: written again later
+            log.info("batch %s changed while its report was written (%s)", batch_id, exc)
+            return
+        log.info("batch %s done: report %s", batch_id, paths[0])
+
+    def _folders_finished(self, batch_id: str, now: float) -> bool:
+        """Whether every ended PO of the batch has its final folder (renaming those that do
+        not yet, when the downloads folder's backoff allows)."""
+        unfinished = self._journal().unfinished_folders(batch_id)
+        if unfinished and self.downloads_trouble.due(now):
+            self._finalize_exhausted(unfinished)
+            unfinished = self._journal().unfinished_folders(batch_id)
+        return not unfinished
 
     def _publish(self, now: float) -> None:
         assert self.journal is not None
@@ -503,7 +742,7 @@ class Daemon:
     # -- worker messages -----------------------------------------------------------------
 
     def on_message(self, slot: Slot, message: ToDaemon, now: float) -> None:
-        assert self.journal is not None
+        journal = self._journal()
         if isinstance(message, Ready):
             if slot.state == WorkerState.STARTING:
                 self.pool.move(slot, WorkerState.READY)
@@ -514,8 +753,11 @@ class Daemon:
         elif isinstance(message, Heartbeat):
             slot.last_heartbeat = now
             ids = [slot.in_flight[k] for k in message.busy if k in slot.in_flight]
-            if ids:
-                self.journal.heartbeat(slot.name, ids, now, self.config.pool.lease_seconds)
+            if ids and not self.journal_trouble.active:
+                try:
+                    journal.heartbeat(slot.name, ids, now, self.config.pool.lease_seconds)
+                except JournalUnwritable as exc:  # extended again once the journal works
+                    self._journal_failed(exc, now)
         elif isinstance(message, Watching):
             slot.watching = frozenset(message.keys)
         elif isinstance(message, Result):
@@ -523,7 +765,7 @@ class Daemon:
         elif isinstance(message, Released):
             task_id = slot.in_flight.pop(message.key, None)
             if task_id is not None:
-                self.journal.release(slot.name, [task_id], now)
+                self._write(partial(journal.release, slot.name, [task_id], now))
         elif isinstance(message, Fatal):
             slot.last_error = message.why
         elif isinstance(message, SignInRefused):
@@ -531,7 +773,6 @@ class Daemon:
             self._sign_in_failed(now, message.why)
 
     def _on_result(self, slot: Slot, result: Result, now: float) -> None:
-        assert self.journal is not None
         task_id = slot.in_flight.pop(result.key, None)
         if task_id is None:
             log.warning("slot %d reported a PO it does not hold (%s); ignored",
@@ -547,8 +788,8 @@ class Daemon:
             folder=result.folder, url=result.url, retry_after=result.retry_after,
             timings=result.timings, files=result.files,
         )
-        task = self.journal.record(task_id, slot.name, outcome, now)
-        self._after_record(task, now, engine_final=result.outcome in ("PARTIAL", "FAILED"))
+        self._write(partial(self._record, task_id, slot.name, outcome, now,
+                            engine_final=result.outcome in ("PARTIAL", "FAILED")))
         if result.outcome == "THROTTLED":
             self.throttle.throttled(now, result.retry_after)
             log.warning("Coupa throttles: at most %d POs in flight, none started for %.0f s",
@@ -560,6 +801,11 @@ class Daemon:
         if slot.pos_done >= self.config.pool.recycle_after_pos and not slot.draining:
             self.pool.drain(slot, f"recycling after {slot.pos_done} POs")
 
+    def _record(self, task_id: int, owner: str, outcome: TaskOutcome, now: float, *,
+                engine_final: bool = False) -> None:
+        self._after_record(self._journal().record(task_id, owner, outcome, now), now,
+                           engine_final=engine_final)
+
     def _after_record(self, task: Any, now: float, *, engine_final: bool = False) -> None:
         """Give a PO that ended without the engine's help (retries exhausted) its folder; a
         PO the engine ended PARTIAL or FAILED itself (a permanent problem) has its folder."""
@@ -567,13 +813,26 @@ class Daemon:
             self._finalize_exhausted([task])
 
     def _finalize_exhausted(self, tasks: list[Any]) -> None:
-        assert self.journal is not None
+        """Rename the folders of POs that ended without the engine's help; one that cannot be
+        renamed (read-only or full downloads) keeps the batch's report waiting, see _batches."""
+        journal = self._journal()
+        now = time.time()
         for task in tasks:
             if task.state not in (TaskState.FAILED, TaskState.PARTIAL):
                 continue
-            folder = PoFolder.open(self.config.paths.downloads, PoNumber(task.po_digits))
-            final = folder.finalize(task.state.value)
-            self.journal.set_folder(task.id, str(final))
+            try:
+                folder = PoFolder.open(self.config.paths.downloads, PoNumber(task.po_digits))
+                final = folder.finalize(task.state.value)
+            except (OSError, FolderError) as exc:
+                if self.downloads_trouble.failed(now, str(exc)):
+                    log.error("cannot finish the folder of PO%s (%s): %s; its batch's report "
+                              "waits, trying again with backoff", task.po_digits,
+                              task.state.value, exc)
+                continue
+            self._write(partial(journal.set_folder, task.id, str(final)))
+            lasted = self.downloads_trouble.cleared(now)
+            if lasted is not None:
+                log.info("the downloads folder is writable again after %.0f s", lasted)
 
     # -- sign-in -------------------------------------------------------------------------
 
@@ -581,8 +840,8 @@ class Daemon:
         log.warning("Coupa session expired or signed out: %s. Work pauses until sign-in.", detail)
         self.sign_in = SignIn(needed=True, since=now, detail=detail,
                               profile_stamp=self._profile_stamp())
-        assert self.journal is not None
-        self.journal.log_event("sign_in_needed", now, detail=detail)
+        journal = self._journal()
+        self._write(partial(journal.log_event, "sign_in_needed", now, detail=detail))
         if self.config.coupa.sign_in == "form":
             # Fresh browsers sign in on the native form when they start.
             for slot in self.pool.slots:
@@ -590,11 +849,11 @@ class Daemon:
 
     def _sign_in_failed(self, now: float, why: str) -> None:
         """The native form refused the password: stop, rather than hammer Coupa with it."""
-        assert self.journal is not None
+        journal = self._journal()
         if not self.sign_in.failed:
             log.error("sign-in failed: %s. No worker starts until the password file is fixed "
                       "and `coupactl resume` (or SIGHUP) is given.", why)
-            self.journal.log_event("sign_in_failed", now, detail=why)
+            self._write(partial(journal.log_event, "sign_in_failed", now, detail=why))
         self.sign_in = SignIn(needed=True, since=self.sign_in.since or now, detail=why,
                               failed=True, profile_stamp=self.sign_in.profile_stamp)
 
@@ -611,11 +870,15 @@ class Daemon:
             return 0.0
 
     def _signed_in_again(self, now: float) -> None:
-        assert self.journal is not None
-        released = self.journal.release_auth_wait(now)
-        log.info("signed in again; %d PO(s) waiting for sign-in are queued", released)
+        journal = self._journal()
+
+        def release() -> None:
+            released = journal.release_auth_wait(now)
+            log.info("signed in again; %d PO(s) waiting for sign-in are queued", released)
+            journal.log_event("signed_in", now, released=released)
+
         self.sign_in = SignIn()
-        self.journal.log_event("signed_in", now, released=released)
+        self._write(release)
 
     def base_profile_updated(self, now: float) -> None:
         """`coupad login` signed the base profile in: give every worker a fresh copy."""
@@ -664,6 +927,16 @@ def _lock_holder(fd: int) -> tuple[int, str] | None:
         return int(holder["pid"]), str(holder["socket"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _write_report(outbox: Path, batch: Batch, rows: list[ReportRow], now: float) -> list[Path]:
+    """Build a finished batch's report from its rows and write it (off the loop)."""
+    report = BatchReport(
+        name=batch.name, batch_id=batch.id, fmt=batch.fmt,
+        columns=tuple(batch.columns), lines=tuple(_report_line(r) for r in rows),
+        started_at=batch.created_at, finished_at=now, timings=_mean_timings(rows),
+    )
+    return write_reports(outbox, report)
 
 
 def _mean_timings(rows: list[Any]) -> dict[str, float]:

@@ -716,6 +716,17 @@ class Journal:
             ).fetchall()
         return [_batch(r) for r in rows]
 
+    def unfinished_folders(self, batch_id: str) -> list[Task]:
+        """FAILED and PARTIAL tasks of a batch whose folder is not renamed to its final name
+        yet (the daemon could not, e.g. on a read-only disk); the report waits for them."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE batch_id = ? AND state IN (?, ?) "
+                "AND (folder IS NULL OR substr(folder, -6) = ?) ORDER BY id",
+                (batch_id, TaskState.FAILED.value, TaskState.PARTIAL.value, "__WORK"),
+            ).fetchall()
+        return [_task(r) for r in rows]
+
     def mark_done(self, batch_id: str, now: float, report_paths: Sequence[str]) -> None:
         """Record that the report of a finished batch is written (OPEN → DONE)."""
         with self._write() as conn:

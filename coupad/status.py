@@ -7,6 +7,8 @@ nothing however large the journal is.
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from coupad import __version__
@@ -16,6 +18,73 @@ if TYPE_CHECKING:
     from coupad.daemon import Daemon
 
 FINAL = {s.value for s in TaskState if s.final}
+
+
+@dataclass
+class Trouble:
+    """A fault of the daemon's surroundings that it waits out (a full or read-only disk): since
+    when, why, and when to try again, the wait doubling from ``first_delay`` to ``max_delay``."""
+
+    what: str  # "journal", "downloads", "outbox": the word status and the log use
+    first_delay: float = 0.5
+    max_delay: float = 15.0
+    since: float | None = None
+    detail: str = ""
+    attempts: int = 0
+    delay: float = 0.0
+    retry_at: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self.since is not None
+
+    def due(self, now: float) -> bool:
+        """Whether to try now: no trouble, or its wait is over."""
+        return self.since is None or now >= self.retry_at
+
+    def failed(self, now: float, detail: str) -> bool:
+        """Count a failed try and wait longer; True when this try starts the trouble."""
+        first = self.since is None
+        if first:
+            self.since, self.delay = now, self.first_delay
+        else:
+            self.delay = min(self.delay * 2, self.max_delay)
+        self.attempts += 1
+        self.detail = detail
+        self.retry_at = now + self.delay
+        return first
+
+    def cleared(self, now: float) -> float | None:
+        """A try worked: the trouble is over; how long it lasted, or None if there was none."""
+        if self.since is None:
+            return None
+        lasted = now - self.since
+        self.since, self.detail, self.attempts, self.delay, self.retry_at = None, "", 0, 0.0, 0.0
+        return lasted
+
+    def sentence(self) -> str:
+        """What status says about it, in plain words."""
+        assert self.since is not None
+        return (f"the {self.what} cannot be written since "
+                f"{time.strftime('%H:%M:%S', time.localtime(self.since))}: {self.detail}; "
+                f"{CONSEQUENCE[self.what]}, trying again every {self.delay:.0f} s at most")
+
+    def as_dict(self, now: float) -> dict[str, Any]:
+        return {"since": self.since, "detail": self.detail, "attempts": self.attempts,
+                "retry_in": round(max(0.0, self.retry_at - now), 1)}
+
+
+CONSEQUENCE = {
+    "journal": "no PO is started and no input is read until it can",
+    "downloads": "the POs concerned wait, and so does their batch's report",
+    "outbox": "finished batches wait for their reports",
+}
+
+
+def troubles(daemon: Daemon, now: float) -> tuple[dict[str, Any], list[str]]:
+    """The active troubles for the snapshot, and one sentence for each."""
+    active = [t for t in daemon.troubles if t.active]
+    return {t.what: t.as_dict(now) for t in active}, [t.sentence() for t in active]
 
 
 def build_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
@@ -42,8 +111,11 @@ def build_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
             "rate_per_min": round(rate, 2),
             "eta_seconds": round(eta, 1) if eta is not None else None,
         })
+    found, problems = troubles(daemon, now)
     if daemon.stopping_since is not None:
         state = "stopping"
+    elif daemon.journal_trouble.active:
+        state = "journal_unwritable"
     elif daemon.sign_in.failed:
         state = "sign_in_failed"
     elif daemon.sign_in.needed:
@@ -61,7 +133,9 @@ def build_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
             "uptime_seconds": round(now - daemon.started_at, 1),
             "config": str(daemon.config.source) if daemon.config.source else None,
             "base_url": daemon.config.coupa.base,
+            "problems": problems,
         },
+        "troubles": found,
         "sign_in": {
             "mode": daemon.config.coupa.sign_in,
             "needed": daemon.sign_in.needed,
@@ -105,11 +179,15 @@ def build_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
 
 def starting_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
     """What status shows before the first pass of the loop (journal not open yet)."""
+    found, problems = troubles(daemon, now)
+    state = "journal_unwritable" if daemon.journal_trouble.active else "starting"
     return {
-        "daemon": {"pid": os.getpid(), "version": __version__, "state": "starting",
-                   "started_at": daemon.started_at, "uptime_seconds": 0.0,
+        "daemon": {"pid": os.getpid(), "version": __version__, "state": state,
+                   "started_at": daemon.started_at,
+                   "uptime_seconds": round(now - daemon.started_at, 1),
                    "config": str(daemon.config.source) if daemon.config.source else None,
-                   "base_url": daemon.config.coupa.base},
+                   "base_url": daemon.config.coupa.base, "problems": problems},
+        "troubles": found,
         "sign_in": {"mode": daemon.config.coupa.sign_in, "needed": False, "failed": False,
                     "since": None, "detail": ""},
         "throttle": None, "memory": None,
@@ -124,5 +202,6 @@ def status_line(snap: dict[str, Any]) -> str:
     up = sum(1 for w in workers if w["state"] in ("READY", "BUSY"))
     pending = sum(b["total"] - b["done"] for b in snap["batches"])
     state = snap["daemon"]["state"]
+    problems = "".join(f"; {p}" for p in snap["daemon"].get("problems", ()))
     return (f"{state}: {up}/{len(workers)} workers up, {busy} POs in flight, "
-            f"{len(snap['batches'])} open batches, {pending} POs to go")
+            f"{len(snap['batches'])} open batches, {pending} POs to go{problems}")
