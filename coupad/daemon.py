@@ -53,6 +53,7 @@ from typing import Any, TypeVar
 from coupad import __version__, logs, reload
 from coupad import config as configuration
 from coupad.browser import sweep_leftovers
+from coupad.browser.remote import SessionSweeper, instance_id
 from coupad import commands
 from coupad.config import Config
 from coupad.control import CommandFailed, ControlServer
@@ -171,6 +172,7 @@ class Daemon:
         self.journal: Journal | None = None
         self.inbox: Inbox | None = None
         self._state_lock: int | None = None  # the flock on <state>/coupad.lock, held for life
+        self.grid_sweeper: SessionSweeper | None = None  # with browser.grid_url
         self.pool = Pool(self.config, engine=self.engine)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -237,6 +239,11 @@ class Daemon:
         swept = sweep_leftovers(paths.profiles)
         if swept:
             log.warning("killed %d leftover browser process group(s) from an earlier run", swept)
+        if self.config.browser.grid_url:
+            # Sessions of ours on the Grid, by tag: leftovers of an earlier run now, a killed
+            # worker's later, all of them at exit (coupad.browser.remote).
+            self.grid_sweeper = SessionSweeper(self.config.browser.grid_url,
+                                               instance_id(paths.state))
         self._remove_stale_profiles()
         if not self._open_journal():
             return False
@@ -376,6 +383,10 @@ class Daemon:
                 self._reap(time.time())
             self.pool.kill_all()
             self._reap(time.time())
+        if self.grid_sweeper is not None:
+            ended = self.grid_sweeper.final()
+            if ended:
+                log.info("ended %d Grid session(s) of ours that no worker closed", ended)
         if self.inbox is not None:
             self.inbox.stop()
         self._parser.stop()
@@ -438,6 +449,9 @@ class Daemon:
         self._control(now)
         self._journal_steps(now, self._intake, self._leases)
         self._workers(now)
+        if self.grid_sweeper is not None:
+            self.grid_sweeper.due(time.monotonic(), frozenset(
+                slot.name for slot in self.pool.slots if slot.process is not None))
         self._journal_steps(now, self._dispatch, self._batches)
         self._publish(now)
 

@@ -37,6 +37,8 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -56,7 +58,8 @@ from coupad.config import redact_url
 from coupad.errors import BrowserError
 
 __all__ = [
-    "GridBusy", "GridDownloadRouter", "GridStatus", "RemoteBrowser", "profile_cookies", "grid_status", "instance_id", "keepalive_interval",
+    "GridBusy", "GridDownloadRouter", "GridStatus", "RemoteBrowser", "SessionSweeper",
+    "profile_cookies", "grid_status", "instance_id", "keepalive_interval",
     "sweep_sessions",
 ]
 
@@ -305,6 +308,50 @@ def sweep_sessions(grid_url: str, instance: str, *, keep: frozenset[str] = froze
         if delete_session(grid_url, session_id, timeout=timeout):
             ended += 1
     return ended
+
+
+class SessionSweeper:
+    """Ends a daemon's leftover sessions on the Grid without ever blocking the daemon's loop:
+    at start-up (all of ours: no worker lives yet), every ``every`` seconds (all but the live
+    workers', so a killed worker's session does not wait for the node's session-timeout), each
+    on a thread of its own, one at a time; and at exit (:meth:`final`, all of ours, bounded)."""
+
+    def __init__(self, grid_url: str, instance: str, *, every: float = 30.0) -> None:
+        self.grid_url = grid_url
+        self.instance = instance
+        self.every = every
+        self._next = 0.0
+        self._thread: threading.Thread | None = None
+
+    def due(self, now: float, live: frozenset[str]) -> None:
+        """Sweep now on a thread if it is time and none is running; ``live``: workers' names."""
+        if now < self._next or (self._thread is not None and self._thread.is_alive()):
+            return
+        self._next = now + self.every
+        self._thread = threading.Thread(target=self._sweep, args=(live,), name="grid-sweep",
+                                        daemon=True)
+        self._thread.start()
+
+    def final(self, timeout: float = 10.0) -> int:
+        """End every session of ours (the workers are gone); how many were ended."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        try:
+            return sweep_sessions(self.grid_url, self.instance, timeout=min(5.0, timeout))
+        except BrowserError as exc:
+            log.warning("could not end this daemon's Grid sessions at exit: %s", exc)
+            return 0
+
+    def _sweep(self, live: frozenset[str]) -> None:
+        started = time.monotonic()
+        try:
+            ended = sweep_sessions(self.grid_url, self.instance, keep=live)
+        except BrowserError as exc:
+            log.info("Grid sessions not swept: %s", exc)
+            return
+        if ended:
+            log.info("ended %d leftover Grid session(s) in %.1f s", ended,
+                     time.monotonic() - started)
 
 
 def delete_session(grid_url: str, session_id: str, *, timeout: float) -> bool:
