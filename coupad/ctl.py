@@ -47,6 +47,7 @@ def render_status(snap: dict[str, Any]) -> str:
         f"coupad {d['version']} pid {d['pid']}: {d['state']}, up {_duration(d['uptime_seconds'])}"
         f", tenant {d['base_url'] or '(not set)'}",
     ]
+    lines += [f"PROBLEM: {problem}" for problem in d.get("problems") or []]
     sign_in = snap["sign_in"]
     if sign_in.get("failed"):
         lines.append(f"sign-in: FAILED ({sign_in['detail']}); fix the password file, then "

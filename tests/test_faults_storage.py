@@ -77,6 +77,9 @@ def test_full_state_volume_stops_claiming_says_why_and_resumes_by_itself(tmp_pat
         assert snap["daemon"]["state"] == "journal_unwritable"
         assert "full" in snap["troubles"]["journal"]["detail"]
         assert any("journal" in p for p in snap["daemon"]["problems"])
+        from test_coupactl import ctl
+        shown = ctl(d, "status").stdout  # what an operator reads says why too
+        assert "PROBLEM:" in shown and "journal" in shown.split("PROBLEM:", 1)[1], shown
         assert d.log(None).count("cannot write the journal") == 1  # once, not once a pass
         # A restart on the full disk: the daemon comes up and waits, instead of a crash loop.
         assert d.terminate() == 0
