@@ -6,7 +6,7 @@ On the pipe a message is a pair ``(tag, fields)`` of plain data; :func:`encode` 
 builds the message again, so neither side compares string literals or indexes tuples.
 
 daemon → worker: :class:`Run`, :class:`Drain`, :class:`Stop`.
-worker → daemon: :class:`Ready`, :class:`Heartbeat`, :class:`Watching`, :class:`Result`,
+worker → daemon: :class:`Launched`, :class:`Ready`, :class:`Heartbeat`, :class:`Watching`, :class:`Result`,
 :class:`Released`, :class:`SignInRefused`, :class:`Fatal`.
 """
 
@@ -59,6 +59,14 @@ class Stop:
 
 
 # ---- worker → daemon -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Launched:
+    """The browser's processes run (before any sign-in): the process group to kill with the
+    worker, whatever state it dies in."""
+
+    pgid: int
 
 
 @dataclass(frozen=True)
@@ -126,14 +134,14 @@ class Fatal:
 
 
 ToWorker = Run | Drain | Stop
-ToDaemon = Ready | Heartbeat | Watching | Result | Released | SignInRefused | Fatal
+ToDaemon = Launched | Ready | Heartbeat | Watching | Result | Released | SignInRefused | Fatal
 Message = ToWorker | ToDaemon
 TO_WORKER: tuple[type, ...] = (Run, Drain, Stop)
-TO_DAEMON: tuple[type, ...] = (Ready, Heartbeat, Watching, Result, Released, SignInRefused, Fatal)
+TO_DAEMON: tuple[type, ...] = (Launched, Ready, Heartbeat, Watching, Result, Released, SignInRefused, Fatal)
 
 _TAGS: dict[type, str] = {
     Run: "run", Drain: "drain", Stop: "stop",
-    Ready: "ready", Heartbeat: "heartbeat", Watching: "watching", Result: "result",
+    Launched: "launched", Ready: "ready", Heartbeat: "heartbeat", Watching: "watching", Result: "result",
     Released: "released", SignInRefused: "sign_in_refused", Fatal: "fatal",
 }
 _BY_TAG = {tag: kind for kind, tag in _TAGS.items()}

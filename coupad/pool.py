@@ -6,9 +6,17 @@ fast failure (one within ``FAST_FAILURE_SECONDS`` of its start), and after
 ``pool.max_fast_failures`` fast failures in a row it becomes FATAL, visible in status with
 its reason, while the other slots go on. Unlike supervisor, a FATAL slot is tried once more
 every ``pool.restart_backoff_max`` seconds, so a daemon whose browser could not start at all
-(Chromium missing, profile unreadable) recovers by itself once that is fixed. A worker whose heartbeat stops (a hung WebDriver call)
-is killed together with its browser's process group. Only processes the pool started are
-ever signalled.
+(Chromium missing, profile unreadable, a tenant that does not answer) recovers by itself once
+that is fixed. A worker whose heartbeat stops (a hung WebDriver call) is killed together with
+its browser's process group.
+
+No browser outlives its worker, whatever state the worker dies in: the worker reports its
+browser's process group as soon as the browser is launched (:class:`~coupad.messages.Launched`,
+before any sign-in), and whenever a worker ends or is killed the pool also kills every process
+marked with that worker's profile (:func:`coupad.browser.launch.kill_browser`), which finds a
+browser whose group was never reported. A forced stop gives workers ``STOP_GRACE`` seconds to
+release their POs, then kills them and their browsers: it never waits on a worker's own slow
+shutdown. Only processes the pool started are ever signalled.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,17 +36,32 @@ from typing import Any
 
 import psutil
 
-from coupad.browser import copy_profile, new_profile_dir
+from coupad.browser.launch import copy_profile, kill_browser, new_profile_dir
 from coupad.config import Config
-from coupad.messages import TO_DAEMON, Drain, MessageError, Stop, ToDaemon, ToWorker, decode, encode
+from coupad.messages import (
+    TO_DAEMON,
+    Drain,
+    Launched,
+    MessageError,
+    Stop,
+    ToDaemon,
+    ToWorker,
+    decode,
+    encode,
+)
 from coupad.states import WorkerState, check_worker
 from coupad.throttle import free_tabs
-from coupad.worker import FATAL_EXIT, WorkerSpec, worker_main
+from coupad.worker import FATAL_EXIT, TENANT_PROBE_SECONDS, WorkerSpec, worker_main
 
 log = logging.getLogger("coupad.pool")
 
 FAST_FAILURE_SECONDS = 30.0
-START_TIMEOUT = 60.0  # a browser that is not ready by then counts as a failed start
+LAUNCH_TIMEOUT = 60.0  # for Chromium and chromedriver to start, on top of the sign-in's time
+STOP_GRACE = 1.0  # a forced stop waits this long for workers to end by themselves
+# What the deploy files' stop timeouts (systemd's TimeoutStopSec, supervisord's stopwaitsecs)
+# allow past pool.shutdown_timeout: STOP_GRACE, the kills and the daemon's teardown take a
+# few seconds of it.
+FORCED_STOP_SECONDS = 10.0
 _SPAWN = multiprocessing.get_context("spawn")
 
 
@@ -162,6 +186,7 @@ class Pool:
         slot.in_flight = {}
         slot.pos_done = 0
         slot.pgid = None
+        slot.memory_mb = 0.0
         log.info("slot %d: started worker %s pid=%s", slot.index, slot.name, process.pid)
 
     def _failed_start(self, slot: Slot, now: float, why: str) -> None:
@@ -209,15 +234,16 @@ class Pool:
                          slot.recycle_reason or "drained")
                 continue
             slot.restarts += 1
-            why = slot.last_error if code == FATAL_EXIT and slot.last_error else _describe(code)
+            own = code == FATAL_EXIT and slot.last_error  # the worker said why
+            why = f": {slot.last_error}" if own else f" {_describe(code)}"
             if now - slot.started_at < FAST_FAILURE_SECONDS or code == FATAL_EXIT:
-                self._failed_start(slot, now, f"worker {slot.name} {why}")
+                self._failed_start(slot, now, f"worker {slot.name}{why}")
             else:
                 slot.fast_failures = 0
-                slot.last_error = f"worker {slot.name} {why}"
+                slot.last_error = f"worker {slot.name}{why}"
                 self.move(slot, WorkerState.STOPPED)
                 slot.next_start = now
-                log.warning("slot %d: worker %s %s; restarting", slot.index, slot.name, why)
+                log.warning("slot %d: worker %s%s; restarting", slot.index, slot.name, why)
         return exits
 
     @staticmethod
@@ -233,8 +259,7 @@ class Pool:
         return messages
 
     def _cleanup(self, slot: Slot) -> None:
-        if slot.pgid:
-            _kill_group(slot.pgid)
+        self._kill_browser(slot)
         if slot.conn is not None:
             slot.conn.close()
         if slot.profile_dir is not None:
@@ -278,14 +303,22 @@ class Pool:
             return
         log.warning("slot %d: killing worker %s: %s", slot.index, slot.name, why)
         slot.last_error = why
-        if slot.pgid:
-            _kill_group(slot.pgid)
         try:
             if slot.process.pid:
                 os.kill(slot.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        self._kill_browser(slot)
         slot.process.join(5)
+
+    @staticmethod
+    def _kill_browser(slot: Slot) -> None:
+        """SIGKILL the worker's browser: its reported process group, and every process marked
+        with its profile (a group not yet reported, helpers that left it)."""
+        if slot.pgid:
+            _kill_group(slot.pgid)
+        if slot.profile_dir is not None:
+            kill_browser(slot.profile_dir)
 
     # -- messages ------------------------------------------------------------------------
 
@@ -322,9 +355,18 @@ class Pool:
 
     # -- policy hooks used by the daemon ------------------------------------------------
 
+    def start_timeout(self) -> float:
+        """How long a worker may take to become ready: to launch its browser, sign in (the
+        engine tries the form twice, each within ``coupa.page_timeout``) and, when that fails,
+        to see whether the tenant answers at all. A worker bounds its own start within this and
+        says why it failed; killing it is the last resort."""
+        page = self.config.coupa.page_timeout
+        return LAUNCH_TIMEOUT + 2 * page + min(TENANT_PROBE_SECONDS, page)
+
     def hung(self, now: float, silence: float) -> list[Slot]:
-        """Workers whose heartbeat has been silent for longer than ``silence`` seconds."""
-        limit = {WorkerState.STARTING: max(silence, START_TIMEOUT)}
+        """Workers whose heartbeat has been silent for longer than ``silence`` seconds (a
+        starting worker sends none: it is hung after :meth:`start_timeout`)."""
+        limit = {WorkerState.STARTING: max(silence, self.start_timeout())}
         return [
             s for s in self.slots
             if s.process is not None
@@ -332,10 +374,15 @@ class Pool:
         ]
 
     def sample_memory(self) -> None:
-        """Update each slot's browser memory (PSS summed over its process group), in MB."""
+        """Update each working slot's browser memory (PSS summed over its process group), in
+        MB. A starting browser counts 0: what recycling looks for is a browser grown by its
+        work, and one drained before it is ready would never take a PO."""
         for slot in self.slots:
-            if slot.pgid:
+            if slot.pgid and slot.state in (WorkerState.READY, WorkerState.BUSY,
+                                            WorkerState.RECYCLING):
                 slot.memory_mb = group_pss_mb(slot.pgid)
+            elif slot.state == WorkerState.STARTING:
+                slot.memory_mb = 0.0
 
     def drain(self, slot: Slot, reason: str) -> None:
         """Ask a worker to finish its POs and exit (recycling, or shutdown)."""
@@ -348,10 +395,20 @@ class Pool:
         self.send(slot, Drain())
 
     def stop_all(self, reason: str) -> None:
-        for slot in self.slots:
-            if slot.process is not None:
-                slot.draining = True
-                self.send(slot, Stop(reason))
+        """Stop every worker now (a forced stop): each is asked to release its POs and exit,
+        and what still runs ``STOP_GRACE`` seconds later is killed with its browser. Returns
+        within about that time, whatever the workers do; :meth:`reap` collects them."""
+        running = [s for s in self.slots if s.process is not None]
+        for slot in running:
+            slot.draining = True
+            self.send(slot, Stop(reason))
+        deadline = time.monotonic() + STOP_GRACE
+        for slot in running:
+            assert slot.process is not None
+            slot.process.join(max(0.0, deadline - time.monotonic()))
+        for slot in running:
+            if slot.process is not None and slot.process.is_alive():
+                self.kill(slot, f"{reason}: still running {STOP_GRACE:.0f} s after being told to stop")
 
     def kill_all(self) -> None:
         for slot in self.slots:
@@ -398,7 +455,8 @@ def _describe(code: int | None) -> str:
 
 
 def _decoded(slot: Slot, raw: Any) -> ToDaemon | None:
-    """A worker's message, or None (logged) when it is not one this version knows."""
+    """A worker's message for the daemon; None for the pool's own (taken here) and for what
+    is not a message this version knows (logged)."""
     try:
         message = decode(raw)
     except MessageError as exc:
@@ -406,5 +464,8 @@ def _decoded(slot: Slot, raw: Any) -> ToDaemon | None:
         return None
     if not isinstance(message, TO_DAEMON):
         log.warning("slot %d sent a message meant for a worker: %r", slot.index, message)
+        return None
+    if isinstance(message, Launched):
+        slot.pgid = message.pgid  # what to kill with the worker, from now on
         return None
     return typing.cast(ToDaemon, message)

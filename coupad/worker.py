@@ -1,13 +1,23 @@
 """A worker process: one warm browser running several POs at once, driven over a pipe.
 
 The daemon starts each worker with the ``spawn`` method; they talk in the messages of
-:mod:`coupad.messages` (daemon → worker: run these POs, drain, stop; worker → daemon: ready,
-heartbeats from the thread that drives the browser — so a hung call silences them — results,
-POs released at a stop, and why the browser cannot start).
+:mod:`coupad.messages` (daemon → worker: run these POs, drain, stop; worker → daemon: the
+browser's process group as soon as it is launched, ready, heartbeats from the thread that
+drives the browser — so a hung call silences them — results, POs released at a stop, and why
+the browser cannot start).
 
 A worker never touches the journal: the daemon is its single writer. If the daemon dies
-(even by ``kill -9``), the worker sees the pipe close, kills its browser's process group and
-exits, so no browser outlives the daemon; the daemon's start-up sweep covers the rest.
+(even by ``kill -9``), the worker sees its parent change, kills its browser and exits, so no
+browser outlives the daemon; the daemon's start-up sweep covers the rest. If the worker dies
+first, in whatever state, the daemon kills its browser (by the process group it was told at
+launch, and by the profile every process of the browser is marked with).
+
+A start that fails after the browser was launched — most often the form sign-in — or that is
+still going ``coupa.page_timeout`` after the launch (a WebDriver call waits for a page that
+never comes, unbounded) is checked against the tenant itself: when a plain request to it gets
+no answer either, the worker says "the tenant at URL did not answer within N s" (status shows
+it), kills its browser and exits. That is not a refused sign-in: workers go on being tried
+with backoff, and the first that finds the tenant answering again carries on.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from coupad.messages import (
     Drain,
     Fatal,
     Heartbeat,
+    Launched,
     MessageError,
     Ready,
     Released,
@@ -48,6 +59,8 @@ from coupad.records import FileRecord
 
 FATAL_EXIT = 3  # the browser could not start: restarting at once will not help
 LOST_PARENT_EXIT = 4
+TENANT_PROBE_SECONDS = 10.0  # at most this long (coupa.page_timeout if shorter) to see the
+# tenant answer a plain request after a failed start
 
 
 @dataclass(frozen=True)
@@ -125,8 +138,10 @@ def _manifest_files(folder: Path | None) -> tuple[FileRecord, ...]:
         return ()
 
 
-def make_engine(spec: WorkerSpec) -> EngineLike:
-    """Build the engine a spec asks for."""
+def make_engine(spec: WorkerSpec,
+                on_launch: Callable[[int | None], None] | None = None) -> EngineLike:
+    """Build the engine a spec asks for; ``on_launch`` is told the browser's process group as
+    soon as its processes run, before the engine signs in."""
     if spec.engine != "chromium":
         import importlib
 
@@ -140,7 +155,7 @@ def make_engine(spec: WorkerSpec) -> EngineLike:
     config = spec.config
 
     def factory() -> Browser:
-        return Browser.start(
+        browser = Browser.start(
             BrowserSpec(
                 profile_dir=spec.profile_dir,
                 download_dir=spec.profile_dir / "downloads",
@@ -151,6 +166,9 @@ def make_engine(spec: WorkerSpec) -> EngineLike:
                 page_load_timeout=config.coupa.page_timeout,
             )
         )
+        if on_launch is not None:
+            on_launch(browser.pgid)
+        return browser
 
     return _ChromiumEngine(Engine(config, browser_factory=factory, tabs=spec.tabs))
 
@@ -197,24 +215,40 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
 
-    engine = make_engine(spec)
     send_lock = threading.Lock()
+    launched: list[int | None] = []
+    started = threading.Event()
+    ending = threading.Event()  # the start watch is ending this process, with its reason
 
     def send(message: ToDaemon) -> None:
         with send_lock:
             conn.send(encode(message))
 
+    def on_launch(pgid: int | None) -> None:
+        launched.append(pgid)
+        if pgid is not None:
+            send(Launched(pgid))
+        _watch_start(spec.config, started, ending, send, engine.browser_pgid, log)
+
+    engine = make_engine(spec, on_launch)
     _watch_parent(conn, engine.browser_pgid, log)
     try:
         engine.start()
-    except (BrowserError, CoupadError, OSError) as exc:
+        started.set()
+    except Exception as exc:
+        if ending.is_set():
+            threading.Event().wait()  # killing the browser broke the start: the watch exits
+        if not isinstance(exc, (BrowserError, CoupadError, OSError)):
+            raise
         from coupad.signin import SignInFailed
 
-        refused = isinstance(exc, SignInFailed)
-        log.error("%s: %s", "sign-in refused" if refused else "browser did not start", exc)
+        silent = _silent_tenant(spec.config) if launched else None
+        refused = isinstance(exc, SignInFailed) and silent is None
+        why = f"{silent} ({exc})" if silent else str(exc)
+        log.error("%s: %s", "sign-in refused" if refused else "browser did not start", why)
         _safe_close(engine, log)
         try:
-            send(SignInRefused(str(exc)) if refused else Fatal(str(exc)))
+            send(SignInRefused(why) if refused else Fatal(why))
         except OSError:
             pass
         os._exit(FATAL_EXIT)
@@ -277,6 +311,62 @@ def _loop(
             last_beat = now
         if flags.drain and not in_flight:
             return
+
+
+def _silent_tenant(config: Config) -> str | None:
+    """Say that the tenant does not answer when a plain request to it gets no answer in time
+    ("the tenant at URL did not answer within N s"); None when it answers anything (an error
+    page, a redirect) or cannot be asked (no address, a refused connection, a bad certificate)."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None  # a redirect is an answer
+
+    base = config.coupa.base
+    if not base:
+        return None
+    timeout = min(TENANT_PROBE_SECONDS, config.coupa.page_timeout)
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        opener.open(urllib.request.Request(base, method="HEAD"), timeout=timeout).close()
+        return None
+    except urllib.error.HTTPError:
+        return None
+    except urllib.error.URLError as exc:
+        if not isinstance(exc.reason, TimeoutError):
+            return None
+    except TimeoutError:
+        pass
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    return f"the tenant at {base} did not answer within {timeout:.0f} s"
+
+
+def _watch_start(config: Config, started: threading.Event, ending: threading.Event,
+                 send: Callable[[ToDaemon], None], pgid: Callable[[], int | None],
+                 log: logging.Logger) -> None:
+    """Once the browser is launched: if the start is still going ``coupa.page_timeout`` later
+    and the tenant does not answer a plain request either, say so, kill our browser and exit."""
+
+    def watch() -> None:
+        if started.wait(config.coupa.page_timeout):
+            return
+        silent = _silent_tenant(config)
+        if silent is None or started.is_set():
+            return  # the tenant answers: the start is slow, not stuck on it
+        log.error("browser did not start: %s", silent)
+        ending.set()
+        try:
+            send(Fatal(silent))
+        except OSError:
+            pass
+        _kill_descendants(pgid())
+        os._exit(FATAL_EXIT)
+
+    threading.Thread(target=watch, name="start-watch", daemon=True).start()
 
 
 def _watch_parent(conn: Connection, pgid: Callable[[], int | None], log: logging.Logger) -> None:

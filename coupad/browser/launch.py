@@ -2,9 +2,13 @@
 
 Every browser coupad starts runs from a profile directory under one profile root (by default
 ``<state>/profiles``), with chromedriver started in a new session so that chromedriver and
-all of its Chromium children form one process group that coupad can kill as a whole. The
-start-up sweep (:func:`sweep_leftovers`) kills only process groups whose command line names
-a ``--user-data-dir`` below that root: other people's browsers are never touched.
+all of its Chromium children form one process group that coupad can kill as a whole. Each of
+them also carries its profile directory in the environment variable ``COUPAD_BROWSER``, set
+before chromedriver starts, so a browser can be found and killed from outside whatever state
+its worker died in — before its process group was known, or after Chromium started a helper
+outside that group (:func:`kill_browser`). The start-up sweep (:func:`sweep_leftovers`) kills
+only browsers marked with a profile below that root, by that variable or by a
+``--user-data-dir`` on their command line: other people's browsers are never touched.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import psutil
@@ -27,6 +32,9 @@ from selenium.webdriver.chrome.service import Service
 from coupad.errors import BrowserError
 
 log = logging.getLogger("coupad.browser")
+
+# The environment variable that marks every process of a browser with its profile directory.
+BROWSER_MARK = "COUPAD_BROWSER"
 
 # Flags measured in shared/browser-facts.md. Headless and no-sandbox are mandatory here (no
 # display, running as root); the background-networking family keeps Chromium from dialling
@@ -157,7 +165,7 @@ class Browser:
             # process it starts, so one killpg() reaches them all (browser-facts.md).
             popen_kw={"start_new_session": True},
             # Selenium Manager must never reach for the internet.
-            env={**os.environ, "SE_OFFLINE": "true"},
+            env={**os.environ, "SE_OFFLINE": "true", BROWSER_MARK: str(spec.profile_dir)},
         )
         os.environ.setdefault("SE_OFFLINE", "true")
         browser = cls(spec=spec)
@@ -240,24 +248,62 @@ def new_profile_dir(profile_root: Path, label: str) -> Path:
 def sweep_leftovers(profile_root: Path, *, exclude_pgids: frozenset[int] = frozenset()) -> int:
     """Kill process groups of browsers left behind below ``profile_root``; return how many.
 
-    Only processes whose command line contains ``--user-data-dir=<profile_root>/`` are
+    Only processes marked with a profile below that root (see the module's docstring) are
     considered, so browsers of other programs and users are never touched.
     """
-    marker = f"--user-data-dir={Path(profile_root).resolve()}/"
-    groups: set[int] = set()
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            cmdline = proc.info["cmdline"] or []
-            if any(arg.startswith(marker) for arg in cmdline):
-                groups.add(os.getpgid(proc.info["pid"]))
-        except (psutil.Error, ProcessLookupError, PermissionError):
-            continue
-    groups.discard(os.getpgrp())
-    groups -= exclude_pgids
+    roots = (f"{Path(profile_root)}/", f"{Path(profile_root).resolve()}/")
+    groups = _browser_groups(lambda profile: profile.startswith(roots)) - exclude_pgids
     for pgid in groups:
         log.warning("killing leftover browser process group %s", pgid)
         _kill_group(pgid, grace=2.0)
     return len(groups)
+
+
+def kill_browser(profile_dir: Path) -> int:
+    """SIGKILL every process of the browser that runs from ``profile_dir``, and their process
+    groups, at once; return how many processes were found. For a worker that is gone or
+    being killed: nothing of its browser is asked to shut down in order."""
+    wanted = str(profile_dir)
+    found = _marked(lambda profile: profile == wanted)
+    for pgid in {pgid for _proc, pgid in found} - {os.getpgrp()}:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for proc, _pgid in found:  # helpers that left the group
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    if found:
+        log.info("killed %d process(es) of the browser of %s", len(found), profile_dir)
+    return len(found)
+
+
+def _browser_groups(match: Callable[[str], bool]) -> set[int]:
+    """Process groups holding a browser process whose profile ``match`` accepts (never ours)."""
+    return {pgid for _proc, pgid in _marked(match)} - {os.getpgrp()}
+
+
+def _marked(match: Callable[[str], bool]) -> list[tuple[psutil.Process, int]]:
+    """Live processes (with their process group) of browsers whose profile ``match`` accepts,
+    by the environment variable or, for browsers started before it existed, the command line."""
+    found = []
+    me = os.getpid()
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            if proc.info["pid"] == me or proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            profiles = [arg.removeprefix(_USER_DATA_DIR) for arg in proc.info["cmdline"] or ()
+                        if arg.startswith(_USER_DATA_DIR)]
+            if not any(match(p) for p in profiles):
+                marked = proc.environ().get(BROWSER_MARK)
+                if marked is None or not match(marked):
+                    continue
+            found.append((proc, os.getpgid(proc.info["pid"])))
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return found
 
 
 def _group_members(pgid: int) -> list[psutil.Process]:
@@ -295,6 +341,9 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+_USER_DATA_DIR = "--user-data-dir="
 
 
 def _first_line(text: str) -> str:
