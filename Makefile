@@ -64,13 +64,13 @@ $(GRID_JAR):
 # Chromium and its driver come from Debian, never from a download at run time; openssl makes
 # the self-signed certificate of the https redirect tests.
 browser:
-	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && command -v openssl >/dev/null; then :; \
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && command -v openssl >/dev/null && command -v pdftotext >/dev/null && [ -f /usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf ]; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
 		echo "installing Debian's chromium, chromium-driver and openssl"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver openssl; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver openssl poppler-utils fonts-droid-fallback; \
 	else \
 		echo "Chromium or openssl is missing. Run as root:"; \
-		echo "    apt-get update && apt-get install -y chromium chromium-driver openssl"; \
+		echo "    apt-get update && apt-get install -y chromium chromium-driver openssl poppler-utils fonts-droid-fallback"; \
 		exit 1; \
 	fi
 
@@ -80,5 +80,5 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python -m pip install -q -e '.[test,bench,msg]'
 	touch $(STAMP)
