@@ -38,6 +38,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "process a few POs with one browser and print one line per PO (to check the config)",
         "coupad fetch -c /etc/coupad/coupad.toml PO15262984 PO15262985",
     ),
+    "convert": (
+        "coupad.convert",
+        "write a PDF beside each Outlook .msg mail (headers, attachment list, body)",
+        "coupad convert --out pdfs/ PO15262984/approval.msg",
+    ),
     "sim": (
         "coupad.sim.cli",
         "run the Coupa simulator on its own",
