@@ -414,3 +414,13 @@ def test_close_leaves_no_process_and_no_profile(tmp_path):
             pass
     assert marked == []
     assert list((tmp_path / "profiles").iterdir()) == []
+
+
+def test_a_reader_killed_between_mails_is_replaced(converter, tmp_path):
+    converted(converter, write_msg(tmp_path / "one.msg", Mail(plain="one")))
+    child = converter.reader._child
+    assert child is not None
+    child.kill()
+    child.wait(timeout=10)
+    converted(converter, write_msg(tmp_path / "two.msg", Mail(plain="two")))
+    assert converter.reader._child not in (None, child)

@@ -69,12 +69,13 @@ class Reader:
         self.memory_limit = memory_limit
         self.limits = limits or Limits()
         self._child: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
 
     def read(self, path: Path) -> Message:
         """The mail in ``path``; Unconvertible with the reason when it cannot be read."""
         if not installed():
             raise Unconvertible(NOT_INSTALLED)
+        if self._child is not None and self._child.poll() is not None:
+            self._stop()  # it died between mails: this mail is not to blame
         child = self._child or self._start()
         request = {"path": str(path), "limits": self.limits.__dict__}
         try:
@@ -110,7 +111,6 @@ class Reader:
         child, self._child = self._child, None
         if child is None:
             return None
-        self.restarts += 1
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, signal.SIGKILL)
         code = child.wait()
