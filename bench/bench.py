@@ -37,6 +37,7 @@ from typing import Any
 
 import footprint
 import fuzzpart
+import grid
 import latency
 import overhead
 import record
@@ -54,6 +55,7 @@ PARTS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "scale": scale.run,
     "recovery": recovery.run,
     "latency": latency.run,
+    "grid": grid.run,
     "fuzz": fuzzpart.run,
 }
 

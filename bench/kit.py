@@ -3,7 +3,8 @@ subreaper, CPU and memory of a process tree, waiting for conditions.
 
 Nothing here imports from tests/: the benchmark drives the installed commands (``coupad sim``,
 ``coupad run``, ``coupactl``) as a user would, and reads the control socket with
-:class:`coupad.control.ControlClient`.
+:class:`coupad.control.ControlClient`. (bench/grid.py alone starts its Selenium Grid with the
+tests' launcher, tests/gridkit.py: one copy of how a Grid is run on this machine.)
 """
 
 from __future__ import annotations
@@ -464,9 +465,10 @@ def seconds_by_outcome(journal: Path) -> dict[str, dict[str, float]]:
 
 
 def measure_batch(root: Path, sim: Sim, name: str, numbers: list[str], *,
-                  pool: dict[str, Any], timeout: float) -> dict[str, Any]:
+                  pool: dict[str, Any], timeout: float,
+                  **sections: dict[str, Any]) -> dict[str, Any]:
     """One daemon, warmed up, one CSV dropped: wall, CPU and outcomes from drop to report."""
-    with daemon(root, sim.base_url, pool=pool) as d:
+    with daemon(root, sim.base_url, pool=pool, **sections) as d:
         warm_s = d.wait_warm()
         cpu_before, sim_before = d.cpu(), sim.cpu()
         kinds_before = d.cpu_by_kind()

@@ -74,6 +74,7 @@ def readme_block(machine: dict[str, Any], checked: list[dict[str, Any]],
         out += [f"| {m['mode']} | {m['pos']} | {m['pos_per_minute']} | "
                 f"{m['speedup_vs_one_shot']} | {m['cpu_s_per_po']} |" for m in modes]
     out += _latency_readme(figures.get("latency", {}))
+    out += _grid_readme(figures.get("grid", {}))
     lines = []
     oh = figures.get("overhead", {})
     pool = _mode(oh, "pool 2x3")
@@ -216,7 +217,7 @@ def markdown(machine: dict[str, Any], checked: list[dict[str, Any]],
         out += ["", f"Leftover processes killed at the end: {len(machine['leftovers'])}"]
     for name, render in (("throughput", _throughput), ("overhead", _overhead),
                          ("footprint", _footprint), ("scale", _scale), ("recovery", _recovery),
-                         ("latency", _latency)):
+                         ("latency", _latency), ("grid", _grid)):
         part = figures.get(name)
         if part is None:
             continue
@@ -227,6 +228,38 @@ def markdown(machine: dict[str, Any], checked: list[dict[str, Any]],
                 f"_(part took {part.get('part_seconds')} s; load average after "
                 f"{part.get('load_average_after')})_"]
     return "\n".join(out) + "\n"
+
+
+def _grid(part: dict[str, Any]) -> list[str]:
+    local, remote = part["local"], part["grid"]
+    return [
+        "## Browsers on Selenium Grid (realistic preset, pool 2×3)",
+        "",
+        "The same daemon and POs with local browsers and with `browser.grid_url` at a hub with two "
+        "nodes on this machine (same 2 cores: an overhead, not a speed-up). Grid CPU: hub and "
+        "nodes' whole trees (JVMs, chromedriver, Chromium).",
+        "",
+        "| browsers | POs | POs/min | wall s/PO | CPU s/PO (coordinator) | CPU s/PO (Grid) | "
+        "outcomes as expected |",
+        "|---|---|---|---|---|---|---|",
+        f"| local | {local['pos']} | {local['pos_per_minute']} | {local['wall_s_per_po']} | "
+        f"{local['cpu_s_per_po']} | - | {'yes' if local.get('ok') else 'no'} |",
+        f"| Grid, 2 nodes | {remote['pos']} | {remote['pos_per_minute']} | "
+        f"{remote['wall_s_per_po']} | {remote['cpu_s_per_po']} | {remote['grid_cpu_s_per_po']} | "
+        f"{'yes' if remote.get('ok') else 'no'} |",
+        "",
+        f"Remote browsers: wall per PO × {part['wall_ratio']}, CPU per PO (both sides) × "
+        f"{part['cpu_ratio']}.",
+        "",
+    ]
+
+
+def _grid_readme(part: dict[str, Any]) -> list[str]:
+    if not part or "error" in part:
+        return []
+    return ["", f"Browsers on Selenium Grid (two nodes on the same machine, realistic preset, "
+            f"pool 2×3): wall per PO × {part['wall_ratio']} and CPU per PO × "
+            f"{part['cpu_ratio']} of local browsers."]
 
 
 def _outcomes(counts: dict[str, int]) -> str:

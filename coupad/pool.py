@@ -51,7 +51,7 @@ from coupad.messages import (
 )
 from coupad.states import WorkerState, check_worker
 from coupad.throttle import free_tabs
-from coupad.worker import FATAL_EXIT, TENANT_PROBE_SECONDS, WorkerSpec, worker_main
+from coupad.worker import BROKEN_EXIT, FATAL_EXIT, TENANT_PROBE_SECONDS, WorkerSpec, worker_main
 
 log = logging.getLogger("coupad.pool")
 
@@ -451,6 +451,8 @@ def _describe(code: int | None) -> str:
             return f"was killed by signal {-code}"
     if code == FATAL_EXIT:
         return "could not start its browser"
+    if code == BROKEN_EXIT:
+        return "ended: its browser stopped working (a Grid node gone, or the browser's connection)"
     return f"exited with status {code}"
 
 

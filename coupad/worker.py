@@ -59,6 +59,7 @@ from coupad.records import FileRecord
 
 FATAL_EXIT = 3  # the browser could not start: restarting at once will not help
 LOST_PARENT_EXIT = 4
+BROKEN_EXIT = 5  # the browser stopped working after the start (a remote node died)
 TENANT_PROBE_SECONDS = 10.0  # at most this long (coupa.page_timeout if shorter) to see the
 # tenant answer a plain request after a failed start
 
@@ -149,25 +150,36 @@ def make_engine(spec: WorkerSpec,
         engine_class = getattr(importlib.import_module(module_name), class_name)
         engine: EngineLike = engine_class(spec.config, tabs=spec.tabs)
         return engine
-    from coupad.browser import Browser, BrowserSpec
+    from coupad.browser import Browser, BrowserLike, BrowserSpec
     from coupad.engine import Engine
 
     config = spec.config
 
-    def factory() -> Browser:
-        browser = Browser.start(
-            BrowserSpec(
-                profile_dir=spec.profile_dir,
-                download_dir=spec.profile_dir / "downloads",
-                chromium=config.browser.chromium,
-                chromedriver=config.browser.chromedriver,
-                headless=config.browser.headless,
-                extra_args=config.browser.extra_args,
-                page_load_timeout=config.coupa.page_timeout,
-            )
+    def factory() -> BrowserLike:
+        browser_spec = BrowserSpec(
+            profile_dir=spec.profile_dir,
+            download_dir=spec.profile_dir / "downloads",
+            chromium=config.browser.chromium,
+            chromedriver=config.browser.chromedriver,
+            headless=config.browser.headless,
+            extra_args=config.browser.extra_args,
+            page_load_timeout=config.coupa.page_timeout,
         )
+        browser: BrowserLike
+        if config.browser.grid_url:
+            # A session on Selenium Grid (coupad.browser.remote); nothing of it runs here.
+            from coupad.browser.remote import RemoteBrowser, instance_id
+
+            browser = RemoteBrowser.start(browser_spec, config.browser.grid_url,
+                                          timeout=config.browser.grid_timeout,
+                                          instance=instance_id(config.paths.state),
+                                          worker=spec.name)
+            pgid = None
+        else:
+            local = Browser.start(browser_spec)
+            browser, pgid = local, local.pgid
         if on_launch is not None:
-            on_launch(browser.pgid)
+            on_launch(pgid)
         return browser
 
     return _ChromiumEngine(Engine(config, browser_factory=factory, tabs=spec.tabs))
@@ -311,6 +323,12 @@ def _loop(
             last_beat = now
         if flags.drain and not in_flight:
             return
+        broken = getattr(engine, "broken", None)
+        if broken and not in_flight:
+            # Its POs have ended (as retryable); a new worker starts a new browser (on Grid:
+            # a new session, on whichever node is up).
+            log.error("the browser stopped working (%s); ending this worker", broken)
+            raise SystemExit(BROKEN_EXIT)
 
 
 def _silent_tenant(config: Config) -> str | None:

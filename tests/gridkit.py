@@ -106,7 +106,9 @@ class Grid:
         config["events"].update(publish=f"tcp://127.0.0.1:{self.publish}",
                                 subscribe=f"tcp://127.0.0.1:{self.subscribe}")
         config["node"].update({"grid-url": self.url, "max-sessions": self.max_sessions,
-                               "session-timeout": self.session_timeout})
+                               "session-timeout": self.session_timeout,
+                               # a restarted hub learns of its nodes at their next heartbeat
+                               "heartbeat-period": 3})
         for driver in config["node"]["driver-configuration"]:
             driver["max-sessions"] = self.max_sessions
         path = write_toml(self.root / f"node-{index}.toml", config)
@@ -131,14 +133,22 @@ class Grid:
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root)
 
     def wait_ready(self, nodes: int, timeout: float = 60) -> None:
+        seen: list[Any] = []
+
         def up() -> bool:
             try:
                 value = status(self.url)
-            except OSError:
+            except OSError as exc:
+                seen[:] = [str(exc)]
                 return False
+            seen[:] = [value.get("ready"), [(n.get("uri"), n.get("availability"))
+                                            for n in value.get("nodes", [])]]
             return bool(value.get("ready")) and sum(
                 1 for n in value.get("nodes", []) if n.get("availability") == "UP") >= nodes
-        wait_until(up, timeout, what=f"the Grid ready with {nodes} node(s)")
+        try:
+            wait_until(up, timeout, what=f"the Grid ready with {nodes} node(s)")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the Grid said last: {seen}") from None
 
     def kill(self, proc: subprocess.Popen[bytes] | None) -> None:
         """SIGKILL a Grid process with everything it started (JVM, chromedriver, Chromium)."""

@@ -1,0 +1,122 @@
+"""The real daemon with its browsers on a real Selenium Grid (hub + 2 nodes on this machine).
+
+A batch spread over both nodes with both attachment shapes; a node killed with ``kill -9``
+(JVM, chromedriver and Chromium) mid-batch; the hub restarted mid-batch; an idle pool that
+outlives the nodes' session-timeout; SIGTERM leaves no session of ours on the Grid. Every batch
+must end with every PO's files verified against the simulator's truth, nothing fetched twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coupad.browser.remote import INSTANCE_CAP
+from coupad.sim.testing import SimHandle, sim_server
+from daemonkit import daemon
+from gridkit import Grid, grid, sessions
+from test_daemon_browser import csv_of, fetched_twice, scenario, sim_config, verify
+from test_pool_browser import slow_pos
+from util import wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+SESSION_TIMEOUT = 10  # Grid's least: an idle pool must outlive it
+
+
+@pytest.fixture(scope="module")
+def the_grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
+    # One session per node: the two workers' browsers are on different nodes.
+    with grid(tmp_path_factory.mktemp("grid"), nodes=2, max_sessions=1,
+              session_timeout=SESSION_TIMEOUT) as g:
+        yield g
+
+
+def ours(g: Grid) -> list[dict[str, Any]]:
+    """The sessions that carry a coupad instance tag on the Grid's live nodes. A node killed
+    with kill -9 stays listed, with its sessions, until the hub gives it up (up to ~2 min):
+    those are the hub's memory of browsers that died with the node, and DELETE gets HTTP 500."""
+    live = {f":{port}" for port in g.node_ports}
+    return [s for s in sessions(g.url) if s["capabilities"].get(INSTANCE_CAP)
+            and any(s.get("uri", "").endswith(port) for port in live)]
+
+
+def grid_config(sim: SimHandle, root: Path, g: Grid, **sections: dict[str, Any]) -> dict[str, Any]:
+    return sim_config(sim, root, browser={"grid_url": g.url, "grid_timeout": 60},
+                      pool={"workers": 2, "tabs_per_worker": 2, "heartbeat_seconds": 0.5,
+                            "lease_seconds": 10.0, "shutdown_timeout": 20.0,
+                            "restart_backoff_max": 2.0},
+                      **sections)
+
+
+def nodes_used(g: Grid) -> set[int]:
+    return {g.node_of(s["sessionId"]) for s in ours(g)}
+
+
+def test_a_batch_runs_on_both_nodes_outlives_an_idle_timeout_and_sigterm_leaves_no_session(
+        the_grid: Grid, tmp_path: Path) -> None:
+    first = 76_000_100
+    pos = [str(n) for n in range(first, first + 8)]
+    later = [str(n) for n in range(first + 8, first + 12)]
+    with sim_server(scenario=scenario(first, 12), render_delay=0.2) as sim:
+        with daemon(tmp_path, "", **grid_config(sim, tmp_path, the_grid)) as d:
+            wait_until(lambda: len(ours(the_grid)) == 2, 90, what="two remote sessions")
+            assert nodes_used(the_grid) == {0, 1}, "one worker's browser on each node"
+            d.drop("grid.csv", csv_of(pos))
+            d.wait_report("grid")
+            verify(d, sim, "grid", pos)
+            # Idle for longer than the nodes' session-timeout: the sessions are kept alive.
+            sessions_before = {s["sessionId"] for s in ours(the_grid)}
+            idle_until = time.monotonic() + 1.5 * SESSION_TIMEOUT
+            wait_until(lambda: time.monotonic() > idle_until, 3 * SESSION_TIMEOUT,
+                       what="an idle pool past the session-timeout", interval=0.5)
+            assert {s["sessionId"] for s in ours(the_grid)} == sessions_before
+            d.drop("later.csv", csv_of(later))
+            d.wait_report("later")
+            verify(d, sim, "later", later)
+            assert fetched_twice(sim) == []
+            assert d.terminate() == 0
+        assert ours(the_grid) == [], "SIGTERM ends every session of ours on the Grid"
+
+
+def test_a_node_killed_mid_batch_loses_nothing(the_grid: Grid, tmp_path: Path) -> None:
+    first = 76_000_200
+    pos = [str(n) for n in range(first, first + 12)]
+    with sim_server(scenario=slow_pos(first, 12, delay=0.6)) as sim:
+        with daemon(tmp_path, "", **grid_config(sim, tmp_path, the_grid)) as d:
+            wait_until(lambda: len(ours(the_grid)) == 2, 90, what="two remote sessions")
+            d.drop("node.csv", csv_of(pos))
+            wait_until(lambda: d.status()["totals"].get("LEASED"), 60, what="POs in flight")
+            busy = {the_grid.node_of(s["sessionId"]) for s in ours(the_grid)}
+            the_grid.kill_node(sorted(busy)[0])  # kill -9: JVM, chromedriver, Chromium
+            try:
+                d.wait_report("node", timeout=240)
+                verify(d, sim, "node", pos)  # each PO's folder exactly its files, once
+            finally:
+                the_grid.start_node()
+                the_grid.wait_ready(2, timeout=120)
+            assert d.terminate() == 0
+        assert ours(the_grid) == []
+
+
+def test_the_hub_restarted_mid_batch_loses_nothing(the_grid: Grid, tmp_path: Path) -> None:
+    first = 76_000_300
+    pos = [str(n) for n in range(first, first + 10)]
+    with sim_server(scenario=slow_pos(first, 10, delay=0.6)) as sim:
+        with daemon(tmp_path, "", **grid_config(sim, tmp_path, the_grid)) as d:
+            wait_until(lambda: len(ours(the_grid)) == 2, 90, what="two remote sessions")
+            d.drop("hub.csv", csv_of(pos))
+            wait_until(lambda: d.status()["totals"].get("LEASED"), 60, what="POs in flight")
+            the_grid.kill(the_grid.hub)
+            the_grid.start_hub()
+            # Nodes come back at their next heartbeat (3 s here); one is enough to go on.
+            the_grid.wait_ready(1, timeout=180)
+            d.wait_report("hub", timeout=240)
+            verify(d, sim, "hub", pos)
+            assert d.terminate() == 0
+        wait_until(lambda: ours(the_grid) == [], 60,
+                   what="no session of ours left (sessions the old hub lost end by time-out)")
