@@ -48,6 +48,7 @@ class Attempts:
     po: PoNumber
     count: int = 0
     first_started: float | None = None
+    started: float = 0.0  # when its current attempt was submitted
     not_before: float = 0.0
 
 
@@ -121,6 +122,7 @@ class Run:
         self.by_key: dict[str, Attempts] = {}
         self.finals = 0
         self.sign_ins = 0
+        self.signed_in_at = 0.0  # when the last sign-in again ended
         self.stopped: str | None = None
 
     def run(self) -> int:
@@ -147,6 +149,7 @@ class Run:
             self.waiting.remove(attempts)
             attempts.count += 1
             attempts.first_started = attempts.first_started or now
+            attempts.started = now
             key = f"{attempts.po.digits}#{attempts.count}"
             self.by_key[key] = attempts
             self.engine.submit(
@@ -162,7 +165,10 @@ class Run:
             return
         if result.outcome is Outcome.SIGNED_OUT:
             attempts.count -= 1  # waiting for sign-in is not a failed attempt
-            if self._sign_in_again():
+            if attempts.started < self.signed_in_at:
+                # It met the session that the last sign-in replaced: go again, no new sign-in.
+                self.waiting.appendleft(attempts)
+            elif self._sign_in_again():
                 self.waiting.appendleft(attempts)
             else:
                 self._print(result, "SIGN-IN NEEDED", elapsed)
@@ -195,10 +201,12 @@ class Run:
             return False
         self.sign_ins += 1
         try:
-            return self.engine.sign_in()
+            signed_in = self.engine.sign_in()
         except CoupadError as exc:  # SignInFailed (refused, SSO) or a browser that broke
             self.stopped = str(exc)
             return False
+        self.signed_in_at = time.monotonic()
+        return signed_in
 
     def _print(self, result: PoResult, status: str, elapsed: float) -> None:
         reason = result.reason if status != "SIGN-IN NEEDED" else self.stopped or result.reason

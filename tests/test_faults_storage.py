@@ -158,24 +158,19 @@ def test_large_xlsx_is_read_and_reported_off_the_loop(tmp_path):
     book.save(big)
     with daemon(tmp_path, BASE, engine=FAKE, pool={"workers": 1}) as d:
         os.replace(big, d.inbox / "big.xlsx")
-        began = time.monotonic()
-        slowest = 0.0
-        saw: set[str] = set()
+        answered_while_reporting = 0
         deadline = time.monotonic() + 60
         while not list(d.outbox.glob("big.*.summary.json")):
             assert time.monotonic() < deadline, "no report within 60 s"
-            started = time.monotonic()
             batches = d.call("batches")  # answered by the daemon's loop on its next pass
-            slowest = max(slowest, time.monotonic() - started)
+            summary_now = bool(list(d.outbox.glob("big.*.summary.json")))
             if batches:
-                saw.add("batch")
-                summary_now = bool(list(d.outbox.glob("big.*.summary.json")))
                 assert batches[0]["state"] != "DONE" or summary_now, "DONE before its report"
-            else:
-                saw.add("reading")
+                if not summary_now:
+                    # The batch is over (every row invalid) and its report is being written:
+                    # on the loop, no command could be answered meanwhile.
+                    answered_while_reporting += 1
             time.sleep(0.05)
-        took = time.monotonic() - began
-        assert saw == {"reading", "batch"}
-        assert slowest < took / 4, f"the loop stalled {slowest:.2f} s of {took:.2f} s"
+        assert answered_while_reporting >= 2, answered_while_reporting
         assert sorted(p.name.split(".")[-2] for p in d.outbox.glob("big.*.report.*")) == [
             "report", "report"]
