@@ -77,6 +77,7 @@ class Grid:
     root: Path
     max_sessions: int
     session_timeout: int
+    request_timeout: int = 50  # how long a new-session request may wait in the hub's queue
     hub_port: int = field(default_factory=free_port)
     publish: int = field(default_factory=free_port)
     subscribe: int = field(default_factory=free_port)
@@ -94,6 +95,7 @@ class Grid:
         config["server"].update(host="127.0.0.1", port=self.hub_port)
         config["events"].update(publish=f"tcp://127.0.0.1:{self.publish}",
                                 subscribe=f"tcp://127.0.0.1:{self.subscribe}")
+        config["sessionqueue"]["session-request-timeout"] = self.request_timeout
         path = write_toml(self.root / "hub.toml", config)
         self.hub = self._java("hub", path, self.root / "hub.log")
 
@@ -166,11 +168,12 @@ class Grid:
 
 
 @contextmanager
-def grid(root: Path, *, nodes: int = 2, max_sessions: int = 3,
-         session_timeout: int = 300) -> Iterator[Grid]:
+def grid(root: Path, *, nodes: int = 2, max_sessions: int = 3, session_timeout: int = 300,
+         request_timeout: int = 50) -> Iterator[Grid]:
     """A hub and ``nodes`` nodes, ready; everything of theirs killed after."""
     root.mkdir(parents=True, exist_ok=True)
-    g = Grid(root=root, max_sessions=max_sessions, session_timeout=session_timeout)
+    g = Grid(root=root, max_sessions=max_sessions, session_timeout=session_timeout,
+             request_timeout=request_timeout)
     try:
         g.start_hub()
         for _ in range(nodes):

@@ -120,3 +120,23 @@ def test_the_hub_restarted_mid_batch_loses_nothing(the_grid: Grid, tmp_path: Pat
             assert d.terminate() == 0
         wait_until(lambda: ours(the_grid) == [], 60,
                    what="no session of ours left (sessions the old hub lost end by time-out)")
+
+
+def test_a_full_session_queue_backs_off_without_spending_po_attempts(tmp_path: Path) -> None:
+    """One slot on the whole Grid, two workers: the second's session request times out in the
+    hub's queue (SessionNotCreatedException) again and again; the batch runs on the first
+    worker and no PO is charged an attempt for it."""
+    first = 76_000_400
+    pos = [str(n) for n in range(first, first + 6)]
+    with grid(tmp_path / "grid", nodes=1, max_sessions=1, request_timeout=3) as small, \
+            sim_server(scenario=scenario(first, 6), render_delay=0.2) as sim:
+        with daemon(tmp_path, "", **grid_config(sim, tmp_path, small)) as d:
+            wait_until(lambda: any("gave no session" in w["last_error"]
+                                   for w in d.status()["workers"]), 90,
+                       what="a worker told the Grid has no session for it")
+            d.drop("queue.csv", csv_of(pos))
+            d.wait_report("queue", timeout=120)
+            verify(d, sim, "queue", pos)
+            batch = d.call("batches")[0]["id"]
+            assert {t["attempts"] for t in d.call("batch", id=batch)["tasks"]} == {1}
+            assert d.terminate() == 0
