@@ -134,7 +134,9 @@ class Grid:
                 ["java", "-Xss512k", "-jar", str(server_jar()), role, "--config", str(config)],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root)
 
-    def wait_ready(self, nodes: int, timeout: float = 60) -> None:
+    def wait_ready(self, nodes: int, timeout: float = 60, *, free: bool = True) -> None:
+        """Wait for ``nodes`` nodes UP and, with ``free``, the Grid ready: Grid is "ready" only
+        while a slot is free, which a Grid whose slots all hold sessions is not."""
         seen: list[Any] = []
 
         def up() -> bool:
@@ -145,7 +147,7 @@ class Grid:
                 return False
             seen[:] = [value.get("ready"), [(n.get("uri"), n.get("availability"))
                                             for n in value.get("nodes", [])]]
-            return bool(value.get("ready")) and sum(
+            return (bool(value.get("ready")) or not free) and sum(
                 1 for n in value.get("nodes", []) if n.get("availability") == "UP") >= nodes
         try:
             wait_until(up, timeout, what=f"the Grid ready with {nodes} node(s)")
