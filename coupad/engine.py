@@ -196,7 +196,7 @@ class Engine(ClickOps, FetchOps):
     def _open_spare_tabs(self) -> None:
         """Open the engine's ``tabs`` tabs, blank and with their readers, before the first PO:
         the first POs of a batch then start at once instead of each waiting for its tab to be
-        opened and set up on the engine's one thread (a few hundred ms per tab)."""
+        opened and set up on the engine's one thread."""
         now = time.monotonic()
         for _ in range(self.tabs):
             handle = self._new_tab()

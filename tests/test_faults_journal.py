@@ -37,7 +37,7 @@ def test_second_daemon_on_the_same_state_folder_is_refused_and_kills_no_browser(
     with daemon(tmp_path, BASE, engine=FAKE, pool={"workers": 1}) as first:
         profiles = tmp_path / "state" / "profiles"
         browser = subprocess.Popen(  # stands for a browser of the first daemon's worker
-            [sys.executable, "-c", "import time; time.sleep(60)",
+            [sys.executable, "-c", "import signal; signal.pause()",
              f"--user-data-dir={profiles.resolve()}/w0.1"], start_new_session=True)
         second = None
         try:

@@ -129,6 +129,21 @@ class BrowserLike(Protocol):
     def pids(self) -> list[int]: ...
 
 
+def chromium_options(spec: BrowserSpec) -> webdriver.ChromeOptions:
+    """The options every coupad browser starts with, here or on Selenium Grid: the binary,
+    headless, :data:`CHROMIUM_FLAGS` and the spec's own, no automation banner, and the
+    page-load strategy."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(spec.chromium)
+    if spec.headless:
+        options.add_argument("--headless=new")
+    for flag in CHROMIUM_FLAGS + spec.extra_args:
+        options.add_argument(flag)
+    options.add_experimental_option("excludeSwitches", ["enable-automation", "enable-logging"])
+    options.page_load_strategy = spec.page_load_strategy
+    return options
+
+
 @dataclass
 class Browser:
     """One Chromium with its chromedriver, in a process group of its own."""
@@ -148,16 +163,9 @@ class Browser:
                 )
         spec.profile_dir.mkdir(parents=True, exist_ok=True)
         spec.download_dir.mkdir(parents=True, exist_ok=True)
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(spec.chromium)
-        if spec.headless:
-            options.add_argument("--headless=new")
-        for flag in CHROMIUM_FLAGS + spec.extra_args:
-            options.add_argument(flag)
+        options = chromium_options(spec)
         options.add_argument(f"--user-data-dir={spec.profile_dir}")
         options.add_experimental_option("prefs", chromium_prefs(spec.download_dir))
-        options.add_experimental_option("excludeSwitches", ["enable-automation", "enable-logging"])
-        options.page_load_strategy = spec.page_load_strategy
         service = Service(
             executable_path=str(spec.chromedriver),
             log_output=os.devnull,

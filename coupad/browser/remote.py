@@ -53,7 +53,7 @@ from selenium.webdriver.remote.client_config import ClientConfig
 
 from coupad.browser.cdp import Connection
 from coupad.browser.downloads import DownloadRouter, _Download
-from coupad.browser.launch import CHROMIUM_FLAGS, Browser, BrowserSpec, copy_profile
+from coupad.browser.launch import Browser, BrowserSpec, chromium_options, copy_profile
 from coupad.config import redact_url
 from coupad.errors import BrowserError
 
@@ -105,14 +105,7 @@ class RemoteBrowser:
               worker: str = "") -> RemoteBrowser:
         """Ask the Grid for a session; :class:`GridBusy` when it has none to give now."""
         spec.download_dir.mkdir(parents=True, exist_ok=True)
-        options = webdriver.ChromeOptions()
-        options.binary_location = str(spec.chromium)
-        if spec.headless:
-            options.add_argument("--headless=new")
-        for flag in CHROMIUM_FLAGS + spec.extra_args:
-            options.add_argument(flag)
-        options.add_experimental_option("excludeSwitches", ["enable-automation", "enable-logging"])
-        options.page_load_strategy = spec.page_load_strategy
+        options = chromium_options(spec)
         options.enable_downloads = True
         if instance:
             options.set_capability(INSTANCE_CAP, instance)
