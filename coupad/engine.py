@@ -373,7 +373,7 @@ class Engine(ClickOps, FetchOps):
     def _take_tab(self) -> tuple[str, bool, float]:
         """A tab for a new PO: (handle, whether it is free, when it was released)."""
         while (spare := self._tab_pool.take()) is not None:
-            if self._conn is None or not self._conn.crashed(spare[0]):
+            if self._conn is None or not self._conn.targets.crashed(spare[0]):
                 return spare
             log.info("spare tab %s crashed; closing it", spare[0])
             self._close_handle(spare[0])
