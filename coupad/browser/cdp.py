@@ -2,8 +2,8 @@
 
 Commands carry the tab's ``sessionId`` and events from all tabs arrive tagged with it;
 :meth:`Connection.attach_tabs` gives every tab, open now or later, a session (kept in
-``Connection.targets``, a :class:`~coupad.browser.targets.Targets`). The socket, the errors and the endpoint's discovery are in
-:mod:`coupad.browser.wire`.
+``Connection.targets``, a :class:`~coupad.browser.targets.Targets`). The socket, the errors
+and the endpoint's discovery are in :mod:`coupad.browser.wire`.
 
 The client is synchronous and select()-friendly, with no threads: :meth:`Connection.send`
 writes a command and returns its id at once, :meth:`Connection.pump` reads whatever frames
