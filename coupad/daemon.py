@@ -617,7 +617,9 @@ class Daemon:
         self.pool.sample_memory()
         for slot in self.pool.slots:
             if slot.memory_mb > limit_mb and not slot.draining:
-                self.pool.drain(slot, f"browser uses {slot.memory_mb:.0f} MB "
+                uses = ("remote browser's tabs report" if slot.reported_mb is not None
+                        else "browser uses")
+                self.pool.drain(slot, f"{uses} {slot.memory_mb:.0f} MB "
                                       f"(pool.max_browser_mb = {limit_mb})")
         self.memory = memory.view()
         watermark = self.config.pool.memory_high_watermark
@@ -766,6 +768,7 @@ class Daemon:
                 self._signed_in_again(now)
         elif isinstance(message, Heartbeat):
             slot.last_heartbeat = now
+            slot.reported_mb = message.browser_mb
             ids = [slot.in_flight[k] for k in message.busy if k in slot.in_flight]
             if ids and not self.journal_trouble.active:
                 try:

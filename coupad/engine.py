@@ -67,6 +67,7 @@ from selenium.common.exceptions import (
 from coupad.browser import BrowserLike
 from coupad.browser.cdp import CdpError, Connection, ConnectionLost, browser_endpoint
 from coupad.browser.fetches import FetchOps
+from coupad.browser.heap import HeapSampler
 from coupad.browser.evidence import evidence, next_look, note_list
 from coupad.browser.clicks import ClickOps, settle
 from coupad.browser.downloads import DownloadRouter
@@ -153,6 +154,7 @@ class Engine(ClickOps, FetchOps):
         # How often an idle remote browser is pinged (None: a local browser needs no ping).
         self.keepalive: float | None = None
         self._last_ping = 0.0
+        self._heap: HeapSampler | None = None  # a remote browser's memory, as it reports it
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -170,6 +172,7 @@ class Engine(ClickOps, FetchOps):
                 log.info("the Grid's session time-out is unknown (%s)", exc)
                 timeout = None
             self.keepalive = keepalive_interval(timeout)
+            self._heap = HeapSampler()
             if self.config.coupa.sign_in == "profile":
                 self._carry_profile(self.browser)
         if self.config.coupa.sign_in == "form":
@@ -306,6 +309,12 @@ class Engine(ClickOps, FetchOps):
         return True
 
     @property
+    def reported_memory_mb(self) -> float | None:
+        """A remote browser's memory as its tabs report it (:mod:`coupad.browser.heap`), for
+        recycling; None for a local browser, whose processes the daemon measures."""
+        return None if self._heap is None else self._heap.mb
+
+    @property
     def broken(self) -> str | None:
         """Why the browser cannot be used any more (its worker replaces it), or None."""
         return self._broken
@@ -397,6 +406,8 @@ class Engine(ClickOps, FetchOps):
             results: list[PoResult] = []
             self._pump()
             self._keep_alive(time.monotonic())
+            if self._heap is not None and self._conn is not None:
+                self._heap.sample(self._conn, time.monotonic())
             self._route_downloads(time.monotonic())
             self._note_commits()
             self._blank_idle(time.monotonic())

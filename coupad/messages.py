@@ -84,6 +84,8 @@ class Heartbeat:
 
     busy: tuple[str, ...]
     free: int
+    # A browser on another machine: what it reports of its memory, in MB (its tabs' heaps).
+    browser_mb: float | None = None
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,9 @@ class Slot:
     retired: bool = False  # removed by a smaller pool.workers: not restarted
     recycle_reason: str = ""
     memory_mb: float = 0.0
+    # What a browser on another machine reports of its memory (its tabs' heaps, MB), read
+    # from its heartbeats; None for a local browser, whose process group is measured here.
+    reported_mb: float | None = None
 
     @property
     def name(self) -> str:
@@ -187,6 +190,7 @@ class Pool:
         slot.pos_done = 0
         slot.pgid = None
         slot.memory_mb = 0.0
+        slot.reported_mb = None
         log.info("slot %d: started worker %s pid=%s", slot.index, slot.name, process.pid)
 
     def _failed_start(self, slot: Slot, now: float, why: str) -> None:
@@ -374,12 +378,15 @@ class Pool:
         ]
 
     def sample_memory(self) -> None:
-        """Update each working slot's browser memory (PSS summed over its process group), in
-        MB. A starting browser counts 0: what recycling looks for is a browser grown by its
-        work, and one drained before it is ready would never take a PO."""
+        """Update each working slot's browser memory, in MB: PSS summed over its process group,
+        or for a browser on a Grid node what it reports (:mod:`coupad.browser.heap`). A
+        starting browser counts 0: what recycling looks for is a browser grown by its work,
+        and one drained before it is ready would never take a PO."""
         for slot in self.slots:
-            if slot.pgid and slot.state in (WorkerState.READY, WorkerState.BUSY,
-                                            WorkerState.RECYCLING):
+            working = slot.state in (WorkerState.READY, WorkerState.BUSY, WorkerState.RECYCLING)
+            if working and slot.reported_mb is not None:
+                slot.memory_mb = slot.reported_mb
+            elif working and slot.pgid:
                 slot.memory_mb = group_pss_mb(slot.pgid)
             elif slot.state == WorkerState.STARTING:
                 slot.memory_mb = 0.0

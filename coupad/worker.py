@@ -104,6 +104,11 @@ class EngineLike(Protocol):
 
     def browser_pgid(self) -> int | None: ...
 
+    @property
+    def reported_memory_mb(self) -> float | None:
+        """A remote browser's memory as it reports it; None for a local one."""
+        ...
+
 
 def result_message(result: Any) -> Result:
     """A PoResult as the message that reports it, with the files its folder's manifest lists."""
@@ -319,7 +324,8 @@ def _loop(
             send(Watching(tuple(sorted(watching))))
         now = time.monotonic()
         if now - last_beat >= heartbeat_every:
-            send(Heartbeat(busy=tuple(sorted(in_flight)), free=engine.free_slots))
+            send(Heartbeat(busy=tuple(sorted(in_flight)), free=engine.free_slots,
+                           browser_mb=engine.reported_memory_mb))
             last_beat = now
         if flags.drain and not in_flight:
             return
