@@ -106,7 +106,8 @@ def check_tenant(config: Config) -> Check:
 
 def check_sign_in(config: Config) -> Check:
     from coupad.browser import Browser, BrowserSpec, copy_profile
-    from coupad.signin import form_sign_in, is_sign_in_url, read_password
+    from coupad.signin import form_sign_in, read_password
+    from coupad.urls import is_sign_in_page
 
     workdir = Path(tempfile.mkdtemp(prefix="check-", dir=_profile_root(config)))
     try:
@@ -124,7 +125,7 @@ def check_sign_in(config: Config) -> Check:
                 return Check("sign-in", True, f"form sign-in landed on {landing}")
             browser.driver.get(base + "/")
             url = browser.driver.current_url
-            if is_sign_in_url(url, base):
+            if is_sign_in_page(url, base):
                 return Check("sign-in", False,
                              f"the base profile is not signed in (landed on {url}); "
                              "run `coupad login`")

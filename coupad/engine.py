@@ -94,7 +94,8 @@ from coupad.page import (
     Verdict,
     classify,
 )
-from coupad.signin import form_sign_in, is_sign_in_url, read_password
+from coupad.signin import form_sign_in, read_password
+from coupad.urls import is_sign_in_page
 from coupad.throttle import free_tabs
 
 __all__ = ["Engine", "HasFileno", "Outcome", "PoJob", "PoResult"]
@@ -292,7 +293,7 @@ class Engine(ClickOps, FetchOps):
         deadline = time.monotonic() + coupa.page_timeout
         while time.monotonic() < deadline:
             url = str(self._driver.current_url)
-            if is_sign_in_url(url, self.base):
+            if is_sign_in_page(url, self.base):
                 return False
             if urlsplit(url).scheme in ("http", "https") and self._ready_state() == "complete":
                 self._refresh_cookies(self._home)
