@@ -34,10 +34,10 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-import psutil
 
 from coupad.browser.launch import copy_profile, kill_browser, new_profile_dir
 from coupad.config import Config
+from coupad.processes import group_pss_mb, kill_group
 from coupad.messages import (
     TO_DAEMON,
     Drain,
@@ -320,7 +320,7 @@ class Pool:
         """SIGKILL the worker's browser: its reported process group, and every process marked
         with its profile (a group not yet reported, helpers that left it)."""
         if slot.pgid:
-            _kill_group(slot.pgid)
+            kill_group(slot.pgid)
         if slot.profile_dir is not None:
             kill_browser(slot.profile_dir)
 
@@ -424,28 +424,6 @@ class Pool:
     @property
     def alive(self) -> list[Slot]:
         return [s for s in self.slots if s.process is not None]
-
-
-def group_pss_mb(pgid: int) -> float:
-    """Proportional set size of a process group in MB (summed RSS would count shared pages
-    once per process, overstating a browser about six times)."""
-    total = 0
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(proc.pid) != pgid:
-                continue
-            info = proc.memory_full_info()
-            total += getattr(info, "pss", info.rss)
-        except (psutil.Error, ProcessLookupError, PermissionError):
-            continue
-    return total / (1024 * 1024)
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _describe(code: int | None) -> str:

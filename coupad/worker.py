@@ -55,6 +55,7 @@ from coupad.messages import (
     encode,
 )
 from coupad.ponumber import PoNumber
+from coupad.processes import kill_group
 from coupad.records import FileRecord
 
 FATAL_EXIT = 3  # the browser could not start: restarting at once will not help
@@ -417,10 +418,7 @@ def _kill_descendants(group: int | None) -> None:
     import psutil
 
     if group:
-        try:
-            os.killpg(group, signal.SIGKILL)
-        except OSError:
-            pass
+        kill_group(group)
     try:
         children = psutil.Process().children(recursive=True)
     except psutil.Error:
