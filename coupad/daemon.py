@@ -269,10 +269,8 @@ class Daemon:
         no room for a new one: without this wait, each restart would die here."""
         while True:
             try:
-                self.journal = Journal.open(self.config.paths.journal, retry=RetryPolicy(
-                    base_seconds=self.config.tasks.retry_base_seconds,
-                    max_seconds=self.config.tasks.retry_max_seconds,
-                ))
+                self.journal = Journal.open(self.config.paths.journal,
+                                            retry=RetryPolicy.of(self.config.tasks))
                 return True
             except JournalUnwritable as exc:
                 self._journal_failed(exc, time.time())
@@ -481,10 +479,7 @@ class Daemon:
         self.throttle.resize(change.config.coupa.max_concurrent_pages)
         self.throttle.min_interval = change.config.coupa.min_request_interval
         if self.journal is not None:
-            self.journal.retry = RetryPolicy(
-                base_seconds=change.config.tasks.retry_base_seconds,
-                max_seconds=change.config.tasks.retry_max_seconds,
-            )
+            self.journal.retry = RetryPolicy.of(change.config.tasks)
         if self.inbox is not None:
             self.inbox.quiet_seconds = change.config.inbox.quiet_seconds
         logs.set_level(change.config.log.level)
