@@ -14,11 +14,12 @@ import time
 from typing import Any
 
 from coupad.browser.cdp import CdpError, CdpTimeout, Connection, TargetCrashed
+from coupad.errors import CoupadError
 
 SESSION_WAIT = 2.0  # a tab just opened gets its session within this, or is read over WebDriver
 
 
-class ChannelError(Exception):
+class ChannelError(CoupadError):
     """The tab's session failed or answered with an error; read it over WebDriver instead."""
 
 
