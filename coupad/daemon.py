@@ -80,7 +80,7 @@ from coupad.ponumber import PoNumber
 from coupad.pool import Exit, Pool, Slot
 from coupad.report import BatchReport, ReportLine, write_reports
 from coupad.states import TaskState, WorkerState
-from coupad.status import Trouble, build_snapshot, starting_snapshot, status_line
+from coupad.status import SignIn, Trouble, build_snapshot, starting_snapshot, status_line
 from coupad.messages import (
     Fatal,
     Heartbeat,
@@ -142,17 +142,6 @@ class Flags:
 
 
 @dataclass
-class SignIn:
-    """Whether the pool can work: signed in, or waiting for someone to sign in."""
-
-    needed: bool = False
-    since: float = 0.0
-    detail: str = ""
-    profile_stamp: float = 0.0  # base profile cookie mtime when sign-in was found missing
-    failed: bool = False  # the form sign-in itself was refused (wrong password): no retries
-
-
-@dataclass
 class Daemon:
     config: Config
     engine: str = "chromium"
@@ -189,7 +178,8 @@ class Daemon:
         self.journal_trouble = Trouble("journal")
         self.downloads_trouble = Trouble("downloads")
         self.outbox_trouble = Trouble("outbox")
-        self.troubles = (self.journal_trouble, self.downloads_trouble, self.outbox_trouble)
+        self.troubles: tuple[Trouble, ...] = (self.journal_trouble, self.downloads_trouble,
+                                              self.outbox_trouble)
         # Journal writes that failed (or came while it failed), made in order once it works.
         self._unwritten: list[Callable[[], object]] = []
         self._parser = Offloop("coupad-intake", self._wake)
@@ -484,7 +474,7 @@ class Daemon:
             self.inbox.quiet_seconds = change.config.inbox.quiet_seconds
         logs.set_level(change.config.log.level)
         if self.sign_in.failed:
-            commands.resume(self, now)  # the password file may have been fixed
+            self.resume(now)  # the password file may have been fixed
         log.info("SIGHUP: configuration reloaded; applied: %s",
                  ", ".join(change.applied) or "nothing changed")
         if change.needs_restart:
@@ -494,6 +484,28 @@ class Daemon:
         self._write(partial(journal.log_event, "config_reloaded", now,
                             applied=list(change.applied),
                             needs_restart=list(change.needs_restart)))
+
+    def pause(self) -> None:
+        """`coupactl pause`: no new POs start; in-flight POs finish."""
+        self.paused = True
+        log.info("paused: no new POs start; in-flight POs finish")
+
+    def resume(self, now: float) -> None:
+        """`coupactl resume`, or a reload after a refused sign-in: work again; a refused form
+        sign-in is tried again (its password file may have been fixed)."""
+        self.paused = self.draining = False
+        if self.sign_in.failed:
+            self.sign_in.failed = False
+            for slot in self.pool.slots:
+                self.pool.revive(slot, now)
+        log.info("resumed")
+
+    def drain(self) -> None:
+        """`coupactl drain`: paused, and each browser closes once its POs have finished."""
+        self.paused = self.draining = True
+        for slot in self.pool.slots:
+            self.pool.drain(slot, "drained by coupactl")
+        log.info("draining: in-flight POs finish, then browsers close until `resume`")
 
     def request_stop(self, now: float) -> None:
         """First stage of shutdown: claim nothing new, let in-flight POs finish."""

@@ -9,15 +9,46 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from coupad import __version__
+from coupad.config import Config
+from coupad.journal import Journal
+from coupad.memory import MemoryView
+from coupad.pool import Pool
 from coupad.states import TaskState
-
-if TYPE_CHECKING:
-    from coupad.daemon import Daemon
+from coupad.throttle import Throttle
 
 FINAL = {s.value for s in TaskState if s.final}
+
+
+@dataclass
+class SignIn:
+    """Whether the pool can work: signed in, or waiting for someone to sign in."""
+
+    needed: bool = False
+    since: float = 0.0
+    detail: str = ""
+    profile_stamp: float = 0.0  # base profile cookie mtime when sign-in was found missing
+    failed: bool = False  # the form sign-in itself was refused (wrong password): no retries
+
+
+class Observed(Protocol):
+    """What the snapshot reads of the daemon (:class:`coupad.daemon.Daemon` is one); the
+    snapshot never writes to it."""
+
+    config: Config
+    journal: Journal | None
+    pool: Pool
+    sign_in: SignIn
+    throttle: Throttle
+    memory: MemoryView | None
+    memory_high: bool
+    paused: bool
+    started_at: float
+    stopping_since: float | None
+    journal_trouble: Trouble
+    troubles: tuple[Trouble, ...]
 
 
 @dataclass
@@ -81,13 +112,13 @@ CONSEQUENCE = {
 }
 
 
-def troubles(daemon: Daemon, now: float) -> tuple[dict[str, Any], list[str]]:
+def troubles(daemon: Observed, now: float) -> tuple[dict[str, Any], list[str]]:
     """The active troubles for the snapshot, and one sentence for each."""
     active = [t for t in daemon.troubles if t.active]
     return {t.what: t.as_dict(now) for t in active}, [t.sentence() for t in active]
 
 
-def build_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
+def build_snapshot(daemon: Observed, now: float) -> dict[str, Any]:
     """A plain, JSON-ready picture of the daemon now."""
     assert daemon.journal is not None
     counts = daemon.journal.counts()
@@ -177,7 +208,7 @@ def build_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
     }
 
 
-def starting_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
+def starting_snapshot(daemon: Observed, now: float) -> dict[str, Any]:
     """What status shows before the first pass of the loop (journal not open yet)."""
     found, problems = troubles(daemon, now)
     state = "journal_unwritable" if daemon.journal_trouble.active else "starting"
