@@ -63,7 +63,6 @@ from coupad.folders import FolderError, PoFolder
 from coupad.inbox import Inbox, InboxFile
 from coupad.intake import ParsedFile, parse_file
 from coupad.notify import Notifier
-from coupad import memory
 from coupad.memory import MemoryView
 from coupad.throttle import Throttle
 from coupad.journal import (
@@ -77,6 +76,7 @@ from coupad.journal import (
     TaskOutcome,
 )
 from coupad.ponumber import PoNumber
+from coupad.host import Host
 from coupad.pool import Exit, Pool, Slot
 from coupad.report import BatchReport, ReportLine, write_reports
 from coupad.states import TaskState, WorkerState
@@ -156,13 +156,15 @@ class Daemon:
     # How the configuration was loaded, so that SIGHUP can load it again the same way.
     config_path: str | None = None
     config_overrides: dict[str, Any] = field(default_factory=dict)
+    # The OS effects (start and kill processes, read memory); None: the real system.
+    host: Host | None = None
 
     def __post_init__(self) -> None:
         self.journal: Journal | None = None
         self.inbox: Inbox | None = None
         self._state_lock: int | None = None  # the flock on <state>/coupad.lock, held for life
         self.grid_sweeper: SessionSweeper | None = None  # with browser.grid_url
-        self.pool = Pool(self.config, engine=self.engine)
+        self.pool = Pool(self.config, engine=self.engine, host=self.host)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -628,7 +630,7 @@ class Daemon:
                         else "browser uses")
                 self.pool.drain(slot, f"{uses} {slot.memory_mb:.0f} MB "
                                       f"(pool.max_browser_mb = {limit_mb})")
-        self.memory = memory.view()
+        self.memory = self.pool.host.memory()
         watermark = self.config.pool.memory_high_watermark
         if self.memory.pressure >= watermark:
             if not self.memory_high:

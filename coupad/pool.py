@@ -22,22 +22,19 @@ shutdown. Only processes the pool started are ever signalled.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
 import signal
 import time
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
 
-from coupad.browser.launch import copy_profile, kill_browser, new_profile_dir
+from coupad.browser.launch import copy_profile, new_profile_dir
 from coupad.config import Config
-from coupad.processes import group_pss_mb, kill_group
+from coupad.host import Host, System, WorkerPipe, WorkerProcess
 from coupad.messages import (
     TO_DAEMON,
     Drain,
@@ -62,7 +59,6 @@ STOP_GRACE = 1.0  # a forced stop waits this long for workers to end by themselv
 # allow past pool.shutdown_timeout: STOP_GRACE, the kills and the daemon's teardown take a
 # few seconds of it.
 FORCED_STOP_SECONDS = 10.0
-_SPAWN = multiprocessing.get_context("spawn")
 
 
 @dataclass
@@ -73,8 +69,8 @@ class Slot:
     tabs: int
     state: WorkerState = WorkerState.STOPPED
     generation: int = 0
-    process: BaseProcess | None = None
-    conn: Connection | None = None
+    process: WorkerProcess | None = None
+    conn: WorkerPipe | None = None
     profile_dir: Path | None = None
     pgid: int | None = None
     started_at: float = 0.0
@@ -132,9 +128,10 @@ class Exit:
 class Pool:
     """A fixed number of slots, each running one worker process with its own browser."""
 
-    def __init__(self, config: Config, *, engine: str = "chromium") -> None:
+    def __init__(self, config: Config, *, engine: str = "chromium", host: Host | None = None) -> None:
         self.config = config
         self.engine = engine
+        self.host: Host = host or System()  # the OS effects: start, kill, measure
         self.slots = [Slot(index=i + 1, tabs=config.pool.tabs_per_worker)
                       for i in range(config.pool.workers)]
 
@@ -177,11 +174,7 @@ class Pool:
             profile_dir=slot.profile_dir,
             engine=self.engine,
         )
-        parent_conn, child_conn = _SPAWN.Pipe()
-        process = _SPAWN.Process(target=worker_main, args=(spec, child_conn), name=slot.name)
-        process.start()
-        child_conn.close()
-        slot.process, slot.conn = process, parent_conn
+        slot.process, slot.conn = self.host.start_worker(worker_main, spec, slot.name)
         self.move(slot, WorkerState.STARTING)
         slot.started_at = slot.last_heartbeat = now
         slot.draining = False
@@ -191,7 +184,7 @@ class Pool:
         slot.pgid = None
         slot.memory_mb = 0.0
         slot.reported_mb = None
-        log.info("slot %d: started worker %s pid=%s", slot.index, slot.name, process.pid)
+        log.info("slot %d: started worker %s pid=%s", slot.index, slot.name, slot.process.pid)
 
     def _failed_start(self, slot: Slot, now: float, why: str) -> None:
         slot.last_error = why
@@ -307,34 +300,26 @@ class Pool:
             return
         log.warning("slot %d: killing worker %s: %s", slot.index, slot.name, why)
         slot.last_error = why
-        try:
-            if slot.process.pid:
-                os.kill(slot.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if slot.process.pid:
+            self.host.kill_worker(slot.process.pid)
         self._kill_browser(slot)
         slot.process.join(5)
 
-    @staticmethod
-    def _kill_browser(slot: Slot) -> None:
+    def _kill_browser(self, slot: Slot) -> None:
         """SIGKILL the worker's browser: its reported process group, and every process marked
         with its profile (a group not yet reported, helpers that left it)."""
-        if slot.pgid:
-            kill_group(slot.pgid)
-        if slot.profile_dir is not None:
-            kill_browser(slot.profile_dir)
+        self.host.kill_browser(slot.pgid, slot.profile_dir)
 
     # -- messages ------------------------------------------------------------------------
-
-    def connections(self) -> list[Connection]:
-        return [s.conn for s in self.slots if s.conn is not None]
 
     def receive(self, timeout: float, extra: Sequence[Any] = ()) -> list[tuple[Slot, ToDaemon]]:
         """Wait up to ``timeout`` for messages from any worker (or for ``extra`` to become
         readable); return the worker messages."""
         by_conn = {id(s.conn): s for s in self.slots if s.conn is not None}
         messages: list[tuple[Slot, ToDaemon]] = []
-        ready = wait([*(s.conn for s in self.slots if s.conn is not None), *extra], timeout)
+        # wait() takes anything with a fileno(): a worker's pipe, the daemon's wake-up socket.
+        pipes: list[Any] = [s.conn for s in self.slots if s.conn is not None]
+        ready = wait([*pipes, *extra], timeout)
         for item in ready:
             slot = by_conn.get(id(item))
             if slot is None or slot.conn is None:
@@ -387,7 +372,7 @@ class Pool:
             if working and slot.reported_mb is not None:
                 slot.memory_mb = slot.reported_mb
             elif working and slot.pgid:
-                slot.memory_mb = group_pss_mb(slot.pgid)
+                slot.memory_mb = self.host.browser_mb(slot.pgid)
             elif slot.state == WorkerState.STARTING:
                 slot.memory_mb = 0.0
 
