@@ -80,6 +80,7 @@ from coupad.host import Host
 from coupad.pool import Exit, Pool, Slot
 from coupad.report import BatchReport, ReportLine, write_reports
 from coupad.states import TaskState, WorkerState
+from coupad.snapshot import Snapshot
 from coupad.status import SignIn, Trouble, build_snapshot, starting_snapshot, status_line
 from coupad.messages import (
     Fatal,
@@ -151,7 +152,9 @@ class Daemon:
     stopping_since: float | None = None
     forced: bool = False
     sign_in: SignIn = field(default_factory=SignIn)
-    snapshot: dict[str, Any] = field(default_factory=dict)
+    snapshot: Snapshot | None = None
+    # Its JSON-ready form, made once per pass: what the control socket serves.
+    snapshot_plain: dict[str, Any] = field(default_factory=dict)
     _last_memory_sample: float = 0.0
     # How the configuration was loaded, so that SIGHUP can load it again the same way.
     config_path: str | None = None
@@ -169,7 +172,7 @@ class Daemon:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.control = ControlServer(
-            self.config.socket_path, lambda: self.snapshot, group=self.config.control.group,
+            self.config.socket_path, lambda: self.snapshot_plain, group=self.config.control.group,
             wake=self._wake,
         )
         self.draining = False  # `coupactl drain`: paused, and browsers closed once idle
@@ -188,7 +191,7 @@ class Daemon:
         self._reporter = Offloop("coupad-report", self._wake)
         self._parsing: deque[tuple[InboxFile, Future[ParsedFile]]] = deque()
         self._reporting: dict[str, Future[list[Path]]] = {}
-        self.snapshot = starting_snapshot(self, time.time())
+        self._set_snapshot(starting_snapshot(self, time.time()))
         self.notifier = Notifier()
         self._ready_sent = False
 
@@ -269,8 +272,8 @@ class Daemon:
             while time.time() < self.journal_trouble.retry_at:
                 if self.flags.stop_requests:
                     return False
-                self.snapshot = starting_snapshot(self, time.time())
-                self.notifier.status(status_line(self.snapshot))
+                self.notifier.status(status_line(self._set_snapshot(
+                    starting_snapshot(self, time.time()))))
                 self.notifier.watchdog()
                 self._refuse_commands()
                 select.select([self._wake_r], [], [], MAX_WAIT)
@@ -748,10 +751,13 @@ class Daemon:
             unfinished = self._journal().unfinished_folders(batch_id)
         return not unfinished
 
+    def _set_snapshot(self, snapshot: Snapshot) -> Snapshot:
+        self.snapshot, self.snapshot_plain = snapshot, snapshot.plain()
+        return snapshot
+
     def _publish(self, now: float) -> None:
         assert self.journal is not None
-        self.snapshot = build_snapshot(self, now)
-        line = status_line(self.snapshot)
+        line = status_line(self._set_snapshot(build_snapshot(self, now)))
         if not self._ready_sent and not any(
             s.state == WorkerState.STARTING for s in self.pool.slots
         ):
