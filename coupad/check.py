@@ -112,11 +112,8 @@ def check_sign_in(config: Config) -> Check:
     workdir = Path(tempfile.mkdtemp(prefix="check-", dir=_profile_root(config)))
     try:
         profile = copy_profile(config.paths.base_profile, workdir / "profile")
-        browser = Browser.start(BrowserSpec(
-            profile_dir=profile, download_dir=workdir / "downloads",
-            chromium=config.browser.chromium, chromedriver=config.browser.chromedriver,
-            page_load_strategy="normal", page_load_timeout=config.coupa.page_timeout,
-        ))
+        browser = Browser.start(BrowserSpec.of(config, profile, workdir / "downloads",
+                                               page_load_strategy="normal"))
         try:
             base = config.coupa.base
             if config.coupa.sign_in == "form":

@@ -72,15 +72,7 @@ def main(args: argparse.Namespace) -> int:
         return int(ExitCode.USAGE)
     logs.setup(config.log.level, config.log.format)
     profile = _prepare_profile(config)
-    spec = BrowserSpec(
-        profile_dir=profile,
-        download_dir=profile / "downloads",
-        chromium=config.browser.chromium,
-        chromedriver=config.browser.chromedriver,
-        headless=config.browser.headless,
-        extra_args=config.browser.extra_args,
-        page_load_timeout=config.coupa.page_timeout,
-    )
+    spec = BrowserSpec.of(config, profile, profile / "downloads")
     engine = Engine(config, browser_factory=lambda: Browser.start(spec), tabs=tabs)
     try:
         engine.start()

@@ -162,15 +162,7 @@ def make_engine(spec: WorkerSpec,
     config = spec.config
 
     def factory() -> BrowserLike:
-        browser_spec = BrowserSpec(
-            profile_dir=spec.profile_dir,
-            download_dir=spec.profile_dir / "downloads",
-            chromium=config.browser.chromium,
-            chromedriver=config.browser.chromedriver,
-            headless=config.browser.headless,
-            extra_args=config.browser.extra_args,
-            page_load_timeout=config.coupa.page_timeout,
-        )
+        browser_spec = BrowserSpec.of(config, spec.profile_dir, spec.profile_dir / "downloads")
         browser: BrowserLike
         if config.browser.grid_url:
             # A session on Selenium Grid (coupad.browser.remote); nothing of it runs here.

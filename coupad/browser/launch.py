@@ -28,6 +28,7 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 
+from coupad.config import Config
 from coupad.errors import BrowserError
 from coupad.processes import group_members, kill_group
 
@@ -117,6 +118,18 @@ class BrowserSpec:
     page_load_strategy: str = "none"
     page_load_timeout: float = 60.0
     script_timeout: float = 30.0
+
+    @classmethod
+    def of(cls, config: Config, profile_dir: Path, download_dir: Path, **changes: Any) -> BrowserSpec:
+        """The spec the configuration asks for (``[browser]``, ``coupa.page_timeout``), with
+        ``changes`` on top (a visible browser for `coupad login`, a normal page-load strategy)."""
+        browser = config.browser
+        values: dict[str, Any] = {
+            "chromium": browser.chromium, "chromedriver": browser.chromedriver,
+            "headless": browser.headless, "extra_args": browser.extra_args,
+            "page_load_timeout": config.coupa.page_timeout, **changes,
+        }
+        return cls(profile_dir=profile_dir, download_dir=download_dir, **values)
 
 
 class BrowserLike(Protocol):
