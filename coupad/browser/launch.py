@@ -42,7 +42,8 @@ BROWSER_MARK = "COUPAD_BROWSER"
 # hosts this machine cannot reach; the backgrounding family keeps timers in background tabs
 # at full speed, since several POs render at once in tabs that are not in front; the
 # back-forward cache is off because the engine reuses tabs and nothing should stay for "back".
-CHROMIUM_FLAGS = (
+# QUIET_FLAGS are the part every coupad Chromium starts with, the mail renderer's included.
+QUIET_FLAGS = (
     "--no-sandbox",
     "--disable-gpu",
     "--disable-dev-shm-usage",
@@ -53,6 +54,9 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--disable-default-apps",
     "--disable-extensions",
+)
+CHROMIUM_FLAGS = (
+    *QUIET_FLAGS,
     "--disable-background-timer-throttling",
     "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
