@@ -14,14 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from coupad.plain import PlainError
 from coupad.snapshot import Snapshot
 from coupad.ctl import COMMANDS
 from daemonkit import DaemonProc, daemon, write_config
-from util import wait_until
+from util import alive, csv_of, wait_until
 
 pytestmark = [pytest.mark.timeout(120)]
 FAKE = "fakeengine:FakeEngine"
@@ -48,8 +47,6 @@ def ctl_json(d: DaemonProc, *args: str | Path) -> Any:
     return json.loads(ctl(d, *args, "--json").stdout)
 
 
-def csv_of(*pos: str) -> str:
-    return "PO Number,Note\n" + "".join(f"{po},row {i}\n" for i, po in enumerate(pos))
 
 
 def totals(d: DaemonProc) -> dict[str, int]:
@@ -64,11 +61,6 @@ def holds(predicate: Callable[[], bool], seconds: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def only_batch(d: DaemonProc) -> dict[str, Any]:
@@ -369,7 +361,7 @@ def test_cancel_ends_a_batch_s_waiting_pos_and_still_writes_its_report(tmp_path)
         assert out == f"cancelled {len(waiting)} PO(s) of batch {batch['id']}\n"
         summary = d.wait_report("cancelled")
         assert summary["counts"] == {"COMPLETED": 6 - len(waiting), "CANCELLED": len(waiting)}
-        rows = {f"PO{r['PO Number']}": r for r in d.report_rows("cancelled")}
+        rows = {f"PO{r['PO_NUMBER']}": r for r in d.report_rows("cancelled")}
         for po in waiting:
             assert rows[po]["STATUS"] == "CANCELLED"
             assert rows[po]["ERROR_MESSAGE"] == "cancelled by the user"
@@ -393,7 +385,7 @@ def test_cancel_with_a_po_in_flight_keeps_its_folder_and_report_in_agreement(tmp
         assert ctl_json(d, "cancel", batch["id"])["cancelled"] == 2  # the two not started
         d.wait_report("inflight")
         wait_until(lambda: d.finals().get(flying), 10, what="the in-flight PO's folder")
-        row = next(r for r in d.report_rows("inflight") if f"PO{r['PO Number']}" == flying)
+        row = next(r for r in d.report_rows("inflight") if f"PO{r['PO_NUMBER']}" == flying)
         assert row["STATUS"] == d.finals()[flying] == "COMPLETED"
         assert row["DOWNLOAD_FOLDER"] == str(d.downloads / f"{flying}_COMPLETED")
 

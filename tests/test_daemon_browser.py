@@ -19,7 +19,7 @@ import pytest
 from coupad.faults import POINTS
 from coupad.sim.testing import sim_server
 from daemonkit import DaemonProc, daemon
-from util import wait_until
+from util import csv_of, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -53,8 +53,6 @@ def sim_config(sim: Any, root: Path, **sections: dict[str, Any]) -> dict[str, An
     return {"coupa": coupa, **sections}
 
 
-def csv_of(pos: list[str]) -> str:
-    return "PO_NUMBER,Cost Center\n" + "".join(f"{po},CC-{i}\n" for i, po in enumerate(pos))
 
 
 def verify(d: DaemonProc, sim: Any, stem: str, pos: list[str]) -> None:
@@ -108,9 +106,9 @@ def files_dropped_together_and_slowly(tmp_path: Path, where: dict[str, Any]) -> 
                 "c": [str(first + 4), str(first + 5)],
             }
             for name, pos in batches.items():  # three files at once
-                d.drop(f"{name}.csv", csv_of(pos))
+                d.drop(f"{name}.csv", csv_of(*pos))
             slow = d.inbox / "slow.csv"  # written in pieces, like a copy over a slow share
-            pieces = csv_of([str(first + 6), str(first + 7), str(first + 8)]).splitlines(True)
+            pieces = csv_of(str(first + 6), str(first + 7), str(first + 8)).splitlines(True)
             with open(slow, "w", encoding="utf-8") as handle:
                 for piece in pieces:
                     handle.write(piece)
@@ -143,7 +141,7 @@ def kill_9_at(point: str, tmp_path: Path, where: dict[str, Any], first: int = 72
         env = {"COUPAD_CRASH_AT": point, "COUPAD_CRASH_MARK": str(mark)}
         config = sim_config(sim, tmp_path, pool={"workers": 1, "tabs_per_worker": 2}, **where)
         with daemon(tmp_path, "", env=env, **config) as d:
-            d.drop("crash.csv", csv_of(pos))
+            d.drop("crash.csv", csv_of(*pos))
             assert d.proc is not None
             d.proc.wait(120)  # the crash point kills it
             assert mark.read_text() == point
@@ -179,7 +177,7 @@ def session_expiry_mid_batch(tmp_path: Path, where: dict[str, Any], first: int =
     with sim_server(scenario=sc, render_delay=0.1) as sim:
         config = sim_config(sim, tmp_path, pool={"workers": 1, "tabs_per_worker": 2}, **where)
         with daemon(tmp_path, "", **config) as d:
-            d.drop("expiry.csv", csv_of(pos))
+            d.drop("expiry.csv", csv_of(*pos))
             wait_until(lambda: d.status()["totals"].get("COMPLETED", 0) >= 2, 120,
                        what="a few POs done")
             sim.expire_sessions()

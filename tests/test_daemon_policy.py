@@ -17,15 +17,13 @@ from pathlib import Path
 import pytest
 
 from daemonkit import daemon, our_processes
-from util import wait_until
+from util import alive, csv_of, wait_until
 
 pytestmark = [pytest.mark.timeout(180)]
 FAKE = "fakeengine:FakeEngine"
 BASE = "http://127.0.0.1:9"  # never contacted by the scripted engine
 
 
-def csv_of(*pos: str, header: str = "PO Number") -> str:
-    return header + ",Note\n" + "".join(f"{po},row {i}\n" for i, po in enumerate(pos))
 
 
 def coupactl(proc, *args: str) -> subprocess.CompletedProcess[str]:
@@ -100,7 +98,7 @@ def test_worker_killed_mid_po_is_replaced_and_the_batch_completes(tmp_path):
         finals = d.finals()
         assert finals["PO800022"] == "FAILED"
         assert [finals[f"PO1000{n}"] for n in (21, 23, 24)] == ["COMPLETED"] * 3
-        row = [r for r in d.report_rows("crash") if r["PO Number"] == "800022"][0]
+        row = [r for r in d.report_rows("crash") if r["PO_NUMBER"] == "800022"][0]
         assert "gave up after 3 attempts" in row["ERROR_MESSAGE"]
         assert "worker lost" in row["ERROR_MESSAGE"]
         restarts = sum(w["restarts"] for w in d.status()["workers"])
@@ -172,7 +170,7 @@ def test_kill_9_of_the_daemon_leaves_no_worker_and_the_restart_resumes(tmp_path)
                    what="some POs done and some in flight")
         worker_pids = [w["pid"] for w in d.status()["workers"] if w["pid"]]
         d.kill9()
-        wait_until(lambda: not any(_alive(p) for p in worker_pids), 15,
+        wait_until(lambda: not any(alive(p) for p in worker_pids), 15,
                    what="workers to follow the daemon")
         d.start()
         d.wait_report("k9")
@@ -208,12 +206,6 @@ def test_second_daemon_on_the_same_state_refuses_to_start(tmp_path):
     assert not our_processes(tmp_path)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def test_json_log_format_has_component_and_pid_on_every_line(tmp_path):

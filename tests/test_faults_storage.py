@@ -18,15 +18,13 @@ import openpyxl
 import pytest
 
 from daemonkit import daemon
-from util import wait_until
+from util import csv_of, wait_until
 
 pytestmark = [pytest.mark.timeout(90)]
 FAKE = "fakeengine:FakeEngine"
 BASE = "http://127.0.0.1:9"  # never contacted by the scripted engine
 
 
-def csv_of(*pos: str) -> str:
-    return "PO Number,Note\n" + "".join(f"{po},row {i}\n" for i, po in enumerate(pos))
 
 
 @contextmanager
@@ -120,7 +118,7 @@ def test_downloads_turning_read_only_mid_batch_keeps_the_daemon_up_and_the_batch
         d.wait_report("ro", timeout=30)
         assert d.finals() == {"PO100001": "COMPLETED", "PO600002": "FAILED",
                               "PO600003": "FAILED"}
-        rows = {r["PO Number"]: r for r in d.report_rows("ro")}
+        rows = {r["PO_NUMBER"]: r for r in d.report_rows("ro")}
         assert rows["600002"]["DOWNLOAD_FOLDER"] == str(downloads / "PO600002_FAILED")
         assert rows["600002"]["ERROR_MESSAGE"]
         assert d.log(None).count("cannot finish the folder") == 1

@@ -21,7 +21,6 @@ from daemonkit import daemon
 from gridkit import Grid, grid, sessions
 from coupad.faults import POINTS
 from test_daemon_browser import (
-    csv_of,
     fetched_twice,
     files_dropped_together_and_slowly,
     kill_9_at,
@@ -31,7 +30,7 @@ from test_daemon_browser import (
     verify,
 )
 from test_pool_browser import events, slow_pos
-from util import wait_until
+from util import csv_of, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -81,7 +80,7 @@ def test_a_batch_runs_on_both_nodes_outlives_an_idle_timeout_and_sigterm_leaves_
         with daemon(tmp_path, "", **grid_config(sim, tmp_path, the_grid)) as d:
             wait_until(lambda: len(ours(the_grid)) == 2, 90, what="two remote sessions")
             assert nodes_used(the_grid) == {0, 1}, "one worker's browser on each node"
-            d.drop("grid.csv", csv_of(pos))
+            d.drop("grid.csv", csv_of(*pos))
             d.wait_report("grid")
             verify(d, sim, "grid", pos)
             # Idle for longer than the nodes' session-timeout: the sessions are kept alive.
@@ -90,7 +89,7 @@ def test_a_batch_runs_on_both_nodes_outlives_an_idle_timeout_and_sigterm_leaves_
             wait_until(lambda: time.monotonic() > idle_until, 3 * SESSION_TIMEOUT,
                        what="an idle pool past the session-timeout", interval=0.5)
             assert {s["sessionId"] for s in ours(the_grid)} == sessions_before
-            d.drop("later.csv", csv_of(later))
+            d.drop("later.csv", csv_of(*later))
             d.wait_report("later")
             verify(d, sim, "later", later)
             assert fetched_twice(sim) == []
@@ -104,7 +103,7 @@ def test_a_node_killed_mid_batch_loses_nothing(the_grid: Grid, tmp_path: Path) -
     with sim_server(scenario=slow_pos(first, 12, delay=0.6)) as sim:
         with daemon(tmp_path, "", **grid_config(sim, tmp_path, the_grid)) as d:
             wait_until(lambda: len(ours(the_grid)) == 2, 90, what="two remote sessions")
-            d.drop("node.csv", csv_of(pos))
+            d.drop("node.csv", csv_of(*pos))
             wait_until(lambda: d.status()["totals"].get("LEASED"), 60, what="POs in flight")
             busy = {the_grid.node_of(s["sessionId"]) for s in ours(the_grid)}
             the_grid.kill_node(sorted(busy)[0])  # kill -9: JVM, chromedriver, Chromium
@@ -124,7 +123,7 @@ def test_the_hub_restarted_mid_batch_loses_nothing(the_grid: Grid, tmp_path: Pat
     with sim_server(scenario=slow_pos(first, 10, delay=0.6)) as sim:
         with daemon(tmp_path, "", **grid_config(sim, tmp_path, the_grid)) as d:
             wait_until(lambda: len(ours(the_grid)) == 2, 90, what="two remote sessions")
-            d.drop("hub.csv", csv_of(pos))
+            d.drop("hub.csv", csv_of(*pos))
             wait_until(lambda: d.status()["totals"].get("LEASED"), 60, what="POs in flight")
             the_grid.kill(the_grid.hub)
             the_grid.start_hub()
@@ -150,7 +149,7 @@ def test_a_full_session_queue_backs_off_without_spending_po_attempts(tmp_path: P
             wait_until(lambda: any("gave no session" in w["last_error"]
                                    for w in d.status()["workers"]), 90,
                        what="a worker told the Grid has no session for it")
-            d.drop("queue.csv", csv_of(pos))
+            d.drop("queue.csv", csv_of(*pos))
             d.wait_report("queue", timeout=120)
             verify(d, sim, "queue", pos)
             batch = d.call("batches")[0]["id"]
@@ -191,7 +190,7 @@ def test_remote_browsers_over_their_memory_limit_are_recycled_between_pos(
         config = grid_config(sim, tmp_path, the_grid)
         config["pool"]["max_browser_mb"] = 1
         with daemon(tmp_path, "", **config) as d:
-            d.drop("mem.csv", csv_of(pos))
+            d.drop("mem.csv", csv_of(*pos))
             d.wait_report("mem", timeout=240)
             verify(d, sim, "mem", pos)
             recycled = [detail for kind, detail in events(d)

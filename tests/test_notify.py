@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from daemonkit import DaemonProc, daemon
-from util import wait_until
+from util import csv_of, wait_until
 
 pytestmark = [pytest.mark.timeout(120)]
 FAKE = "fakeengine:FakeEngine"
@@ -81,8 +81,6 @@ def listening(address: str) -> Iterator[Listener]:
             Path(address).unlink(missing_ok=True)
 
 
-def csv_of(*pos: str) -> str:
-    return "PO Number\n" + "".join(f"{po}\n" for po in pos)
 
 
 def pid_of(d: DaemonProc) -> int:

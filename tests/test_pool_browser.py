@@ -21,8 +21,8 @@ from coupad.browser import Browser, BrowserSpec, keep_session_cookies
 from coupad.sim.testing import sim_server
 from coupad.signin import form_sign_in
 from daemonkit import DaemonProc, daemon, our_processes
-from test_daemon_browser import csv_of, fetched_twice, scenario, sim_config, verify
-from util import wait_until
+from test_daemon_browser import fetched_twice, scenario, sim_config, verify
+from util import csv_of, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -76,7 +76,7 @@ def test_worker_process_killed_mid_po_is_restarted_and_the_batch_completes(tmp_p
     pos = [str(n) for n in range(first, first + 8)]
     with sim_server(scenario=slow_pos(first, 8)) as sim:
         with daemon(tmp_path, "", **sim_config(sim, tmp_path)) as d:
-            d.drop("wk.csv", csv_of(pos))
+            d.drop("wk.csv", csv_of(*pos))
             snap = wait_until(lambda: (s := d.status())["totals"].get("LEASED") and s, 60,
                               what="POs in flight")
             victim = next(w for w in snap["workers"] if w["busy"])
@@ -93,7 +93,7 @@ def test_browser_killed_under_its_worker_is_replaced_and_the_batch_completes(tmp
     pos = [str(n) for n in range(first, first + 8)]
     with sim_server(scenario=slow_pos(first, 8)) as sim:
         with daemon(tmp_path, "", **sim_config(sim, tmp_path)) as d:
-            d.drop("br.csv", csv_of(pos))
+            d.drop("br.csv", csv_of(*pos))
             wait_until(lambda: d.status()["totals"].get("LEASED"), 60, what="POs in flight")
             victims = wait_until(lambda: browsers_of(tmp_path / "state" / "profiles"), 30)
             victims[0].kill()
@@ -110,7 +110,7 @@ def test_a_page_that_never_answers_times_out_and_is_retried(tmp_path):
         config = sim_config(sim, tmp_path, tasks={"po_timeout": 4.0, "retry_base_seconds": 1.0,
                                                   "max_attempts": 5})
         with daemon(tmp_path, "", **config) as d:
-            d.drop("hang.csv", csv_of(pos))
+            d.drop("hang.csv", csv_of(*pos))
             d.wait_report("hang")
             verify(d, sim, "hang", pos)
             task = next(t for t in d.call("batch", id=d.call("batches")[0]["id"])["tasks"]
@@ -124,7 +124,7 @@ def test_browsers_over_their_memory_limit_are_recycled_between_pos(tmp_path):
     with sim_server(scenario=slow_pos(first, 10, 0.8)) as sim:
         config = sim_config(sim, tmp_path, pool={"max_browser_mb": 1})
         with daemon(tmp_path, "", **config) as d:
-            d.drop("mem.csv", csv_of(pos))
+            d.drop("mem.csv", csv_of(*pos))
             d.wait_report("mem", timeout=240)
             verify(d, sim, "mem", pos)
             recycled = [detail for kind, detail in events(d)
@@ -145,7 +145,7 @@ def test_a_429_storm_slows_the_whole_pool_then_the_batch_completes(tmp_path):
             storm = 5.0
             sim.set_trouble(rate_429=1.0, until=time.time() + storm)
             before = _page_requests(sim)
-            d.drop("storm.csv", csv_of(pos))
+            d.drop("storm.csv", csv_of(*pos))
             time.sleep(storm)  # the storm's length is the scenario, not a wait for a result
             during = _page_requests(sim) - before
             d.wait_report("storm", timeout=240)
@@ -167,7 +167,7 @@ def test_sigterm_in_a_busy_batch_stops_within_the_budget_and_leaves_no_browser(t
     with sim_server(scenario=slow_pos(first, 12, 0.8)) as sim:
         config = sim_config(sim, tmp_path, pool={"shutdown_timeout": 10.0})
         with daemon(tmp_path, "", **config) as d:
-            d.drop("term.csv", csv_of(pos))
+            d.drop("term.csv", csv_of(*pos))
             wait_until(lambda: d.status()["totals"].get("LEASED"), 60, what="POs in flight")
             started = time.monotonic()
             assert d.terminate(timeout=30) == 0
@@ -190,7 +190,7 @@ def test_wrong_password_stops_sign_in_attempts_until_fixed(tmp_path):
     with sim_server(scenario=slow_pos(first, 6, 0.5)) as sim:
         config = sim_config(sim, tmp_path, pool={"workers": 1, "tabs_per_worker": 2})
         with daemon(tmp_path, "", **config) as d:
-            d.drop("pw.csv", csv_of(pos))
+            d.drop("pw.csv", csv_of(*pos))
             wait_until(lambda: d.status()["totals"].get("COMPLETED"), 60, what="a PO done")
             (tmp_path / "password").write_text("not-the-password")
             sim.expire_sessions()
@@ -228,7 +228,7 @@ def test_profile_sign_in_waits_for_a_new_sign_in_then_completes(tmp_path):
         config = {"coupa": {"base_url": sim.base_url, "sign_in": "profile"},
                   "pool": {"workers": 1, "tabs_per_worker": 2}}
         with daemon(tmp_path, "", **config) as d:
-            d.drop("prof.csv", csv_of(pos))
+            d.drop("prof.csv", csv_of(*pos))
             wait_until(lambda: d.status()["totals"].get("COMPLETED"), 60, what="a PO done")
             sim.expire_sessions()
             wait_until(lambda: d.status()["sign_in"]["needed"], 60, what="sign-in needed")

@@ -26,7 +26,7 @@ import pytest
 
 from coupad.sim.testing import SimHandle, sim_server
 from daemonkit import MARK, TESTS, final_folders, our_processes, write_config
-from util import wait_until
+from util import alive, wait_until
 
 REPO = TESTS.parent
 SHIPPED = REPO / "etc" / "supervisord.conf"
@@ -155,11 +155,6 @@ def browsers_on(profiles: Path) -> list[psutil.Process]:
     return found
 
 
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def no_orphans(sv: Supervised) -> bool:

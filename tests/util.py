@@ -6,7 +6,22 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import psutil
+
 T = TypeVar("T")
+
+
+def csv_of(*pos: str, header: str = "PO_NUMBER") -> str:
+    """An input file of these PO numbers: the PO column and a Note column ("row 0", ...)."""
+    return f"{header},Note\n" + "".join(f"{po},row {i}\n" for i, po in enumerate(pos))
+
+
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, dead but not reaped, does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def wait_until(
