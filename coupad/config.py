@@ -270,13 +270,21 @@ SECTIONS: dict[str, type] = {
 
 
 def write_toml(path: Path, sections: Mapping[str, Mapping[str, Any]]) -> Path:
-    """Write a config file from ``{section: {key: value}}`` (strings, numbers, booleans and
-    lists of strings: JSON's spelling of them is TOML's too)."""
-    lines = []
+    """Write a TOML file from ``{section: {key: value}}``: strings, numbers, booleans and lists
+    of them (JSON's spelling of them is TOML's too), and lists of tables, written as
+    ``[[section.key]]`` after the sections (as Selenium Grid's node configs have)."""
+    lines: list[str] = []
+    tables: list[str] = []
     for section, keys in sections.items():
         lines.append(f"[{section}]")
-        lines.extend(f"{key} = {json.dumps(value)}" for key, value in keys.items())
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        for key, value in keys.items():
+            if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                for table in value:
+                    tables.append(f"[[{section}.{key}]]")
+                    tables.extend(f"{k} = {json.dumps(v)}" for k, v in table.items())
+            else:
+                lines.append(f"{key} = {json.dumps(value)}")
+    path.write_text("\n".join(lines + tables) + "\n", encoding="utf-8")
     return path
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coupad.config import write_toml
 from util import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,23 +32,6 @@ def server_jar() -> Path:
     jars = sorted((ROOT / ".cache" / "grid").glob("selenium-server-*.jar"))
     assert jars, "the Selenium server jar is missing: `make grid` fetches it (make test does)"
     return jars[-1]
-
-
-def write_toml(path: Path, config: dict[str, dict[str, Any]]) -> Path:
-    """Write a Grid config: sections of scalars, and lists of tables (``[[node.x]]``)."""
-    lines: list[str] = []
-    tables: list[str] = []
-    for section, keys in config.items():
-        lines.append(f"[{section}]")
-        for key, value in keys.items():
-            if isinstance(value, list) and value and isinstance(value[0], dict):
-                for table in value:
-                    tables.append(f"[[{section}.{key}]]")
-                    tables.extend(f"{k} = {json.dumps(v)}" for k, v in table.items())
-            else:
-                lines.append(f"{key} = {json.dumps(value)}")
-    path.write_text("\n".join(lines + tables) + "\n", encoding="utf-8")
-    return path
 
 
 def free_port() -> int:
