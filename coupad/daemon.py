@@ -135,7 +135,7 @@ class Offloop:
 
 
 @dataclass
-class Flags:
+class SignalFlags:
     """What signal handlers record for the loop to act on."""
 
     stop_requests: int = 0
@@ -146,7 +146,7 @@ class Flags:
 class Daemon:
     config: Config
     engine: str = "chromium"
-    flags: Flags = field(default_factory=Flags)
+    flags: SignalFlags = field(default_factory=SignalFlags)
     started_at: float = field(default_factory=time.time)
     paused: bool = False
     stopping_since: float | None = None
@@ -679,7 +679,7 @@ class Daemon:
         working = sum(s.working for s in self.pool.slots)
         allowed = self.throttle.allowed(working, now)
         for slot in self.pool.slots:
-            free = min(slot.free, allowed)
+            free = min(slot.room, allowed)
             if free <= 0:
                 continue
             tasks = self.journal.claim(slot.name, free, now, self.config.pool.lease_seconds)

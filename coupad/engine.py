@@ -131,13 +131,13 @@ class Engine(ClickOps, FetchOps):
         self.tabs = tabs
         self.browser: BrowserLike | None = None
         self._factory = browser_factory
-        self._tabs: list[PoRun] = []
+        self._runs: list[PoRun] = []
         self._home = ""
         self._current = ""
         self._fetcher: DirectFetcher | None = None
         self._user_agent: str | None = None
         self._cookies_at = 0.0  # when the direct fetcher's cookies were copied from the browser
-        self._pool = concurrent.futures.ThreadPoolExecutor(
+        self._fetch_threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(4, 2 * tabs), thread_name_prefix="coupad-fetch"
         )
         self._tab_pool = TabPool()  # the open tabs, busy and spare, with their readers
@@ -209,10 +209,10 @@ class Engine(ClickOps, FetchOps):
 
     def close(self) -> None:
         """Quit the browser and its process group; in-flight POs are dropped."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._fetch_threads.shutdown(wait=False, cancel_futures=True)
         if self._fetcher is not None:
             self._fetcher.close()
-        self._tabs.clear()
+        self._runs.clear()
         self._tab_pool.close()
         if self._conn is not None:
             self._conn.close()
@@ -324,7 +324,7 @@ class Engine(ClickOps, FetchOps):
         """Ping an idle remote browser over its connection so that the node's session-timeout
         does not end it (DevTools traffic counts as activity on Grid); a session that is gone
         shows here as a lost connection, and the engine as broken, before a PO is given to it."""
-        if (self.keepalive is None or self._tabs or self._conn is None or self._broken
+        if (self.keepalive is None or self._runs or self._conn is None or self._broken
                 or now - self._last_ping < self.keepalive):
             return
         self._last_ping = now
@@ -342,12 +342,12 @@ class Engine(ClickOps, FetchOps):
     @property
     def busy(self) -> int:
         """POs in flight."""
-        return len(self._tabs)
+        return len(self._runs)
 
     @property
     def watching(self) -> frozenset[str]:
         """Keys of the POs that only watch their loaded page for evidence (see PoRun.watching)."""
-        return frozenset(t.job.key for t in self._tabs if t.watching)
+        return frozenset(t.job.key for t in self._runs if t.watching)
 
     @property
     def max_tabs(self) -> int:
@@ -355,13 +355,13 @@ class Engine(ClickOps, FetchOps):
         return self.tabs + self.config.pool.watching_tabs
 
     @property
-    def free_slots(self) -> int:
+    def room(self) -> int:
         """How many more POs :meth:`submit` accepts now: up to ``tabs`` working at once, and
         as many more as only watch their pages, up to ``pool.watching_tabs`` of them."""
         if self.browser is None or self._broken:
             return 0
-        watching = sum(1 for t in self._tabs if t.watching)
-        return free_tabs(self.tabs, self.config.pool.watching_tabs, len(self._tabs), watching)
+        watching = sum(1 for t in self._runs if t.watching)
+        return free_tabs(self.tabs, self.config.pool.watching_tabs, len(self._runs), watching)
 
     def submit(self, job: PoJob) -> None:
         """Start a PO now, in a spare tab (a blank one first) or a new one."""
@@ -369,19 +369,19 @@ class Engine(ClickOps, FetchOps):
             raise BrowserError("the engine has not been started")
         if self._broken:
             raise BrowserError(f"the browser stopped working: {self._broken}")
-        if len(self._tabs) >= self.max_tabs:
+        if len(self._runs) >= self.max_tabs:
             raise BrowserError(f"all {self.max_tabs} tabs are busy")
         now = time.monotonic()
         budget = job.deadline_s if job.deadline_s is not None else self.config.tasks.po_timeout
         url = f"{self.base}/order_headers/{job.po.digits}"
-        handle, free, blanked_at = self._take_tab()
-        tab = PoRun(job=job, handle=handle, submitted=now, deadline=now + budget, free=free,
+        handle, navigable, blanked_at = self._take_tab()
+        tab = PoRun(job=job, handle=handle, submitted=now, deadline=now + budget, navigable=navigable,
                   blanked_at=blanked_at, url=url, expected_path=urlsplit(url).path)
-        self._tabs.append(tab)
+        self._runs.append(tab)
         log.debug("%s: started in tab %s", job.po, handle)
 
     def _take_tab(self) -> tuple[str, bool, float]:
-        """A tab for a new PO: (handle, whether it is free, when it was released)."""
+        """A tab for a new PO: (handle, whether it may navigate now, when it was released)."""
         while (spare := self._tab_pool.take()) is not None:
             if self._conn is None or not self._conn.targets.crashed(spare[0]):
                 return spare
@@ -413,21 +413,21 @@ class Engine(ClickOps, FetchOps):
             self._note_commits()
             self._blank_idle(time.monotonic())
             # Tabs about to navigate go first: their server time starts when they do.
-            for tab in sorted(self._tabs, key=lambda t: t.stage is not Stage.OPEN):
+            for tab in sorted(self._runs, key=lambda t: t.stage is not Stage.OPEN):
                 result = self._step(tab)
                 if result is not None:
                     results.append(result)
             now = time.monotonic()
             if results or now >= until:
                 return results
-            due = min(until, self._next_due()) if self._tabs else until
+            due = min(until, self._next_due()) if self._runs else until
             if self._wait(due - now, wake):
                 return results
 
     def abort_all(self, reason: str) -> list[PoResult]:
         """End every PO in flight as retryable (folders stay ``__WORK``), for shutdown."""
         results = []
-        for tab in list(self._tabs):
+        for tab in list(self._runs):
             for future in tab.fetches:
                 future.cancel()
             tab.fetches.clear()
@@ -441,15 +441,15 @@ class Engine(ClickOps, FetchOps):
         pending = iter(jobs)
         exhausted = False
         while True:
-            while not exhausted and self.free_slots > 0:
+            while not exhausted and self.room > 0:
                 job = next(pending, None)
                 if job is None:
                     exhausted = True
                 else:
                     self.submit(job)
-            if exhausted and not self._tabs:
+            if exhausted and not self._runs:
                 return
-            if self._broken and not self._tabs:
+            if self._broken and not self._runs:
                 raise BrowserError(f"the browser stopped working: {self._broken}")
             yield from self.poll(0.05)
 
@@ -491,13 +491,13 @@ class Engine(ClickOps, FetchOps):
             return self._finish(tab, Outcome.ERROR, str(exc))
 
     def _open(self, tab: PoRun, now: float) -> PoResult | None:
-        if not tab.free:
+        if not tab.navigable:
             if now - tab.blanked_at > self.reset_timeout:
                 log.info("%s: tab %s did not turn blank within %.0f s; using a new tab",
                          tab.job.po, tab.handle, self.reset_timeout)
                 old = tab.handle
                 tab.handle = self._new_tab()
-                tab.free = True
+                tab.navigable = True
                 self._close_handle(old)
             return None
         interval = self.config.coupa.min_request_interval
@@ -507,11 +507,11 @@ class Engine(ClickOps, FetchOps):
         return None
 
     def _navigate(self, tab: PoRun, url: str, target: str, now: float) -> None:
-        """Load ``url`` in the tab, which must be free (see the module docstring)."""
+        """Load ``url`` in the tab, which must be navigable (see the module docstring)."""
         channel = self._tab_pool.reader(tab.handle)
         if channel is not None:
             channel.forget()  # nothing read before this navigation may stand for its page
-        tab.free = False
+        tab.navigable = False
         tab.target = target
         tab.url = url
         tab.expected_path = urlsplit(url).path
@@ -554,10 +554,10 @@ class Engine(ClickOps, FetchOps):
             tab.look_at = now + PROBE_AGAIN
 
     def _to_requisition(self, tab: PoRun, now: float) -> None:
-        """Continue in the same tab on the requisition, once it is free; downloads already
+        """Continue in the same tab on the requisition, once it is navigable; downloads already
         started go on (they belong to the browser, not to the page)."""
-        tab.free = self._retire(tab.handle)
-        if not tab.free:
+        tab.navigable = self._retire(tab.handle)
+        if not tab.navigable:
             self._blank_tab(tab.handle)
         tab.blanked_at = now
         tab.target = "requisition"
@@ -738,8 +738,8 @@ class Engine(ClickOps, FetchOps):
         return self._finish(tab, outcome, reason)
 
     def _finish(self, tab: PoRun, outcome: Outcome, reason: str, *, close: bool = True) -> PoResult:
-        if tab in self._tabs:
-            self._tabs.remove(tab)
+        if tab in self._runs:
+            self._runs.remove(tab)
         if self._router is not None:
             self._router.forget(tab.handle)  # cancels what it still had running
         final_url = tab.last_url or tab.url
@@ -763,10 +763,10 @@ class Engine(ClickOps, FetchOps):
         return result
 
     def _next_due(self) -> float:
-        due = [t.look_at for t in self._tabs if t.stage is Stage.LOAD and (t.committed or (
+        due = [t.look_at for t in self._runs if t.stage is Stage.LOAD and (t.committed or (
             (channel := self._tab_pool.reader(t.handle)) is not None and channel.pending is None))]
         # A tab waiting to turn blank is asked about often: the next PO waits for it.
-        due += [time.monotonic() + PROBE_AGAIN for t in self._tabs if t.stage is Stage.OPEN and not t.free]
+        due += [time.monotonic() + PROBE_AGAIN for t in self._runs if t.stage is Stage.OPEN and not t.navigable]
         due += [t.released + SPARE_IDLE for t in self._tab_pool.in_state(TabState.RETIRED)]
         return min(due) if due else time.monotonic() + LOOK_INTERVAL
 

@@ -76,7 +76,7 @@ def main(args: argparse.Namespace) -> int:
     engine = Engine(config, browser_factory=lambda: Browser.start(spec), tabs=tabs)
     try:
         engine.start()
-        finals = Run(config, engine, numbers).run()
+        finals = FetchLoop(config, engine, numbers).run()
     except KeyboardInterrupt:
         engine.abort_all("interrupted")
         print("coupad fetch: interrupted; unfinished POs keep their __WORK folders", file=sys.stderr)
@@ -106,7 +106,7 @@ def _prepare_profile(config: Config) -> Path:
     return profile
 
 
-class Run:
+class FetchLoop:
     """The retry loop of one `coupad fetch` run; prints a line whenever a PO is done."""
 
     def __init__(self, config: Config, engine: Engine, numbers: list[PoNumber]) -> None:
@@ -138,7 +138,7 @@ class Run:
             return
         now = time.monotonic()
         for attempts in list(self.waiting):
-            if self.engine.free_slots == 0:
+            if self.engine.room == 0:
                 return
             if attempts.not_before > now:
                 continue

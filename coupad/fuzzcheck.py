@@ -2,7 +2,7 @@
 
 A dev tool beside :mod:`coupad.demo`. It draws POs from a seed (:mod:`coupad.sim.fuzz`),
 serves them from an in-process simulator, and runs them through the real engine with real
-Chromium and the retry loop of `coupad fetch` (:class:`coupad.fetch.Run`). Then it judges
+Chromium and the retry loop of `coupad fetch` (:class:`coupad.fetch.FetchLoop`). Then it judges
 only what a user would see: the downloads folder must hold exactly one final folder
 ``PO<digits>_<STATUS>`` per PO, with the status the simulator's truth expects, the expected
 files (as a multiset of size and sha256; requisition files when the config fetches them)
@@ -38,7 +38,7 @@ from coupad import logs
 from coupad.browser import Browser, BrowserSpec
 from coupad.config import Config, load, write_toml
 from coupad.engine import Engine
-from coupad.fetch import Run
+from coupad.fetch import FetchLoop
 from coupad.ponumber import PoNumber
 from coupad.sim import fuzz
 from coupad.sim.testing import SimHandle, sim_server
@@ -232,7 +232,7 @@ def run(
         config = _config(work, sim, tabs)
         numbers = [PoNumber(po.digits) for po in generated.pos]
         with _engine(config, work, tabs) as engine, contextlib.redirect_stdout(output):
-            Run(config, engine, numbers).run()
+            FetchLoop(config, engine, numbers).run()
         mode = config.coupa.requisition_attachments
         expected = [
             Expected.from_truth(index, sim.truth(po.digits, requisition_attachments=mode))

@@ -82,7 +82,7 @@ class Heartbeat:
     """Sent from the thread that drives the browser, so that a hung call silences it."""
 
     busy: tuple[str, ...]
-    free: int
+    room: int  # how many more POs the worker takes now
     # A browser on another machine: what it reports of its memory, in MB (its tabs' heaps).
     browser_mb: float | None = None
 

@@ -106,7 +106,7 @@ class Slot:
         return sum(1 for key in self.in_flight if key not in self.watching)
 
     @property
-    def free(self) -> int:
+    def room(self) -> int:
         """How many more POs the worker takes now: ``tabs`` working at most, and up to
         ``watching_tabs`` more while that many only watch their pages."""
         if self.state not in (WorkerState.READY, WorkerState.BUSY) or self.draining:

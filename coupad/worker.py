@@ -83,7 +83,7 @@ class EngineLike(Protocol):
     """What a worker needs of an engine (coupad.engine.Engine, or a fake in tests)."""
 
     @property
-    def free_slots(self) -> int: ...
+    def room(self) -> int: ...
 
     @property
     def busy(self) -> int: ...
@@ -193,8 +193,8 @@ class _ChromiumEngine:
         return getattr(self._engine, name)
 
     @property
-    def free_slots(self) -> int:
-        return int(self._engine.free_slots)
+    def room(self) -> int:
+        return int(self._engine.room)
 
     @property
     def busy(self) -> int:
@@ -209,19 +209,21 @@ class _ChromiumEngine:
         return getattr(browser, "pgid", None)
 
 
-class _Flags:
-    drain = False
+class _Draining:
+    """Set when the daemon (or SIGTERM) asks the worker to finish its POs and exit."""
+
+    asked = False
 
 
 def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     """Entry point of a worker process (module level, so spawn can import it)."""
     logs.setup(spec.config.log.level, spec.config.log.format)
     log = logging.getLogger(f"coupad.worker.{spec.slot}")
-    flags = _Flags()
+    draining = _Draining()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the daemon, which decides
 
     def on_term(_signo: int, _frame: Any) -> None:
-        flags.drain = True
+        draining.asked = True
 
     signal.signal(signal.SIGTERM, on_term)
 
@@ -265,7 +267,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     send(Ready(pid=os.getpid(), pgid=engine.browser_pgid(), tabs=spec.tabs))
     log.info("ready with %d tabs", spec.tabs)
     try:
-        _loop(spec, conn, engine, send, flags, log)
+        _loop(spec, conn, engine, send, draining, log)
     finally:
         _safe_close(engine, log)
         _remove_profile(spec.profile_dir, log)
@@ -277,7 +279,7 @@ def _loop(
     conn: Connection,
     engine: EngineLike,
     send: Callable[[ToDaemon], None],
-    flags: _Flags,
+    draining: _Draining,
     log: logging.Logger,
 ) -> None:
     from coupad.engine import PoJob
@@ -300,7 +302,7 @@ def _loop(
                     engine.submit(job)
                     in_flight.add(job.key)
             elif isinstance(message, Drain):
-                flags.drain = True
+                draining.asked = True
             elif isinstance(message, Stop):
                 for result in engine.abort_all(message.reason):
                     in_flight.discard(result.job.key)
@@ -317,10 +319,10 @@ def _loop(
             send(Watching(tuple(sorted(watching))))
         now = time.monotonic()
         if now - last_beat >= heartbeat_every:
-            send(Heartbeat(busy=tuple(sorted(in_flight)), free=engine.free_slots,
+            send(Heartbeat(busy=tuple(sorted(in_flight)), room=engine.room,
                            browser_mb=engine.reported_memory_mb))
             last_beat = now
-        if flags.drain and not in_flight:
+        if draining.asked and not in_flight:
             return
         broken = getattr(engine, "broken", None)
         if broken and not in_flight:

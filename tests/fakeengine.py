@@ -49,7 +49,7 @@ class FakeEngine:
                          if job.po.digits[0] == "6" and now - self.started[key] >= FAKE_DELAY)
 
     @property
-    def free_slots(self) -> int:
+    def room(self) -> int:
         return free_tabs(self.tabs, self.config.pool.watching_tabs, len(self.jobs),
                          len(self.watching))
 

@@ -423,7 +423,7 @@ def test_abort_all_leaves_work_folders_for_the_retry(engine: Engine, sim: SimHan
     assert [r.outcome for r in aborted] == [Outcome.ERROR]
     assert aborted[0].outcome.retryable and "test shutdown" in aborted[0].reason
     assert aborted[0].folder == work and work.is_dir()
-    assert engine.busy == 0 and engine.free_slots == 3
+    assert engine.busy == 0 and engine.room == 3
 
 
 @pytest.mark.timeout(90)
@@ -464,7 +464,7 @@ def test_a_crashed_tab_ends_its_po_at_once_and_the_engine_goes_on(sim: SimHandle
         assert eng.browser is not None
         eng.submit(job("31000060", deadline_s=60))  # its attachment list takes 8 s to render
         results: list[PoResult] = []
-        wait_until(lambda: results.extend(eng.poll(0.05)) or any(t.committed for t in eng._tabs),
+        wait_until(lambda: results.extend(eng.poll(0.05)) or any(t.committed for t in eng._runs),
                    30, what="the page loading")
         renderers = [p for p in map(psutil.Process, eng.browser.pids())
                      if "--type=renderer" in " ".join(p.cmdline())]
@@ -526,7 +526,7 @@ def test_close_leaves_no_process(sim: SimHandle, tmp_path: Path) -> None:
         result = one(eng, "31000002")
         assert result.outcome is Outcome.NO_ATTACHMENTS
     assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    assert eng.free_slots == 0
+    assert eng.room == 0
 
 
 def test_an_idle_engine_waits_on_the_callers_news_and_returns_when_it_comes(tmp_path: Path) -> None:

@@ -192,7 +192,7 @@ def test_devtools_connection_cut_mid_batch_loses_and_doubles_nothing(
     done: list[PoResult] = []
     # Cut the connection while the clicked files are arriving.
     wait_until(lambda: done.extend(engine.poll(0.02)) or any(
-        t.browser_downloads for t in engine._tabs), 30, what="a click download running")
+        t.browser_downloads for t in engine._runs), 30, what="a click download running")
     assert engine._conn is not None
     cut_socket(engine._conn)
     waiting = [pos[3]]
@@ -201,7 +201,7 @@ def test_devtools_connection_cut_mid_batch_loses_and_doubles_nothing(
     finals: dict[str, PoResult] = {}
     while len(finals) < len(pos):
         assert time.monotonic() < deadline, f"not done: {sorted(set(pos) - set(finals))}"
-        while waiting and engine.free_slots:
+        while waiting and engine.room:
             engine.submit(job(waiting.pop()))
         done.extend(engine.poll(0.05))
         for result in done:

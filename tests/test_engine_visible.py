@@ -146,7 +146,7 @@ def test_a_po_that_only_watches_its_page_lets_the_next_po_start(
         try:
             engine.start()
             engine.submit(job("33000020"))
-            assert engine.free_slots == 0
+            assert engine.room == 0
             ended: dict[str, Any] = {}
 
             def watching() -> bool:
@@ -154,7 +154,7 @@ def test_a_po_that_only_watches_its_page_lets_the_next_po_start(
                 return engine.watching == {"33000020"}
 
             wait_until(watching, 20, interval=0.01, what="the first PO watching its page")
-            assert engine.free_slots == watching_tabs
+            assert engine.room == watching_tabs
             if watching_tabs:
                 engine.submit(job("33000021"))
             else:

@@ -35,7 +35,7 @@ EVERY = [
     Launched(pgid=4712),
     Ready(pid=4711, pgid=None, tabs=3),
     Ready(pid=4711, pgid=4712, tabs=3),
-    Heartbeat(busy=("7", "8"), free=1),
+    Heartbeat(busy=("7", "8"), room=1),
     Watching(keys=("7",)),
     Watching(keys=()),
     Result(key="7", outcome="COMPLETED", reason="", supplier="ACME Corp", found=2, downloaded=2,
@@ -58,9 +58,9 @@ def test_every_message_comes_back_equal_through_the_pipe(message: Any) -> None:
 
 
 def test_integers_are_accepted_where_seconds_are_expected() -> None:
-    tag, fields = encode(Heartbeat(busy=(), free=0))
+    tag, fields = encode(Heartbeat(busy=(), room=0))
     assert decode(("result", {**encode(EVERY[-4])[1], "retry_after": 3})).retry_after == 3.0  # type: ignore[union-attr]
-    assert decode((tag, fields)) == Heartbeat(busy=(), free=0)
+    assert decode((tag, fields)) == Heartbeat(busy=(), room=0)
 
 
 @pytest.mark.parametrize("raw", [
@@ -70,8 +70,8 @@ def test_integers_are_accepted_where_seconds_are_expected() -> None:
     ("ready", {"pid": 1, "pgid": None, "tabs": 3, "extra": 1}),  # a field unknown
     ("ready", {"pid": "1", "pgid": None, "tabs": 3}),
     ("ready", {"pid": True, "pgid": None, "tabs": 3}),  # a bool is not a pid
-    ("heartbeat", {"busy": "78", "free": 1}),
-    ("heartbeat", {"busy": [7], "free": 1}),
+    ("heartbeat", {"busy": "78", "room": 1}),
+    ("heartbeat", {"busy": [7], "room": 1}),
     ("watching", {"keys": "78"}),
     ("watching", {"keys": [None]}),
     ("watching", {}),

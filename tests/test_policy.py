@@ -54,7 +54,7 @@ class Rig:
             for slot in self.slots:
                 if slot.process is not None and slot.process.is_alive():
                     busy = tuple(slot.in_flight)
-                    self.daemon.on_message(slot, Heartbeat(busy=busy, free=0), self.now)
+                    self.daemon.on_message(slot, Heartbeat(busy=busy, room=0), self.now)
 
     def worker(self, slot: Slot) -> FakeWorker:
         assert isinstance(slot.process, FakeWorker)
@@ -230,7 +230,7 @@ def test_a_lease_expires_without_heartbeats_and_its_po_goes_to_another_worker(ri
     # The holder goes silent but does not die (a hung call); the other worker heartbeats.
     for _ in range(9):
         rig.step(1.0)
-        rig.daemon.on_message(other, Heartbeat(busy=(), free=2), rig.now)
+        rig.daemon.on_message(other, Heartbeat(busy=(), room=2), rig.now)
     assert rig.states() == {"100001": TaskState.LEASED.value}, "no expiry inside lease_seconds"
     rig.step(1.5)
     assert holder.killed, "a worker silent for lease_seconds is killed"
@@ -246,7 +246,7 @@ def test_heartbeats_keep_a_long_po_leased(rig: Rig) -> None:
     for _ in range(30):
         rig.step(1.0)
         for s in rig.slots:
-            rig.daemon.on_message(s, Heartbeat(busy=(key,) if s is slot else (), free=1), rig.now)
+            rig.daemon.on_message(s, Heartbeat(busy=(key,) if s is slot else (), room=1), rig.now)
     assert rig.states() == {"100001": TaskState.LEASED.value}
     assert not rig.worker(slot).killed
 
@@ -299,7 +299,7 @@ def test_one_pass_expires_leases_before_it_dispatches(rig: Rig) -> None:
     rig.step(0.1)
     holder = next(s for s in rig.slots if rig.runs(s))
     other = next(s for s in rig.slots if s is not holder)
-    rig.daemon.on_message(other, Heartbeat(busy=(), free=2), rig.now + 10.5)
+    rig.daemon.on_message(other, Heartbeat(busy=(), room=2), rig.now + 10.5)
     rig.step(10.5)  # one pass: the lease expires, the holder is killed, the PO dispatched
     assert rig.runs(other) == rig.runs(holder)
 

@@ -76,19 +76,19 @@ def test_a_worker_takes_more_pos_only_while_some_watch_and_never_past_watching_t
 
     slot = Slot(index=1, tabs=3, state=WorkerState.BUSY, watching_tabs=2)
     slot.in_flight = {"a": 1, "b": 2, "c": 3}
-    assert (slot.working, slot.free) == (3, 0)
+    assert (slot.working, slot.room) == (3, 0)
     slot.watching = frozenset({"a"})
-    assert (slot.working, slot.free) == (2, 1)
+    assert (slot.working, slot.room) == (2, 1)
     slot.in_flight["d"] = 4
     slot.watching = frozenset({"a", "b", "c", "gone"})  # a key no longer held never counts
-    assert (slot.working, slot.free) == (1, 1)  # 3 watch, but only 2 beyond tabs: 5 at most
+    assert (slot.working, slot.room) == (1, 1)  # 3 watch, but only 2 beyond tabs: 5 at most
     slot.in_flight["e"] = 5
-    assert slot.free == 0
+    assert slot.room == 0
     slot.draining = True
     slot.watching = frozenset(slot.in_flight)
-    assert slot.free == 0
+    assert slot.room == 0
     slot.draining, slot.watching_tabs = False, 0
-    assert slot.free == 0 and slot.working == 0
+    assert slot.room == 0 and slot.working == 0
 
 
 def test_free_tabs_is_tabs_working_plus_watching_up_to_watching_tabs():

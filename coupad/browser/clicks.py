@@ -185,7 +185,7 @@ class ClickOps(TabOps):
         except CdpError as exc:
             log.warning("reading download events failed: %s", exc)
             return
-        route(events, self._tabs, now)
+        route(events, self._runs, now)
 
 
 def _ignore(_outcome: Any) -> None:

@@ -31,7 +31,7 @@ class FetchOps(TabOps):
     _fetcher: DirectFetcher | None
     _user_agent: str | None  # the browser's, sent by the fetcher too
     _cookies_at: float  # when the direct fetcher's cookies were copied from the browser
-    _pool: concurrent.futures.ThreadPoolExecutor  # the fetch threads
+    _fetch_threads: concurrent.futures.ThreadPoolExecutor
     _wakeup_w: socket.socket  # a byte written here wakes the engine
 
     def _start_fetch(self, tab: PoRun, planned: Planned) -> None:
@@ -44,7 +44,7 @@ class FetchOps(TabOps):
             tab.downloads_started = time.monotonic()
         staging = tab.folder.staging_dir("fetch")
         deadline = min(tab.deadline, time.monotonic() + self.config.coupa.download_timeout)
-        future = self._pool.submit(fetcher.fetch, planned.attachment.url, staging, deadline)
+        future = self._fetch_threads.submit(fetcher.fetch, planned.attachment.url, staging, deadline)
         future.add_done_callback(self._poke)
         tab.fetches[future] = (planned, staging)
 

@@ -127,8 +127,8 @@ class PoRun:
     handle: str
     submitted: float
     deadline: float
-    free: bool  # a navigation may start: the tab is blank or its document retired (see above)
-    blanked_at: float = 0.0  # when it was sent to about:blank (a tab not yet free)
+    navigable: bool  # a navigation may start: the tab is blank or its document retired (see above)
+    blanked_at: float = 0.0  # when it was sent to about:blank (a tab not yet navigable)
     stage: Stage = Stage.OPEN
     target: str = "po"  # which page the tab is on: "po" | "requisition"
     url: str = ""

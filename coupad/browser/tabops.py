@@ -59,7 +59,7 @@ class TabOps:
 
     config: Config
     browser: BrowserLike | None
-    _tabs: list[PoRun]  # the POs in flight
+    _runs: list[PoRun]  # the POs in flight
     _tab_pool: TabPool
     _conn: Connection | None  # the browser's one DevTools connection
     _home: str  # the first tab's handle
@@ -189,9 +189,9 @@ class TabOps:
     def _note_commits(self) -> None:
         """Mark tabs whose navigation has committed and tabs that turned blank, asking the
         browser, not the tabs (see the module docstring)."""
-        waiting = {t.handle: t for t in self._tabs if t.stage is Stage.LOAD and not t.committed
+        waiting = {t.handle: t for t in self._runs if t.stage is Stage.LOAD and not t.committed
                    and self._tab_pool.reader(t.handle) is None}
-        blanking = {t.handle: t for t in self._tabs if t.stage is Stage.OPEN and not t.free}
+        blanking = {t.handle: t for t in self._runs if t.stage is Stage.OPEN and not t.navigable}
         spare = [t.handle for t in self._tab_pool.in_state(TabState.BLANKING)]
         if not (waiting or blanking or spare) or self.browser is None or self._broken:
             return
@@ -208,7 +208,7 @@ class TabOps:
                 tab.committed = True
             tab = blanking.get(handle)
             if tab is not None and blank:
-                tab.free = True
+                tab.navigable = True
             if blank:
                 self._tab_pool.turned_blank(handle)
 

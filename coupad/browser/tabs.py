@@ -49,16 +49,16 @@ class TabPool:
     """The engine's open tabs; spare ones are handed out in the order they became spare."""
 
     def __init__(self) -> None:
-        self._tabs: dict[str, BrowserTab] = {}  # in the order they were opened or released
+        self._runs: dict[str, BrowserTab] = {}  # in the order they were opened or released
 
     def opened(self, handle: str) -> None:
         """A new tab was opened for a PO."""
-        self._tabs[handle] = BrowserTab(handle)
+        self._runs[handle] = BrowserTab(handle)
 
     def take(self) -> tuple[str, bool, float] | None:
         """A spare tab for a new PO, a navigable one first: (handle, whether it is navigable,
         when it was released); None when there is none."""
-        spare = [t for t in self._tabs.values() if t.state in SPARE]
+        spare = [t for t in self._runs.values() if t.state in SPARE]
         if not spare:
             return None
         tab = next((t for t in spare if t.state in NAVIGABLE), spare[0])
@@ -68,53 +68,53 @@ class TabPool:
 
     def served_out(self, handle: str, pos_per_tab: int) -> bool:
         """Count one more PO served by the tab; True once it has served ``pos_per_tab``."""
-        tab = self._tabs.setdefault(handle, BrowserTab(handle))
+        tab = self._runs.setdefault(handle, BrowserTab(handle))
         tab.served += 1
         return tab.served >= pos_per_tab
 
     def release(self, handle: str, now: float, state: TabState) -> None:
         """The tab's PO finished and the tab is kept: spare from ``now`` in ``state``."""
-        tab = self._tabs.pop(handle, None) or BrowserTab(handle)
+        tab = self._runs.pop(handle, None) or BrowserTab(handle)
         tab.state = state
         tab.released = now
-        self._tabs[handle] = tab  # last in the order
+        self._runs[handle] = tab  # last in the order
 
     def due_blank(self, now: float, after: float) -> list[str]:
         """The retired tabs released ``after`` seconds ago or more; they become READY (the
         engine sends them to about:blank)."""
-        due = [t for t in self._tabs.values() if t.state is TabState.RETIRED and now - t.released >= after]
+        due = [t for t in self._runs.values() if t.state is TabState.RETIRED and now - t.released >= after]
         for tab in due:
             tab.state = TabState.READY
         return [t.handle for t in due]
 
     def turned_blank(self, handle: str) -> None:
         """The browser reports the tab blank: a spare one waiting for that is READY."""
-        tab = self._tabs.get(handle)
+        tab = self._runs.get(handle)
         if tab is not None and tab.state is TabState.BLANKING:
             tab.state = TabState.READY
 
     def spare(self) -> list[str]:
         """The spare tabs' handles, in the order they became spare."""
-        return [t.handle for t in self._tabs.values() if t.state in SPARE]
+        return [t.handle for t in self._runs.values() if t.state in SPARE]
 
     def in_state(self, state: TabState) -> Iterator[BrowserTab]:
-        return (t for t in self._tabs.values() if t.state is state)
+        return (t for t in self._runs.values() if t.state is state)
 
     def forget(self, handle: str) -> BrowserTab | None:
         """Drop the tab's record (closed, or lost); returns it."""
-        return self._tabs.pop(handle, None)
+        return self._runs.pop(handle, None)
 
     def reader(self, handle: str) -> TabReader | None:
         """The tab's reader if it has one (None: not asked for yet, or read over WebDriver)."""
-        tab = self._tabs.get(handle)
+        tab = self._runs.get(handle)
         return tab.reader if tab is not None else None
 
     def open_reader(self, handle: str, conn: Connection, hold: float) -> TabReader | None:
         """The tab's reader over its DevTools session, opened on first use, or None: read it
         over WebDriver."""
-        tab = self._tabs.get(handle)
+        tab = self._runs.get(handle)
         if tab is None:
-            tab = self._tabs[handle] = BrowserTab(handle)
+            tab = self._runs[handle] = BrowserTab(handle)
         if not tab.reader_tried:
             tab.reader_tried = True
             try:
@@ -127,11 +127,11 @@ class TabPool:
     def drop_reader(self, handle: str, exc: ChannelError, *, retry: bool) -> None:
         """Read this tab over WebDriver from now on or, with ``retry``, until a reader is asked
         for again (the whole connection went down)."""
-        tab = self._tabs.get(handle)
+        tab = self._runs.get(handle)
         if tab is None:
             if retry:
                 return
-            tab = self._tabs[handle] = BrowserTab(handle)
+            tab = self._runs[handle] = BrowserTab(handle)
         if tab.reader is not None:
             tab.reader.close()
         tab.reader = None
@@ -143,7 +143,7 @@ class TabPool:
 
     def close(self) -> None:
         """Forget every tab, closing their readers (the browser is quitting)."""
-        for tab in self._tabs.values():
+        for tab in self._runs.values():
             if tab.reader is not None:
                 tab.reader.close()
-        self._tabs.clear()
+        self._runs.clear()

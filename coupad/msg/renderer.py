@@ -202,7 +202,7 @@ class Renderer:
         self._dead_port = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._dead_port.bind(("127.0.0.1", 0))
         dead = self._dead_port.getsockname()[1]
-        to_browser, commands = os.pipe()  # the browser reads fd 3
+        to_browser, browser_reads = os.pipe()  # the browser reads fd 3
         answers, from_browser = os.pipe()  # the browser writes fd 4
         # Its ends move above 4 first, so that placing them on 3 and 4 overwrites neither.
         to_browser, from_browser = _above_4(to_browser), _above_4(from_browser)
@@ -236,13 +236,13 @@ class Renderer:
                 start_new_session=True,  # its own process group, killed whole
             )
         except OSError as exc:
-            for fd in (to_browser, commands, answers, from_browser):
+            for fd in (to_browser, browser_reads, answers, from_browser):
                 os.close(fd)
             self._stop()
             raise BrowserError(f"cannot start {self.chromium}: {exc}") from None
         os.close(to_browser)
         os.close(from_browser)
-        self._pipe = Pipe(commands, answers)
+        self._pipe = Pipe(browser_reads, answers)
         self.starts += 1
         try:
             self._pipe.call("Browser.getVersion", deadline=time.monotonic() + 20.0)
