@@ -687,7 +687,7 @@ class Daemon:
                 return
             allowed -= len(tasks)
             self.throttle.started(len(tasks), now)
-            jobs = tuple(Job(key=str(t.id), digits=t.po_digits, group=None,
+            jobs = tuple(Job(key=str(t.id), digits=t.po_digits,
                              deadline_s=self.config.tasks.po_timeout) for t in tasks)
             if not self.pool.send(slot, Run(jobs)):
                 self._write(partial(self.journal.release, slot.name, [t.id for t in tasks], now))

@@ -4,7 +4,7 @@ Two ways, as the page allows:
 
 - **Direct fetch** (:class:`DirectFetcher`) where the page exposes the attachment's URL: the
   browser's session cookies go into a plain HTTP client, which is many times faster than a
-  browser download (browser-facts.md). A listed URL on another origin is refused before any
+  browser download. A listed URL on another origin is refused before any
   request. Redirects are followed by hand, to any http(s) origin (a file store answering with
   a time-limited signed URL), but the cookies go to the Coupa origin only: no hop elsewhere
   carries a Cookie, Authorization or Referer header. A redirect to a sign-in page or an

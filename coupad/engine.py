@@ -684,8 +684,6 @@ class Engine(ClickOps, FetchOps):
         return None
 
     def _group(self, tab: PoRun) -> str | None:
-        if tab.job.group is not None:
-            return tab.job.group
         if self.config.downloads.group_by == "supplier":
             return tab.supplier
         return None
@@ -753,7 +751,7 @@ class Engine(ClickOps, FetchOps):
             _remove_if_empty(tab.folder.path / STAGING)
         if outcome.final:
             started = time.monotonic()
-            folder = tab.folder or PoFolder.open(self.config.paths.downloads, tab.job.po, tab.job.group)
+            folder = tab.folder or PoFolder.open(self.config.paths.downloads, tab.job.po)
             folder_path = folder.finalize(outcome.value)
             tab.time("finalize", time.monotonic() - started)
         tab.time("total", time.monotonic() - tab.submitted)

@@ -178,7 +178,7 @@ class FetchLoop:
             self.waiting.append(attempts)
             return
         status = "PARTIAL" if result.downloaded else "FAILED"
-        folder = PoFolder.open(self.config.paths.downloads, attempts.po, result.job.group)
+        folder = PoFolder.open(self.config.paths.downloads, attempts.po)
         final = folder.finalize(status)
         reason = f"{result.outcome.value} after {attempts.count} attempts: {result.reason}"
         _print(attempts.po, status, result.downloaded, result.found, final, elapsed, reason)

@@ -31,7 +31,6 @@ class Job:
 
     key: str
     digits: str
-    group: str | None
     deadline_s: float
 
 

@@ -4,7 +4,7 @@ The engine looks at a tab through :data:`SNAPSHOT_JS` (one ``execute_script`` pe
 decides with the pure function :func:`classify` what the page is: still loading, the sign-in
 page or an identity provider, throttled, a server error, "not found", "access denied", an
 unexpected page, or a PO (or requisition) page with content. Only what real Coupa pages have
-is relied on (coupa-domain.md): attachment elements whose ``aria-label`` reads
+is relied on: attachment elements whose ``aria-label`` reads
 ``"<name> file attachment"``, links whose ``href`` contains ``attachment_file`` or
 ``/attachments/``, a supplier field found by its label, links to ``/requisition_headers/<id>``
 and the wording of error pages.

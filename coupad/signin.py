@@ -78,8 +78,8 @@ def form_sign_in(driver: Any, base: str, username: str, password: str, timeout: 
     secret.send_keys(password)
     old_document = driver.find_element(By.TAG_NAME, "html")
     _submit(driver, secret)
-    # browser-facts.md: wait for the old page to go stale and the new one to load before the
-    # next navigation, or that navigation can be lost.
+    # Wait for the old page to go stale and the new one to load before the next navigation,
+    # or that navigation can be lost.
     _wait(deadline, lambda: _is_stale(old_document), "the sign-in form to be submitted")
     _wait(deadline, lambda: _ready(driver), "the page after sign-in to load")
     landing = str(driver.current_url)

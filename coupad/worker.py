@@ -297,7 +297,7 @@ def _loop(
                 continue
             if isinstance(message, Run):
                 for wire in message.jobs:
-                    job = PoJob(po=PoNumber(wire.digits), key=wire.key, group=wire.group,
+                    job = PoJob(po=PoNumber(wire.digits), key=wire.key,
                                 deadline_s=wire.deadline_s)
                     engine.submit(job)
                     in_flight.add(job.key)

@@ -27,8 +27,8 @@ from coupad.messages import (
 from coupad.records import FileRecord
 
 EVERY = [
-    Run(jobs=(Job(key="7", digits="15262984", group=None, deadline_s=900.0),
-              Job(key="8", digits="15262985", group="ACME", deadline_s=30.5))),
+    Run(jobs=(Job(key="7", digits="15262984", deadline_s=900.0),
+              Job(key="8", digits="15262985", deadline_s=30.5))),
     Run(jobs=()),
     Drain(),
     Stop(reason="shutting down"),
@@ -90,4 +90,4 @@ def test_anything_else_on_the_pipe_is_refused_with_a_reason(raw: Any) -> None:
 
 def test_only_messages_are_encoded() -> None:
     with pytest.raises(MessageError):
-        encode(Job(key="1", digits="1", group=None, deadline_s=1.0))  # type: ignore[arg-type]
+        encode(Job(key="1", digits="1", deadline_s=1.0))  # type: ignore[arg-type]

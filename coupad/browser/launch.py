@@ -37,7 +37,7 @@ log = logging.getLogger("coupad.browser")
 # The environment variable that marks every process of a browser with its profile directory.
 BROWSER_MARK = "COUPAD_BROWSER"
 
-# Flags measured in shared/browser-facts.md. Headless and no-sandbox are mandatory here (no
+# Flags measured with Debian's Chromium on a 2-core machine. Headless and no-sandbox are mandatory here (no
 # display, running as root); the background-networking family keeps Chromium from dialling
 # hosts this machine cannot reach; the backgrounding family keeps timers in background tabs
 # at full speed, since several POs render at once in tabs that are not in front; the
@@ -187,7 +187,7 @@ class Browser:
             executable_path=str(spec.chromedriver),
             log_output=os.devnull,
             # Own session => own process group, which holds chromedriver and every Chromium
-            # process it starts, so one killpg() reaches them all (browser-facts.md).
+            # process it starts, so one killpg() reaches them all.
             popen_kw={"start_new_session": True},
             # Selenium Manager must never reach for the internet.
             env={**os.environ, "SE_OFFLINE": "true", BROWSER_MARK: str(spec.profile_dir)},

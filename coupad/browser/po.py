@@ -58,7 +58,6 @@ class PoJob:
 
     po: PoNumber
     key: str  # the task id, opaque to the engine
-    group: str | None = None  # folder group chosen by the caller; None: by config
     deadline_s: float | None = None  # None: tasks.po_timeout
 
 

@@ -6,7 +6,7 @@ connection are defined. The commands, deadlines and tabs on top of it are
 :class:`coupad.browser.cdp.Connection`'s.
 
 The browser-level endpoint (``ws://…/devtools/browser/<id>``) is the only one Selenium Grid
-exposes (capability ``se:cdp``), and one socket serves every tab (shared/browser-facts.md).
+exposes (capability ``se:cdp``), and one socket serves every tab.
 """
 
 from __future__ import annotations

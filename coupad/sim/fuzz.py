@@ -1,11 +1,11 @@
-"""Seeded PO pages drawn from everything coupa-domain.md allows, for the fuzz check.
+"""Seeded PO pages drawn from everything Coupa's pages are known to do, for the fuzz check.
 
 :func:`generate` turns a seed into purchase orders (and their requisitions) for the
 simulator; the same seed always gives the same POs, and PO number ``index`` of a seed can be
 regenerated alone (:func:`generate_one`), so one failing PO is replayed without the rest.
-Every draw stays inside one :class:`Envelope`; each of its bounds names the sentence of
-coupa-domain.md it models. POs are built as a scenario mapping and parsed by
-:func:`coupad.sim.scenario.from_mapping`, so a generated PO is valid by the same rules as a
+Every draw stays inside one :class:`Envelope`; each of its bounds says which behaviour of
+Coupa's pages it models (the cases tests/test_domain_cases.py indexes). POs are built as a
+scenario mapping and parsed by :func:`coupad.sim.scenario.from_mapping`, so a generated PO is valid by the same rules as a
 scenario file, and the mapping can be saved and served by ``coupad sim --scenario``.
 """
 
@@ -105,7 +105,7 @@ class Envelope:
     # documents instead; users want those too."
     share_requisition: float = 0.2
     requisition_files_max: int = 3
-    # Beyond coupa-domain.md's list, files do go missing: a small share of POs have files
+    # Beyond what pages show, files do go missing: a small share of POs have files
     # whose download answers 404 or 403 every time (the PO ends PARTIAL or FAILED).
     share_broken: float = 0.04
 
