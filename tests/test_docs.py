@@ -65,3 +65,27 @@ def test_the_readme_performance_figures_are_those_make_bench_measured():
     shown = README.split(record.START, 1)[1].split(record.END, 1)[0].strip("\n")
     measured = record.readme_block(machine, data["targets"], data["figures"])
     assert shown == "\n".join(measured).strip("\n"), "README figures differ from bench.json"
+
+
+def _module_table() -> set[str]:
+    """The names in the first column of the README's module table ("| `a`, `b` | role |")."""
+    start = README.index("| module | role |")
+    names: set[str] = set()
+    for line in README[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        names.update(re.findall(r"`([\w/]+)`", line.split("|")[1]))
+    return names
+
+
+def test_the_readme_module_table_matches_the_tree() -> None:
+    """Every module of the package is in the table (a subpackage's modules may share its
+    row, as `sim` and `msg` do), and every name in the table is a module or package."""
+    package = Path(cli.__file__).parent
+    modules = {str(p.relative_to(package).with_suffix("")) for p in package.rglob("*.py")
+               if p.name not in ("__init__.py", "__main__.py")}
+    packages = {str(p.parent.relative_to(package)) for p in package.rglob("__init__.py")} - {"."}
+    table = _module_table()
+    missing = sorted(m for m in modules if m not in table and m.split("/")[0] not in table)
+    assert missing == [], "modules the README's table does not describe"
+    assert sorted(table - modules - packages) == [], "names in the table that are not modules"
