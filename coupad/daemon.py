@@ -72,7 +72,6 @@ from coupad.journal import (
     JournalUnwritable,
     ReportRow,
     RetryPolicy,
-    RowIn,
     TaskOutcome,
 )
 from coupad.ponumber import PoNumber
@@ -584,8 +583,7 @@ class Daemon:
             log.info("%s has the same content as open batch %s; not added again",
                      item.path.name, existing.id)
             return
-        rows = [RowIn(row_no=r.row_no, values=r.values, po_digits=r.po_digits, error=r.error)
-                for r in parsed.rows]
+        rows = parsed.rows
         batch = self.journal.create_batch(
             name=parsed.name, source=item.path.name, content_sha256=parsed.content_sha256,
             priority=item.priority or self.config.inbox.default_priority, fmt=parsed.fmt,

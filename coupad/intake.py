@@ -40,6 +40,7 @@ from openpyxl.workbook.workbook import Workbook
 from openpyxl.worksheet._read_only import ReadOnlyWorksheet
 
 from coupad.errors import InputError
+from coupad.records import RowIn
 from coupad.ponumber import MAX_DIGITS, MIN_DIGITS, InvalidPoNumber, normalize
 
 # In order of preference when a file has several of these columns.
@@ -110,17 +111,6 @@ _ALIAS_RANK = {_header_key(alias): rank for rank, alias in enumerate(PO_HEADER_A
 
 
 @dataclass(frozen=True)
-class InputRow:
-    """One data row: its cells, and its PO number or the reason it has none."""
-
-    row_no: int
-    values: tuple[str, ...]
-    po_digits: str | None
-    error: str | None
-    duplicate_of: int | None  # row_no of the first row with the same PO
-
-
-@dataclass(frozen=True)
 class ParsedFile:
     """A whole input file, ready to become one batch."""
 
@@ -128,7 +118,7 @@ class ParsedFile:
     fmt: Literal["csv", "xlsx"]
     columns: tuple[str, ...]  # unique names; empty or extra columns are named by letter
     po_column: str
-    rows: tuple[InputRow, ...]
+    rows: tuple[RowIn, ...]
     content_sha256: str
     encoding: str | None
     delimiter: str | None
@@ -638,7 +628,7 @@ def _build(
     if not raw_rows:
         raise InputError(f"the file has a header row but no data rows{where}")
     columns = _column_names(header, width)
-    rows: list[InputRow] = []
+    rows: list[RowIn] = []
     first_row_of: dict[str, int] = {}
     for row_no, cells in raw_rows:
         values = tuple(cells) + ("",) * (width - len(cells))
@@ -648,7 +638,7 @@ def _build(
             duplicate_of = first_row_of.setdefault(digits, row_no)
             if duplicate_of == row_no:
                 duplicate_of = None
-        rows.append(InputRow(row_no, values, digits, error, duplicate_of))
+        rows.append(RowIn(row_no, values, digits, error, duplicate_of))
     return ParsedFile(
         name=name, fmt=fmt, columns=columns, po_column=columns[po_index], rows=tuple(rows),
         content_sha256=digest, encoding=encoding, delimiter=delimiter, sheet=sheet,

@@ -15,12 +15,14 @@ from coupad.states import BatchState, TaskState
 
 @dataclass(frozen=True)
 class RowIn:
-    """One input row as the intake read it: cells as text, the PO digits or why not."""
+    """One input row as the intake read it: cells as text, the PO digits or why not, and the
+    first row with the same PO (the journal keeps every row, and runs each PO once)."""
 
     row_no: int
     values: tuple[str, ...]
     po_digits: str | None
     error: str | None = None
+    duplicate_of: int | None = None  # row_no of the first row with the same PO
 
 
 @dataclass(frozen=True)

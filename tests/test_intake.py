@@ -6,7 +6,8 @@ import pytest
 
 import corpus
 from coupad.errors import InputError
-from coupad.intake import MAX_FILE_BYTES, InputRow, parse_file
+from coupad.intake import MAX_FILE_BYTES, parse_file
+from coupad.records import RowIn
 from coupad.ponumber import InvalidPoNumber, normalize
 
 READ_CASES = [c for c in corpus.CASES if not c.ignored]
@@ -50,9 +51,9 @@ def test_a_plain_file_reads_into_rows_with_numbers_a_person_sees(tmp_path):
     parsed = parse_file(path, max_rows=100)
     assert parsed.name == "orders" and parsed.fmt == "csv" and parsed.delimiter == ","
     assert parsed.rows == (
-        InputRow(2, ("PO15262984", "Acme"), "15262984", None, None),
-        InputRow(4, ("15262985", "Beta"), "15262985", None, None),
-        InputRow(5, ("po 15262984", "Acme"), "15262984", None, 2),
+        RowIn(2, ("PO15262984", "Acme"), "15262984", None, None),
+        RowIn(4, ("15262985", "Beta"), "15262985", None, None),
+        RowIn(5, ("po 15262984", "Acme"), "15262984", None, 2),
     )
     assert parsed.po_numbers == ("15262984", "15262985")
 
