@@ -40,7 +40,6 @@ import select
 import signal
 import socket
 import sqlite3
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,7 +47,7 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from coupad import __version__, logs, reload
 from coupad import config as configuration
@@ -63,6 +62,7 @@ from coupad.folders import FolderError, PoFolder
 from coupad.inbox import Inbox, InboxFile
 from coupad.intake import ParsedFile, parse_file
 from coupad.notify import Notifier
+from coupad.offloop import Offloop
 from coupad import memory
 from coupad.memory import MemoryView
 from coupad.throttle import Throttle
@@ -99,38 +99,6 @@ log = logging.getLogger("coupad.daemon")
 MEMORY_SAMPLE_SECONDS = 2.0
 MAX_WAIT = 0.5
 LOCK_FILE = "coupad.lock"
-T = TypeVar("T")
-
-
-class Offloop:
-    """One background thread for slow work the loop must not wait for (reading an input file,
-    writing a report): jobs run in order, each gives a Future the loop collects, and a finished
-    job wakes the loop. A daemon thread: an unfinished job never holds the process at exit."""
-
-    def __init__(self, name: str, wake: Callable[[], None]) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
-            queue.SimpleQueue())
-        self._wake = wake
-        threading.Thread(target=self._run, name=name, daemon=True).start()
-
-    def submit(self, job: Callable[[], T]) -> Future[T]:
-        future: Future[T] = Future()
-        future.add_done_callback(lambda _: self._wake())
-        self._jobs.put((future, job))
-        return future
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-
-    def _run(self) -> None:
-        while (item := self._jobs.get()) is not None:
-            future, job = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(job())
-            except BaseException as exc:  # handed to the loop, which decides
-                future.set_exception(exc)
 
 
 @dataclass
