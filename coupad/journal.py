@@ -1142,20 +1142,23 @@ class Journal:
             )
 
     def pending_pdfs(self, limit: int, exclude_pos: Collection[str] = ()) -> list[PdfRecord]:
-        """PENDING PDFs that may be made now, oldest task first: the task is final and no task
-        of its PO is in flight (its worker could be reopening the folder), and its PO is not
-        in ``exclude_pos``."""
+        """PENDING PDFs that may be made now, oldest task first: the task is final with its
+        folder renamed, no task of its PO is in flight (its worker could be reopening the
+        folder), and its PO is not in ``exclude_pos``."""
         with self._read() as conn:
             rows = conn.execute(
-                "SELECT p.task_id, t.po_digits, p.mail FROM pdfs p JOIN tasks t ON t.id = p.task_id "
+                "SELECT p.task_id, t.po_digits, p.mail, t.folder FROM pdfs p "
+                "JOIN tasks t ON t.id = p.task_id "
                 "WHERE p.state = ? AND t.state IN (SELECT value FROM json_each(?)) "
+                "AND t.folder IS NOT NULL AND substr(t.folder, -6) <> ? "
                 "AND t.po_digits NOT IN (SELECT value FROM json_each(?)) AND NOT EXISTS "
                 "(SELECT 1 FROM tasks l WHERE l.po_digits = t.po_digits AND l.state = ?) "
                 "ORDER BY p.task_id, p.mail LIMIT ?",
-                (PdfState.PENDING.value, _states(states.FINAL), _in(sorted(exclude_pos)),
-                 TaskState.LEASED.value, limit),
+                (PdfState.PENDING.value, _states(states.FINAL), "__WORK",
+                 _in(sorted(exclude_pos)), TaskState.LEASED.value, limit),
             ).fetchall()
-        return [PdfRecord(task_id, po, mail, PdfState.PENDING) for task_id, po, mail in rows]
+        return [PdfRecord(task_id, po, mail, PdfState.PENDING, folder=folder)
+                for task_id, po, mail, folder in rows]
 
     def pdf_done(self, record: PdfRecord, now: float) -> bool:
         """Record a PENDING PDF as made or failed (``record.state``); False when it is not

@@ -117,6 +117,7 @@ class PdfRecord:
     size: int | None = None
     sha256: str | None = None
     reason: str | None = None
+    folder: str | None = None  # the task's PO folder, when the journal knows it
 
 
 @dataclass(frozen=True)
