@@ -138,6 +138,7 @@ def make(folder: Path, po: PoNumber, mails: Sequence[str], converter: Converter,
             entries[index] = replace(source, pdf_error=None)
             entries.append(made)
             done[mail] = Made(made)
+            log.info("%s: %s made of %s (%d bytes)", po, name, mail, result.size)
         else:
             (folder / name).unlink(missing_ok=True)  # an unlisted PDF of an earlier life
             entries[index] = replace(source, pdf_error=result.reason)
