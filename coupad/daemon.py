@@ -363,7 +363,8 @@ class Daemon:
                 log.info("ended %d Grid session(s) of ours that no worker closed", ended)
         if self.inbox is not None:
             self.inbox.stop()
-        self.pdfs.close(timeout=2.0 if self.forced else 10.0)
+        # A mail being converted may finish; one that does not stays pending for the next start.
+        self.pdfs.close(timeout=1.0 if self.forced else 5.0)
         if self.journal is not None:
             self._collect_pdfs(now)  # what was made before the stop is recorded
         self._parser.stop()
@@ -666,10 +667,10 @@ class Daemon:
         folders with mails waiting (none of whose tasks is in flight); see coupad.pdfs."""
         journal = self._journal()
         self._collect_pdfs(now)
-        if not self.config.downloads.msg_to_pdf or self.stopping_since is not None:
+        if not self.config.downloads.msg_to_pdf:
             self.pdfs.idle()
             return
-        room = self.pdfs.room
+        room = self.pdfs.room if self.downloads_trouble.due(now) else 0
         if room:
             waiting: dict[str, list[PdfRecord]] = {}
             for record in journal.pending_pdfs(50, exclude_pos=self.pdfs.busy_pos):
@@ -684,10 +685,18 @@ class Daemon:
     def _collect_pdfs(self, now: float) -> None:
         journal = self._journal()
         for job, made in self.pdfs.collect():
+            if isinstance(made, Exception):  # the folder refused writes: tried again later
+                if self.downloads_trouble.failed(now, str(made)):
+                    log.error("cannot write the PDFs of %s's mails: %s; its batch's report "
+                              "waits, trying again with backoff", job.po, made)
+                continue
             crash_point("pdf_listed")
             for record in job.pending:
                 if record.mail in made:
                     self._write(partial(journal.pdf_done, made[record.mail].record(record), now))
+            lasted = self.downloads_trouble.cleared(now)
+            if lasted is not None:
+                log.info("the downloads folder is writable again after %.0f s", lasted)
 
     def _final_folder(self, po: PoNumber, recorded: str | None) -> Path | None:
         """The PO's final folder: where the journal says, or found again (moved since)."""

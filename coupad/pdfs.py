@@ -128,6 +128,8 @@ def make(folder: Path, po: PoNumber, mails: Sequence[str], converter: Converter,
         result = converter.convert(folder / mail, folder / name)
         if not result.ok and stopping():
             break  # the converter was stopped under it: not the mail's fault
+        if result.transient:  # a full or read-only disk: the mail stays pending
+            raise OSError(f"{folder}: {result.reason}")
         if result.ok:
             crash_point("pdf")
             assert result.sha256 is not None
@@ -196,9 +198,10 @@ class PdfMaker:
         self._jobs[job.po.digits] = (job, self._offloop.submit(
             lambda: make(job.folder, job.po, job.mails, self._converter, self._stopping.is_set)))
 
-    def collect(self) -> list[tuple[FolderJob, dict[str, Made]]]:
-        """Finished jobs and what became of their mails (a job that raised: nothing, logged)."""
-        finished = []
+    def collect(self) -> list[tuple[FolderJob, dict[str, Made] | Exception]]:
+        """Finished jobs and what became of their mails, or what the job raised (a disk that
+        refuses writes, most likely: its mails stay pending)."""
+        finished: list[tuple[FolderJob, dict[str, Made] | Exception]] = []
         for digits, (job, future) in list(self._jobs.items()):
             if not future.done():
                 continue
@@ -206,9 +209,8 @@ class PdfMaker:
             self._last_work = time.monotonic()
             try:
                 finished.append((job, future.result()))
-            except Exception as exc:  # a bug or a disk: the mails stay pending, tried again
-                log.error("cannot make the PDFs of %s's mails in %s: %s", job.po, job.folder, exc)
-                finished.append((job, {}))
+            except Exception as exc:
+                finished.append((job, exc))
         return finished
 
     def idle(self) -> None:

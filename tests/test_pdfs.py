@@ -12,6 +12,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from coupad import pdfs
 from coupad.durable import atomic_write
 from coupad.folders import MANIFEST, PoFolder
@@ -123,6 +125,22 @@ def test_a_coupa_file_named_like_the_pdf_keeps_its_name_and_the_pdf_gets_another
     assert made["a.msg"].pdf is not None and made["a.msg"].pdf.name == "a.msg (2).pdf"
     assert (folder / "a.msg.pdf").read_bytes() == b"Coupa's own file"
     assert listed(folder)["a.msg (2).pdf"]["derived_from"] == "a.msg"
+
+
+def test_a_pdf_that_cannot_be_written_is_no_failure_of_the_mail_and_stays_to_do(tmp_path):
+    folder = final_folder(tmp_path, {"a.msg": b"mail a", "b.msg": b"mail b"})
+    converter = ScriptedConverter()
+    pdfs.make(folder, PO, ["a.msg"], converter)
+    before = (folder / MANIFEST).read_bytes()
+
+    def disk_full(msg: Path, pdf: Path) -> ConvertResult:
+        return ConvertResult(msg, pdf, False, "cannot write the PDF (No space left on device)",
+                             transient=True)
+
+    converter.convert = disk_full  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="No space left"):
+        pdfs.make(folder, PO, ["a.msg", "b.msg"], converter)
+    assert (folder / MANIFEST).read_bytes() == before  # a.msg's PDF kept, b.msg has no reason
 
 
 def test_a_mail_no_longer_in_the_folder_fails_with_that_reason(tmp_path):
