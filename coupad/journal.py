@@ -570,7 +570,8 @@ class Journal:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 ((batch_id, *params) for params in row_params),
             )
-            done = self._completed_earlier(conn, first_row) if skip_completed else {}
+            done, earlier = (self._completed_earlier(conn, first_row) if skip_completed
+                             else ({}, {}))
             conn.executemany(
                 "INSERT INTO tasks (batch_id, po_digits, state, max_attempts, reason, supplier, "
                 "found, downloaded, names, folder, url, last_processed) "
@@ -582,6 +583,13 @@ class Journal:
                           None, None, None, None, "[]", None, None, None)
                     for po in first_row
                 ),
+            )
+            # A PO taken from an earlier batch brings the PDFs of its mails along.
+            conn.executemany(
+                "INSERT INTO pdfs (task_id, mail, state, pdf, size, sha256, reason) "
+                "SELECT n.id, p.mail, p.state, p.pdf, p.size, p.sha256, p.reason FROM pdfs p "
+                "JOIN tasks n ON n.batch_id = ? AND n.po_digits = ? WHERE p.task_id = ?",
+                ((batch_id, po, task_id) for po, task_id in earlier.items()),
             )
             conn.executemany(
                 "INSERT INTO counts (batch_id, state, n) VALUES (?, ?, ?)",
@@ -598,23 +606,26 @@ class Journal:
 
     def _completed_earlier(
         self, conn: sqlite3.Connection, pos: Iterable[str]
-    ) -> dict[str, tuple[Any, ...]]:
-        """POs whose latest task is COMPLETED with its folder on disk → the new task's fields."""
+    ) -> tuple[dict[str, tuple[Any, ...]], dict[str, int]]:
+        """POs whose latest task is COMPLETED with its folder on disk → the new task's fields,
+        and → that earlier task's id."""
         found: dict[str, tuple[Any, ...]] = {}
+        ids: dict[str, int] = {}
         rows = conn.execute(
             "SELECT t.po_digits, t.batch_id, t.supplier, t.found, t.downloaded, t.names, "
-            "t.folder, t.url, t.last_processed FROM json_each(?) AS wanted "
+            "t.folder, t.url, t.last_processed, t.id FROM json_each(?) AS wanted "
             # CROSS JOIN keeps this order: one index lookup per PO (tasks_po), never a scan of
             # every COMPLETED task, whatever the size of the journal.
             "CROSS JOIN tasks t ON t.id = (SELECT max(p.id) FROM tasks p WHERE p.po_digits = wanted.value) "
             "WHERE t.state = ? AND t.folder IS NOT NULL",
             (_in(pos), TaskState.COMPLETED.value),
         )
-        for po, batch_id, supplier, n_found, downloaded, names, folder, url, last in rows:
+        for po, batch_id, supplier, n_found, downloaded, names, folder, url, last, tid in rows:
             if Path(folder).is_dir():
                 found[po] = (f"already downloaded in batch {batch_id}", supplier, n_found,
                              downloaded, names, folder, url, last)
-        return found
+                ids[po] = tid
+        return found, ids
 
     def _new_batch_id(self, conn: sqlite3.Connection, now: float) -> str:
         """Short, readable, unique and safe in file names: ``20261124-3f9a``."""

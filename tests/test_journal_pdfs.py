@@ -139,3 +139,21 @@ def test_an_older_journal_gets_the_pdfs_table_on_open(tmp_path: Path) -> None:
         task = claim_one(journal)
         journal.record(task.id, "w1", completed("a.msg"), NOW)
         assert [p.mail for p in journal.pending_pdfs(10)] == ["a.msg"]
+
+
+def test_a_po_taken_from_an_earlier_batch_brings_its_pdfs(journal: Journal, tmp_path: Path) -> None:
+    folder = tmp_path / "PO1000001_COMPLETED"
+    folder.mkdir()
+    make_batch(journal, ["1000001"])
+    task = claim_one(journal)
+    journal.record(task.id, "w1", replace(completed("a.msg", "b.msg"), folder=str(folder)), NOW)
+    first, second = journal.pending_pdfs(10)
+    journal.pdf_done(made(first), NOW)
+    journal.pdf_done(replace(second, state=P.FAILED, reason="damaged"), NOW)
+    later = make_batch(journal, ["1000001"])
+    (row,) = journal.report_rows(later.id)
+    assert row.task is not None and row.task.id != task.id
+    assert row.task.state is TaskState.COMPLETED
+    assert [(p.mail, p.state, p.pdf, p.reason) for p in row.pdfs] == [
+        ("a.msg", P.MADE, "a.msg.pdf", None), ("b.msg", P.FAILED, None, "damaged")]
+    assert journal.pdfs_pending(later.id) == 0
