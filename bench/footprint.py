@@ -25,7 +25,7 @@ import scenarios
 from kit import Context, csv_of, daemon, load_average, log, open_page, signed_in_engine
 
 from coupad.browser import Browser
-from coupad.pool import group_pss_mb
+from coupad.processes import group_pss_mb
 
 SOAK_POS = 2000
 SAMPLE_SECONDS = 2.0

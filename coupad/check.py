@@ -106,16 +106,14 @@ def check_tenant(config: Config) -> Check:
 
 def check_sign_in(config: Config) -> Check:
     from coupad.browser import Browser, BrowserSpec, copy_profile
-    from coupad.signin import form_sign_in, is_sign_in_url, read_password
+    from coupad.signin import form_sign_in, read_password
+    from coupad.urls import is_sign_in_page
 
     workdir = Path(tempfile.mkdtemp(prefix="check-", dir=_profile_root(config)))
     try:
         profile = copy_profile(config.paths.base_profile, workdir / "profile")
-        browser = Browser.start(BrowserSpec(
-            profile_dir=profile, download_dir=workdir / "downloads",
-            chromium=config.browser.chromium, chromedriver=config.browser.chromedriver,
-            page_load_strategy="normal", page_load_timeout=config.coupa.page_timeout,
-        ))
+        browser = Browser.start(BrowserSpec.of(config, profile, workdir / "downloads",
+                                               page_load_strategy="normal"))
         try:
             base = config.coupa.base
             if config.coupa.sign_in == "form":
@@ -124,7 +122,7 @@ def check_sign_in(config: Config) -> Check:
                 return Check("sign-in", True, f"form sign-in landed on {landing}")
             browser.driver.get(base + "/")
             url = browser.driver.current_url
-            if is_sign_in_url(url, base):
+            if is_sign_in_page(url, base):
                 return Check("sign-in", False,
                              f"the base profile is not signed in (landed on {url}); "
                              "run `coupad login`")

@@ -1,31 +1,49 @@
 """What each coupactl command does inside the daemon; the loop calls these between passes.
 
-Each handler takes the daemon, ``now`` and the request's arguments and returns plain data
-for the answer, or raises CommandFailed with an error code the client shows.
+Each handler takes the daemon (as :class:`Controlled`: what a command may read and ask of
+it), ``now`` and the request's arguments and returns plain data for the answer, or raises
+CommandFailed with an error code the client shows. What changes the daemon's own state
+(pause, resume, drain, stop) is the daemon's methods; the handlers only call them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from coupad.config import Config
 from coupad.control import CommandFailed
+from coupad.journal import Journal
 from coupad.states import TaskState
-
-if TYPE_CHECKING:
-    from coupad.daemon import Daemon
 
 log = logging.getLogger("coupad.daemon")
 
 
-def batches(daemon: Daemon, now: float) -> list[dict[str, Any]]:
+class Controlled(Protocol):
+    """What the commands need of the daemon (:class:`coupad.daemon.Daemon` is one)."""
+
+    config: Config
+    journal: Journal | None
+
+    def pause(self) -> None: ...
+
+    def resume(self, now: float) -> None: ...
+
+    def drain(self) -> None: ...
+
+    def request_stop(self, now: float) -> None: ...
+
+    def base_profile_updated(self, now: float) -> None: ...
+
+
+def batches(daemon: Controlled, now: float) -> list[dict[str, Any]]:
     assert daemon.journal is not None
     counts = daemon.journal.counts()
     return [_batch_dict(b, counts.get(b.id, {})) for b in daemon.journal.batches()]
 
 
-def batch(daemon: Daemon, now: float, id: str) -> dict[str, Any]:
+def batch(daemon: Controlled, now: float, id: str) -> dict[str, Any]:
     assert daemon.journal is not None
     batch = _batch_or_fail(daemon, id)
     data = _batch_dict(batch, daemon.journal.counts().get(batch.id, {}))
@@ -33,32 +51,23 @@ def batch(daemon: Daemon, now: float, id: str) -> dict[str, Any]:
     return data
 
 
-def pause(daemon: Daemon, now: float) -> dict[str, Any]:
-    daemon.paused = True
-    log.info("paused: no new POs start; in-flight POs finish")
+def pause(daemon: Controlled, now: float) -> dict[str, Any]:
+    daemon.pause()
     return {"paused": True}
 
 
-def resume(daemon: Daemon, now: float) -> dict[str, Any]:
-    daemon.paused = daemon.draining = False
-    if daemon.sign_in.failed:
-        daemon.sign_in.failed = False  # try the (fixed) password again
-        for slot in daemon.pool.slots:
-            daemon.pool.revive(slot, now)
-    log.info("resumed")
+def resume(daemon: Controlled, now: float) -> dict[str, Any]:
+    daemon.resume(now)
     return {"paused": False}
 
 
-def drain(daemon: Daemon, now: float) -> dict[str, Any]:
-    daemon.paused = daemon.draining = True
-    for slot in daemon.pool.slots:
-        daemon.pool.drain(slot, "drained by coupactl")
-    log.info("draining: in-flight POs finish, then browsers close until `resume`")
+def drain(daemon: Controlled, now: float) -> dict[str, Any]:
+    daemon.drain()
     return {"paused": True, "draining": True}
 
 
 def retry(
-    daemon: Daemon, now: float, id: object = None, failed: object = False
+    daemon: Controlled, now: float, id: object = None, failed: object = False
 ) -> dict[str, Any]:
     """Re-run one batch's final POs, or with ``failed`` every FAILED or PARTIAL PO.
 
@@ -79,7 +88,7 @@ def retry(
     return {"requeued": count}
 
 
-def cancel(daemon: Daemon, now: float, id: str) -> dict[str, Any]:
+def cancel(daemon: Controlled, now: float, id: str) -> dict[str, Any]:
     assert daemon.journal is not None
     batch = _batch_or_fail(daemon, id)
     count = daemon.journal.cancel_batch(batch.id, now)
@@ -87,12 +96,12 @@ def cancel(daemon: Daemon, now: float, id: str) -> dict[str, Any]:
     return {"cancelled": count, "batch": batch.id}
 
 
-def stop(daemon: Daemon, now: float) -> dict[str, Any]:
+def stop(daemon: Controlled, now: float) -> dict[str, Any]:
     daemon.request_stop(now)
     return {"stopping": True}
 
 
-def paths(daemon: Daemon, now: float) -> dict[str, str]:
+def paths(daemon: Controlled, now: float) -> dict[str, str]:
     paths = daemon.config.paths
     return {
         "inbox": str(paths.inbox),
@@ -102,12 +111,12 @@ def paths(daemon: Daemon, now: float) -> dict[str, str]:
     }
 
 
-def profile_updated(daemon: Daemon, now: float) -> dict[str, Any]:
+def profile_updated(daemon: Controlled, now: float) -> dict[str, Any]:
     daemon.base_profile_updated(now)
     return {"ok": True}
 
 
-def _batch_or_fail(daemon: Daemon, batch_id: object) -> Any:
+def _batch_or_fail(daemon: Controlled, batch_id: object) -> Any:
     assert daemon.journal is not None
     if not isinstance(batch_id, str) or not batch_id.strip():
         raise CommandFailed("BAD_REQUEST", f"not a batch id: {_shown(batch_id)}")

@@ -81,7 +81,7 @@ class Request:
         self.done.set()
 
 
-class CommandFailed(Exception):
+class CommandFailed(ControlError):
     """Raised by a command handler: becomes an error answer with this code."""
 
     def __init__(self, code: str, message: str) -> None:

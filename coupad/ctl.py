@@ -20,6 +20,7 @@ from typing import Any
 from coupad import config as configuration
 from coupad.control import ControlClient
 from coupad.errors import ConfigError, CoupadError, DaemonNotRunning, ExitCode
+from coupad.snapshot import Snapshot
 
 BAR_WIDTH = 30
 
@@ -41,49 +42,49 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def render_status(snap: dict[str, Any]) -> str:
-    d = snap["daemon"]
+def render_status(data: dict[str, Any]) -> str:
+    snap = Snapshot.parse(data)
+    d = snap.daemon
     lines = [
-        f"coupad {d['version']} pid {d['pid']}: {d['state']}, up {_duration(d['uptime_seconds'])}"
-        f", tenant {d['base_url'] or '(not set)'}",
+        f"coupad {d.version} pid {d.pid}: {d.state}, up {_duration(d.uptime_seconds)}"
+        f", tenant {d.base_url or '(not set)'}",
     ]
-    lines += [f"PROBLEM: {problem}" for problem in d.get("problems") or []]
-    sign_in = snap["sign_in"]
-    if sign_in.get("failed"):
-        lines.append(f"sign-in: FAILED ({sign_in['detail']}); fix the password file, then "
+    lines += [f"PROBLEM: {problem}" for problem in d.problems]
+    sign_in = snap.sign_in
+    if sign_in.failed:
+        lines.append(f"sign-in: FAILED ({sign_in.detail}); fix the password file, then "
                      "`coupactl resume`")
-    elif sign_in["needed"]:
-        how = ("run `coupad login`" if sign_in["mode"] == "profile"
+    elif sign_in.needed:
+        how = ("run `coupad login`" if sign_in.mode == "profile"
                else "signing in again with the password file")
-        lines.append(f"sign-in: NEEDED since {time.strftime('%H:%M:%S', time.localtime(sign_in['since']))}"
-                     f" ({sign_in['detail']}); {how}")
+        since = time.strftime("%H:%M:%S", time.localtime(sign_in.since or 0))
+        lines.append(f"sign-in: NEEDED since {since} ({sign_in.detail}); {how}")
     else:
-        lines.append(f"sign-in: ok ({sign_in['mode']})")
-    memory = snap.get("memory")
+        lines.append(f"sign-in: ok ({sign_in.mode})")
+    memory = snap.memory
     if memory:
-        flag = "  (high: starting no new POs)" if memory["high"] else ""
-        lines.append(f"memory: {memory['used_mb']} of {memory['limit_mb']} MB "
-                     f"({memory['source']}){flag}")
-    throttle = snap.get("throttle")
-    if throttle and (throttle["cap"] < throttle["limit"] or throttle["paused_for"]):
-        lines.append(f"throttled by Coupa: {throttle['cap']} of {throttle['limit']} POs in "
-                     f"flight, paused {throttle['paused_for']:.0f} s more")
+        flag = "  (high: starting no new POs)" if memory.high else ""
+        lines.append(f"memory: {memory.used_mb} of {memory.limit_mb} MB ({memory.source}){flag}")
+    throttle = snap.throttle
+    if throttle and (throttle.cap < throttle.limit or throttle.paused_for):
+        lines.append(f"throttled by Coupa: {throttle.cap} of {throttle.limit} POs in "
+                     f"flight, paused {throttle.paused_for:.0f} s more")
     lines.append("workers:")
-    for w in snap["workers"]:
-        extra = f"  last error: {w['last_error']}" if w["last_error"] else ""
+    for w in snap.workers:
+        extra = f"  last error: {w.last_error}" if w.last_error else ""
         lines.append(
-            f"  {w['slot']:>2} {w['state']:<10} pid {w['pid'] or '-':<7} "
-            f"{w['busy']}/{w['tabs']} tabs  {w['pos_done']:>5} POs  "
-            f"{w['memory_mb']:>7.0f} MB  {w['restarts']} restarts{extra}"
+            f"  {w.slot:>2} {w.state:<10} pid {w.pid or '-':<7} "
+            f"{w.busy}/{w.tabs} tabs  {w.pos_done:>5} POs  "
+            f"{w.memory_mb:>7.0f} MB  {w.restarts} restarts{extra}"
         )
-    if not snap["batches"]:
+    if not snap.batches:
         lines.append("batches: none open")
-    for b in snap["batches"]:
-        counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(b["counts"].items()))
-        eta = f", ETA {_duration(b['eta_seconds'])}" if b["eta_seconds"] is not None else ""
+    for b in snap.batches:
+        counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(b.counts.items()))
+        eta = f", ETA {_duration(b.eta_seconds)}" if b.eta_seconds is not None else ""
         lines.append(
-            f"batch {b['id']} {b['name']} ({b['priority']}) {bar(b['done'], b['total'])} "
-            f"{b['done']}/{b['total']}  {b['rate_per_min']:.1f}/min{eta}"
+            f"batch {b.id} {b.name} ({b.priority}) {bar(b.done, b.total)} "
+            f"{b.done}/{b.total}  {b.rate_per_min:.1f}/min{eta}"
         )
         lines.append(f"    {counts}")
     return "\n".join(lines)
@@ -223,9 +224,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "submit":
         return _submit(args)
     text: Callable[[Any], str]
+    result: Any
     with ControlClient(_socket_path(args)) as client:
         if args.command == "status":
-            result = client.call("status")
+            # Checked against the typed snapshot, for --json too: a script reads what is written
+            # down in coupad.snapshot, or coupactl says what differs.
+            result = Snapshot.parse(client.call("status")).plain()
             text = render_status
         elif args.command == "batches":
             result, text = client.call("batches"), render_batches

@@ -68,7 +68,6 @@ from coupad.notify import Notifier
 from coupad.offloop import Offloop
 from coupad import pdfs
 from coupad.pdfs import FolderJob, PdfMaker
-from coupad import memory
 from coupad.memory import MemoryView
 from coupad.throttle import Throttle
 from coupad.journal import (
@@ -82,10 +81,12 @@ from coupad.journal import (
     TaskOutcome,
 )
 from coupad.ponumber import PoNumber
+from coupad.host import Host
 from coupad.pool import Exit, Pool, Slot
 from coupad.report import BatchReport, ReportLine, write_reports
 from coupad.states import PdfState, TaskState, WorkerState
-from coupad.status import Trouble, build_snapshot, starting_snapshot, status_line
+from coupad.snapshot import Snapshot
+from coupad.status import SignIn, Trouble, build_snapshot, starting_snapshot, status_line
 from coupad.messages import (
     Fatal,
     Heartbeat,
@@ -115,17 +116,6 @@ class Flags:
 
 
 @dataclass
-class SignIn:
-    """Whether the pool can work: signed in, or waiting for someone to sign in."""
-
-    needed: bool = False
-    since: float = 0.0
-    detail: str = ""
-    profile_stamp: float = 0.0  # base profile cookie mtime when sign-in was found missing
-    failed: bool = False  # the form sign-in itself was refused (wrong password): no retries
-
-
-@dataclass
 class Daemon:
     config: Config
     engine: str = "chromium"
@@ -135,23 +125,27 @@ class Daemon:
     stopping_since: float | None = None
     forced: bool = False
     sign_in: SignIn = field(default_factory=SignIn)
-    snapshot: dict[str, Any] = field(default_factory=dict)
+    snapshot: Snapshot | None = None
+    # Its JSON-ready form, made once per pass: what the control socket serves.
+    snapshot_plain: dict[str, Any] = field(default_factory=dict)
     _last_memory_sample: float = 0.0
     # How the configuration was loaded, so that SIGHUP can load it again the same way.
     config_path: str | None = None
     config_overrides: dict[str, Any] = field(default_factory=dict)
+    # The OS effects (start and kill processes, read memory); None: the real system.
+    host: Host | None = None
 
     def __post_init__(self) -> None:
         self.journal: Journal | None = None
         self.inbox: Inbox | None = None
         self._state_lock: int | None = None  # the flock on <state>/coupad.lock, held for life
         self.grid_sweeper: SessionSweeper | None = None  # with browser.grid_url
-        self.pool = Pool(self.config, engine=self.engine)
+        self.pool = Pool(self.config, engine=self.engine, host=self.host)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self.control = ControlServer(
-            self.config.socket_path, lambda: self.snapshot, group=self.config.control.group,
+            self.config.socket_path, lambda: self.snapshot_plain, group=self.config.control.group,
             wake=self._wake,
         )
         self.draining = False  # `coupactl drain`: paused, and browsers closed once idle
@@ -162,7 +156,8 @@ class Daemon:
         self.journal_trouble = Trouble("journal")
         self.downloads_trouble = Trouble("downloads")
         self.outbox_trouble = Trouble("outbox")
-        self.troubles = (self.journal_trouble, self.downloads_trouble, self.outbox_trouble)
+        self.troubles: tuple[Trouble, ...] = (self.journal_trouble, self.downloads_trouble,
+                                              self.outbox_trouble)
         # Journal writes that failed (or came while it failed), made in order once it works.
         self._unwritten: list[Callable[[], object]] = []
         self._parser = Offloop("coupad-intake", self._wake)
@@ -170,7 +165,7 @@ class Daemon:
         self._parsing: deque[tuple[InboxFile, Future[ParsedFile]]] = deque()
         self._reporting: dict[str, Future[list[Path]]] = {}
         self.pdfs = PdfMaker(self._wake)
-        self.snapshot = starting_snapshot(self, time.time())
+        self._set_snapshot(starting_snapshot(self, time.time()))
         self.notifier = Notifier()
         self._ready_sent = False
 
@@ -243,18 +238,16 @@ class Daemon:
         no room for a new one: without this wait, each restart would die here."""
         while True:
             try:
-                self.journal = Journal.open(self.config.paths.journal, retry=RetryPolicy(
-                    base_seconds=self.config.tasks.retry_base_seconds,
-                    max_seconds=self.config.tasks.retry_max_seconds,
-                ))
+                self.journal = Journal.open(self.config.paths.journal,
+                                            retry=RetryPolicy.of(self.config.tasks))
                 return True
             except JournalUnwritable as exc:
                 self._journal_failed(exc, time.time())
             while time.time() < self.journal_trouble.retry_at:
                 if self.flags.stop_requests:
                     return False
-                self.snapshot = starting_snapshot(self, time.time())
-                self.notifier.status(status_line(self.snapshot))
+                self.notifier.status(status_line(self._set_snapshot(
+                    starting_snapshot(self, time.time()))))
                 self.notifier.watchdog()
                 self._refuse_commands()
                 select.select([self._wake_r], [], [], MAX_WAIT)
@@ -459,15 +452,12 @@ class Daemon:
         self.throttle.resize(change.config.coupa.max_concurrent_pages)
         self.throttle.min_interval = change.config.coupa.min_request_interval
         if self.journal is not None:
-            self.journal.retry = RetryPolicy(
-                base_seconds=change.config.tasks.retry_base_seconds,
-                max_seconds=change.config.tasks.retry_max_seconds,
-            )
+            self.journal.retry = RetryPolicy.of(change.config.tasks)
         if self.inbox is not None:
             self.inbox.quiet_seconds = change.config.inbox.quiet_seconds
         logs.set_level(change.config.log.level)
         if self.sign_in.failed:
-            commands.resume(self, now)  # the password file may have been fixed
+            self.resume(now)  # the password file may have been fixed
         log.info("SIGHUP: configuration reloaded; applied: %s",
                  ", ".join(change.applied) or "nothing changed")
         if change.needs_restart:
@@ -477,6 +467,28 @@ class Daemon:
         self._write(partial(journal.log_event, "config_reloaded", now,
                             applied=list(change.applied),
                             needs_restart=list(change.needs_restart)))
+
+    def pause(self) -> None:
+        """`coupactl pause`: no new POs start; in-flight POs finish."""
+        self.paused = True
+        log.info("paused: no new POs start; in-flight POs finish")
+
+    def resume(self, now: float) -> None:
+        """`coupactl resume`, or a reload after a refused sign-in: work again; a refused form
+        sign-in is tried again (its password file may have been fixed)."""
+        self.paused = self.draining = False
+        if self.sign_in.failed:
+            self.sign_in.failed = False
+            for slot in self.pool.slots:
+                self.pool.revive(slot, now)
+        log.info("resumed")
+
+    def drain(self) -> None:
+        """`coupactl drain`: paused, and each browser closes once its POs have finished."""
+        self.paused = self.draining = True
+        for slot in self.pool.slots:
+            self.pool.drain(slot, "drained by coupactl")
+        log.info("draining: in-flight POs finish, then browsers close until `resume`")
 
     def request_stop(self, now: float) -> None:
         """First stage of shutdown: claim nothing new, let in-flight POs finish."""
@@ -595,9 +607,11 @@ class Daemon:
         self.pool.sample_memory()
         for slot in self.pool.slots:
             if slot.memory_mb > limit_mb and not slot.draining:
-                self.pool.drain(slot, f"browser uses {slot.memory_mb:.0f} MB "
+                uses = ("remote browser's tabs report" if slot.reported_mb is not None
+                        else "browser uses")
+                self.pool.drain(slot, f"{uses} {slot.memory_mb:.0f} MB "
                                       f"(pool.max_browser_mb = {limit_mb})")
-        self.memory = memory.view()
+        self.memory = self.pool.host.memory()
         watermark = self.config.pool.memory_high_watermark
         if self.memory.pressure >= watermark:
             if not self.memory_high:
@@ -760,10 +774,13 @@ class Daemon:
             unfinished = self._journal().unfinished_folders(batch_id)
         return not unfinished
 
+    def _set_snapshot(self, snapshot: Snapshot) -> Snapshot:
+        self.snapshot, self.snapshot_plain = snapshot, snapshot.plain()
+        return snapshot
+
     def _publish(self, now: float) -> None:
         assert self.journal is not None
-        self.snapshot = build_snapshot(self, now)
-        line = status_line(self.snapshot)
+        line = status_line(self._set_snapshot(build_snapshot(self, now)))
         if not self._ready_sent and not any(
             s.state == WorkerState.STARTING for s in self.pool.slots
         ):
@@ -789,6 +806,7 @@ class Daemon:
                 self._signed_in_again(now)
         elif isinstance(message, Heartbeat):
             slot.last_heartbeat = now
+            slot.reported_mb = message.browser_mb
             ids = [slot.in_flight[k] for k in message.busy if k in slot.in_flight]
             if ids and not self.journal_trouble.active:
                 try:

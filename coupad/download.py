@@ -33,15 +33,15 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import parse_qsl, unquote, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import requests.auth
 import urllib3.exceptions
-from urllib3.util import parse_url
 
 from coupad.errors import CoupadError, SignInRequired
 from coupad.names import filename_from_content_disposition
+from coupad.urls import DEFAULT_PORTS, is_sign_in_redirect, origin, show_url, without_query
 
 log = logging.getLogger("coupad.download")
 
@@ -52,19 +52,6 @@ _HEAD = 64 << 10  # enough of an HTML body to recognise a sign-in form
 # shows whether the server sent more than it declared. Servers close at once after
 # "Connection: close"; one that keeps the connection open costs this much, then counts as done.
 _EOF_GRACE = 1.0
-# On Coupa's own site only a first path segment means sign-in, so
-# "/attachments/login-guide.pdf" is a file. See _looks_like_sign_in for other sites.
-_SIGN_IN_SEGMENTS = frozenset({"sessions", "session", "login", "logon", "signin", "sign_in",
-                               "sign-in", "sso", "saml", "oauth", "oauth2", "adfs", "auth", "users"})
-# A sign-in word standing alone between separators ("login.microsoftonline.com", "/adfs/ls",
-# "/oauth2/v2.0"): as a bare substring, "sso" would find sign-in in "processor-exports".
-_SIGN_IN_WORD = re.compile(
-    r"(?<![a-z0-9])(?:sessions?|login|logon|sign[-_]?in|sso|saml\d*|oauth\d*|authori[sz]e|adfs"
-    r"|openid)(?![a-z0-9])"
-)
-# Query keys only a SAML, OAuth / OpenID Connect or WS-Federation sign-in request carries.
-_SIGN_IN_KEYS = frozenset({"samlrequest", "samlresponse", "relaystate", "response_type",
-                           "wresult", "wtrealm"})
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Signed URLs run to a few KB (a long session token included); a Location past this is refused.
 _MAX_LOCATION = 8192
@@ -72,7 +59,6 @@ _MAX_LOCATION = 8192
 # object not yet replicated to the region asked (404); the next attempt gets a fresh URL.
 _STORE_REFUSALS = frozenset({400, 401, 403, 404, 410})
 _PASSWORD_FIELD = re.compile(rb"""type\s*=\s*["']?password|user_password""", re.IGNORECASE)
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class DownloadProblem(enum.Enum):
@@ -238,11 +224,11 @@ class DirectFetcher:
         user_agent: str | None = None,
         max_size: int = DEFAULT_MAX_SIZE,
     ) -> None:
-        origin = _origin(base_url)
-        if origin is None:
+        where = origin(base_url)
+        if where is None:
             raise ValueError(f"{base_url!r} is not an http(s) URL")
         self.base_url = base_url
-        self.origin = origin
+        self.origin = where
         self.timeout = timeout
         self.max_redirects = max_redirects
         self.user_agent = user_agent
@@ -255,7 +241,7 @@ class DirectFetcher:
 
     def update_cookies(self, cookies: Iterable[dict[str, Any]]) -> None:
         """Replace the session cookies with those (from ``driver.get_cookies()``) for Coupa."""
-        host = self.origin[1]
+        host = self.origin.host
         kept = []
         now = time.time()
         for cookie in cookies:
@@ -298,19 +284,19 @@ class DirectFetcher:
                     redirects += 1
                     if redirects > self.max_redirects:
                         raise DownloadError(
-                            f"more than {self.max_redirects} redirects from {_show_url(listed)}",
+                            f"more than {self.max_redirects} redirects from {show_url(listed)}",
                             problem=DownloadProblem.TOO_MANY_REDIRECTS,
                         )
                     log.debug("following a redirect from %s to %s",
-                              _show_url(current), _show_url(target))
+                              show_url(current), show_url(target))
                     current = target
                     continue
-                _check_status(response, current, on_coupa=_origin(current) == self.origin)
+                _check_status(response, current, on_coupa=origin(current) == self.origin)
                 fetched = self._save(
                     response, listed, current, Path(dest_dir), deadline, redirects > 0
                 )
                 log.debug("fetched %s from %s: %d bytes",
-                          _show_url(listed), fetched.served_from, fetched.size)
+                          show_url(listed), fetched.served_from, fetched.size)
                 return fetched
             finally:
                 response.close()
@@ -345,21 +331,21 @@ class DirectFetcher:
         if _has_control(url) or "\\" in url:
             raise DownloadError(
                 f"refusing an attachment URL with control characters or a backslash "
-                f"({_show_url(url)!r})",
+                f"({show_url(url)!r})",
                 problem=DownloadProblem.OFF_ORIGIN,
             )
-        origin = _origin(url)
-        if origin != self.origin:
-            shown = _show_origin(origin) if origin else "an invalid or non-http(s) URL"
+        where = origin(url)
+        if where != self.origin:
+            shown = str(where) if where else "an invalid or non-http(s) URL"
             raise DownloadError(
-                f"refusing to fetch from {shown}: not the Coupa site {_show_origin(self.origin)}",
+                f"refusing to fetch from {shown}: not the Coupa site {self.origin}",
                 problem=DownloadProblem.OFF_ORIGIN,
             )
         return url.split("#", 1)[0]
 
     def _judge_redirect(self, current: str, location: str | None) -> str:
         """Return the URL a redirect leads to, or raise for sign-in or a Location not to follow."""
-        here = _show_url(current)
+        here = show_url(current)
         location = (location or "").strip(" ")
         if not location:
             raise DownloadError(
@@ -386,7 +372,7 @@ class DirectFetcher:
             parts = urlsplit(target)
         except ValueError:
             target, parts = "", None
-        if parts is None or parts.scheme.lower() not in _DEFAULT_PORTS:
+        if parts is None or parts.scheme.lower() not in DEFAULT_PORTS:
             scheme = parts.scheme.lower() if parts else ""
             shown = f"a {scheme}: URL" if re.fullmatch(r"[a-z][a-z0-9+.-]{0,19}", scheme) else (
                 "a malformed URL"
@@ -400,21 +386,21 @@ class DirectFetcher:
                 f"a redirect from {here} to a URL carrying a user name or password; not followed",
                 problem=DownloadProblem.BAD_REDIRECT,
             )
-        origin = _origin(target)
-        if origin is None:
+        where = origin(target)
+        if where is None:
             raise DownloadError(
                 f"a redirect from {here} to a malformed URL; not followed",
                 problem=DownloadProblem.BAD_REDIRECT,
             )
-        if urlsplit(current).scheme.lower() == "https" and origin[0] == "http":
+        if urlsplit(current).scheme.lower() == "https" and where.scheme == "http":
             raise DownloadError(
-                f"a redirect from {here} to plain http ({_show_origin(origin)}): an https "
+                f"a redirect from {here} to plain http ({where}): an https "
                 "download is never continued unencrypted",
                 problem=DownloadProblem.INSECURE_REDIRECT,
             )
-        if _looks_like_sign_in(target, same_site=origin == self.origin):
+        if is_sign_in_redirect(target, same_site=where == self.origin):
             raise SignInRequired(
-                f"Coupa asked to sign in again (an attachment redirected to {_show_url(target)})"
+                f"Coupa asked to sign in again (an attachment redirected to {show_url(target)})"
             )
         return target.split("#", 1)[0]
 
@@ -443,21 +429,21 @@ class DirectFetcher:
             # Only a redirect target gets here (a listed URL has passed _check_url); requests'
             # message would quote the whole URL, query included.
             raise DownloadError(
-                f"a redirect to {_show_url(url)} that cannot be requested ({type(exc).__name__})",
+                f"a redirect to {show_url(url)} that cannot be requested ({type(exc).__name__})",
                 problem=DownloadProblem.BAD_REDIRECT,
             ) from None
         except requests.RequestException as exc:
             raise DownloadError(
-                f"could not reach {_show_url(url)}: {_short(exc)}",
+                f"could not reach {show_url(url)}: {_short(exc)}",
                 problem=DownloadProblem.NETWORK,
             ) from None
 
     def _cookie_header(self, url: str) -> str:
         """The Cookie header for ``url``: base-origin cookies whose path matches, or ""."""
-        if _origin(url) != self.origin:
+        if origin(url) != self.origin:
             return ""
         path = urlsplit(url).path or "/"
-        https = self.origin[0] == "https"
+        https = self.origin.scheme == "https"
         return "; ".join(
             f"{c.name}={c.value}"
             for c in self._cookies
@@ -478,7 +464,7 @@ class DirectFetcher:
         declared = _declared_length(response)
         if declared is not None and declared > self.max_size:
             raise DownloadError(
-                f"{_show_url(url)} is {declared} bytes, more than the {self.max_size} allowed",
+                f"{show_url(url)} is {declared} bytes, more than the {self.max_size} allowed",
                 problem=DownloadProblem.TOO_LARGE,
             )
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -494,13 +480,13 @@ class DirectFetcher:
             with part.open("wb") as out:
                 size, digest, head = self._copy_body(raw, sock, out, url, declared, deadline)
             if _is_sign_in_page(content_type, disposition, head, redirected):
-                if _origin(url) == self.origin:
+                if origin(url) == self.origin:
                     raise SignInRequired(
-                        f"Coupa answered {_show_url(url)} with its sign-in page instead of "
+                        f"Coupa answered {show_url(url)} with its sign-in page instead of "
                         "the file"
                     )
                 raise SignInRequired(
-                    f"an attachment led to a page at {_show_url(url)} instead of the file: an "
+                    f"an attachment led to a page at {show_url(url)} instead of the file: an "
                     "identity provider asking to sign in again"
                 )
             done = dest_dir / f"{token}.download"
@@ -515,7 +501,7 @@ class DirectFetcher:
             filename=filename_from_content_disposition(disposition),
             content_type=content_type,
             url=listed,
-            served_from=_without_query(url),
+            served_from=without_query(url),
         )
 
     def _copy_body(
@@ -544,7 +530,7 @@ class DirectFetcher:
                 raise _timeout(url, read_timeout) from None
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 raise DownloadError(
-                    f"the connection broke after {raw.tell()} bytes of {_show_url(url)}"
+                    f"the connection broke after {raw.tell()} bytes of {show_url(url)}"
                     f"{_of_declared(declared)}: {_short(exc)}",
                     problem=DownloadProblem.NETWORK,
                 ) from None
@@ -552,7 +538,7 @@ class DirectFetcher:
                 break
             if declared is not None and raw.tell() > declared:
                 raise DownloadError(
-                    f"{_show_url(url)} declared {declared} bytes but sent more "
+                    f"{show_url(url)} declared {declared} bytes but sent more "
                     f"({raw.tell()} bytes so far)",
                     problem=DownloadProblem.LENGTH_MISMATCH,
                 )
@@ -563,14 +549,14 @@ class DirectFetcher:
                 head += chunk[: _HEAD - len(head)]
             if size > self.max_size:
                 raise DownloadError(
-                    f"{_show_url(url)} is larger than the {self.max_size} bytes allowed",
+                    f"{show_url(url)} is larger than the {self.max_size} bytes allowed",
                     problem=DownloadProblem.TOO_LARGE,
                 )
             if deadline is not None and time.monotonic() > deadline:
                 raise _timeout(url, None)
         if declared is not None and raw.tell() < declared:
             raise DownloadError(
-                f"{_show_url(url)} declared {declared} bytes but sent only {raw.tell()}",
+                f"{show_url(url)} declared {declared} bytes but sent only {raw.tell()}",
                 problem=DownloadProblem.LENGTH_MISMATCH,
             )
         return size, digest.hexdigest(), head
@@ -604,7 +590,7 @@ def _check_status(response: requests.Response, url: str, *, on_coupa: bool) -> N
     status = response.status_code
     if 200 <= status < 300:
         return
-    where = _show_url(url)
+    where = show_url(url)
     if not on_coupa and status in _STORE_REFUSALS:
         raise DownloadError(
             f"the file store refused {where} (HTTP {status}); its signed link may have "
@@ -641,68 +627,6 @@ def _check_status(response: requests.Response, url: str, *, on_coupa: bool) -> N
     raise DownloadError(
         f"unexpected answer HTTP {status} for {where}",
         problem=DownloadProblem.HTTP_ERROR, status=status,
-    )
-
-
-def _origin(url: str) -> tuple[str, str, int] | None:
-    """(scheme, host, port) of an http(s) URL, or None; two parsers must agree on the host."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-        checked = parse_url(url)
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if scheme not in _DEFAULT_PORTS or not host or "@" in parts.netloc:
-        return None
-    if (checked.host or "").lower().strip("[]") != host or (checked.scheme or "") != scheme:
-        return None  # parser confusion is how URLs smuggle another host past a check
-    return scheme, host, port or _DEFAULT_PORTS[scheme]
-
-
-def _show_origin(origin: tuple[str, str, int]) -> str:
-    scheme, host, port = origin
-    return f"{scheme}://{host}" + ("" if _DEFAULT_PORTS[scheme] == port else f":{port}")
-
-
-def _show_url(url: str) -> str:
-    """A URL for messages: origin and path, never the query (it may carry tokens)."""
-    origin = _origin(url)
-    path = urlsplit(url).path if origin else ""
-    return (_show_origin(origin) if origin else "an invalid URL") + path[:200]
-
-
-def _without_query(url: str) -> str:
-    """``url`` without query and fragment: what may be stored and logged of any URL."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
-def _looks_like_sign_in(url: str, same_site: bool) -> bool:
-    """Whether a redirect target is a sign-in page rather than the file (or a hop to it).
-
-    On Coupa's own origin: its first path segment is a sign-in segment ("/sessions/new",
-    "/login", "/users/sign_in"). On another origin: a sign-in word (login, logon, sign-in,
-    session, sso, saml, oauth, authorize, adfs, openid; digits may follow saml and oauth)
-    standing alone in the host name or in a path segment other than the last, or a query key
-    only a sign-in request carries (SAMLRequest, SAMLResponse, RelayState, response_type,
-    client_id with redirect_uri, WS-Federation's wresult, wtrealm or wa=wsignin*). The last
-    segment is left out, as it names the file: ``/po/123/login-guide.pdf`` on a file store is
-    fetched. An identity provider that slips through is caught by its answer, an HTML page
-    not served as an attachment (:func:`_is_sign_in_page`).
-    """
-    parts = urlsplit(url)
-    if same_site:
-        return parts.path.lower().strip("/").split("/", 1)[0] in _SIGN_IN_SEGMENTS
-    folders = [unquote(segment).lower() for segment in parts.path.split("/")[1:-1]]
-    if any(_SIGN_IN_WORD.search(text) for text in [(parts.hostname or "").lower(), *folders]):
-        return True
-    query = {key.lower(): value for key, value in parse_qsl(parts.query, keep_blank_values=True)}
-    return bool(
-        _SIGN_IN_KEYS & query.keys()
-        or {"client_id", "redirect_uri"} <= query.keys()
-        or query.get("wa", "").lower().startswith("wsignin")
     )
 
 
@@ -769,7 +693,7 @@ def _remaining(deadline: float | None, cap: float, url: str) -> float:
 def _timeout(url: str, seconds: float | None) -> DownloadError:
     after = f" after {seconds:.1f} s" if seconds else ""
     return DownloadError(
-        f"timed out{after} waiting for {_show_url(url)}",
+        f"timed out{after} waiting for {show_url(url)}",
         problem=DownloadProblem.TIMEOUT,
     )
 

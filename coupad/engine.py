@@ -67,6 +67,7 @@ from selenium.common.exceptions import (
 from coupad.browser import BrowserLike
 from coupad.browser.cdp import CdpError, Connection, ConnectionLost, browser_endpoint
 from coupad.browser.fetches import FetchOps
+from coupad.browser.heap import HeapSampler
 from coupad.browser.evidence import evidence, next_look, note_list
 from coupad.browser.clicks import ClickOps, settle
 from coupad.browser.downloads import DownloadRouter
@@ -93,7 +94,8 @@ from coupad.page import (
     Verdict,
     classify,
 )
-from coupad.signin import form_sign_in, is_sign_in_url, read_password
+from coupad.signin import form_sign_in, read_password
+from coupad.urls import is_sign_in_page
 from coupad.throttle import free_tabs
 
 __all__ = ["Engine", "HasFileno", "Outcome", "PoJob", "PoResult"]
@@ -153,6 +155,7 @@ class Engine(ClickOps, FetchOps):
         # How often an idle remote browser is pinged (None: a local browser needs no ping).
         self.keepalive: float | None = None
         self._last_ping = 0.0
+        self._heap: HeapSampler | None = None  # a remote browser's memory, as it reports it
 
     # ---- life cycle ---------------------------------------------------------------------
 
@@ -170,6 +173,7 @@ class Engine(ClickOps, FetchOps):
                 log.info("the Grid's session time-out is unknown (%s)", exc)
                 timeout = None
             self.keepalive = keepalive_interval(timeout)
+            self._heap = HeapSampler()
             if self.config.coupa.sign_in == "profile":
                 self._carry_profile(self.browser)
         if self.config.coupa.sign_in == "form":
@@ -289,7 +293,7 @@ class Engine(ClickOps, FetchOps):
         deadline = time.monotonic() + coupa.page_timeout
         while time.monotonic() < deadline:
             url = str(self._driver.current_url)
-            if is_sign_in_url(url, self.base):
+            if is_sign_in_page(url, self.base):
                 return False
             if urlsplit(url).scheme in ("http", "https") and self._ready_state() == "complete":
                 self._refresh_cookies(self._home)
@@ -304,6 +308,12 @@ class Engine(ClickOps, FetchOps):
         form_sign_in(self._driver, self.base, coupa.username, password, timeout=coupa.page_timeout)
         self._refresh_cookies(self._home)
         return True
+
+    @property
+    def reported_memory_mb(self) -> float | None:
+        """A remote browser's memory as its tabs report it (:mod:`coupad.browser.heap`), for
+        recycling; None for a local browser, whose processes the daemon measures."""
+        return None if self._heap is None else self._heap.mb
 
     @property
     def broken(self) -> str | None:
@@ -373,7 +383,7 @@ class Engine(ClickOps, FetchOps):
     def _take_tab(self) -> tuple[str, bool, float]:
         """A tab for a new PO: (handle, whether it is free, when it was released)."""
         while (spare := self._tab_pool.take()) is not None:
-            if self._conn is None or not self._conn.crashed(spare[0]):
+            if self._conn is None or not self._conn.targets.crashed(spare[0]):
                 return spare
             log.info("spare tab %s crashed; closing it", spare[0])
             self._close_handle(spare[0])
@@ -397,6 +407,8 @@ class Engine(ClickOps, FetchOps):
             results: list[PoResult] = []
             self._pump()
             self._keep_alive(time.monotonic())
+            if self._heap is not None and self._conn is not None:
+                self._heap.sample(self._conn, time.monotonic())
             self._route_downloads(time.monotonic())
             self._note_commits()
             self._blank_idle(time.monotonic())

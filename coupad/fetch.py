@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import shutil
 import sys
 import time
@@ -27,6 +28,7 @@ from coupad.engine import Engine, Outcome, PoJob, PoResult
 from coupad.errors import CoupadError, ExitCode, SignInRequired
 from coupad.folders import PoFolder
 from coupad.ponumber import InvalidPoNumber, PoNumber, normalize
+from coupad.records import RetryPolicy
 
 log = logging.getLogger("coupad.fetch")
 
@@ -70,15 +72,7 @@ def main(args: argparse.Namespace) -> int:
         return int(ExitCode.USAGE)
     logs.setup(config.log.level, config.log.format)
     profile = _prepare_profile(config)
-    spec = BrowserSpec(
-        profile_dir=profile,
-        download_dir=profile / "downloads",
-        chromium=config.browser.chromium,
-        chromedriver=config.browser.chromedriver,
-        headless=config.browser.headless,
-        extra_args=config.browser.extra_args,
-        page_load_timeout=config.coupa.page_timeout,
-    )
+    spec = BrowserSpec.of(config, profile, profile / "downloads")
     engine = Engine(config, browser_factory=lambda: Browser.start(spec), tabs=tabs)
     try:
         engine.start()
@@ -117,6 +111,8 @@ class Run:
 
     def __init__(self, config: Config, engine: Engine, numbers: list[PoNumber]) -> None:
         self.config = config
+        self.retry = RetryPolicy.of(config.tasks)  # the daemon's policy, jitter included
+        self.rng = random.Random()
         self.engine = engine
         self.waiting: deque[Attempts] = deque(Attempts(po) for po in numbers)
         self.by_key: dict[str, Attempts] = {}
@@ -175,9 +171,7 @@ class Run:
             return
         tasks = self.config.tasks
         if attempts.count < tasks.max_attempts:
-            wait = min(tasks.retry_base_seconds * 2 ** (attempts.count - 1), tasks.retry_max_seconds)
-            if result.retry_after is not None:
-                wait = max(wait, min(result.retry_after, tasks.retry_max_seconds))
+            wait = self.retry.delay(attempts.count, self.rng, result.retry_after)
             attempts.not_before = time.monotonic() + wait
             log.info("%s: %s (%s); attempt %d of %d in %.1f s", attempts.po, result.outcome.value,
                      result.reason, attempts.count + 1, tasks.max_attempts, wait)

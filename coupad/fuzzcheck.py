@@ -294,15 +294,7 @@ def _config(work: Path, sim: SimHandle, tabs: int) -> Config:
 def _engine(config: Config, work: Path, tabs: int) -> Iterator[Engine]:
     profile = work / "profile"
     shutil.rmtree(profile, ignore_errors=True)
-    spec = BrowserSpec(
-        profile_dir=profile,
-        download_dir=work / "browser-downloads",
-        chromium=config.browser.chromium,
-        chromedriver=config.browser.chromedriver,
-        headless=config.browser.headless,
-        extra_args=config.browser.extra_args,
-        page_load_timeout=config.coupa.page_timeout,
-    )
+    spec = BrowserSpec.of(config, profile, work / "browser-downloads")
     engine = Engine(config, browser_factory=lambda: Browser.start(spec), tabs=tabs)
     try:
         engine.start()

@@ -65,11 +65,8 @@ def sign_in_by_hand(config: Config, base: str, timeout: float) -> str:
 
     profile = config.paths.base_profile
     profile.mkdir(parents=True, exist_ok=True)
-    browser = Browser.start(BrowserSpec(
-        profile_dir=profile, download_dir=config.paths.state / "login-downloads",
-        chromium=config.browser.chromium, chromedriver=config.browser.chromedriver,
-        headless=False, page_load_strategy="normal", page_load_timeout=config.coupa.page_timeout,
-    ))
+    browser = Browser.start(BrowserSpec.of(config, profile, config.paths.state / "login-downloads",
+                                           headless=False, page_load_strategy="normal"))
     try:
         browser.driver.get(base + "/")
         print("sign in to Coupa in the browser window; it closes by itself when you are in")

@@ -12,13 +12,12 @@ worker → daemon: :class:`Launched`, :class:`Ready`, :class:`Heartbeat`, :class
 
 from __future__ import annotations
 
-import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from coupad.errors import CoupadError
+from coupad.plain import PlainError, from_plain, show, to_plain
 from coupad.records import FileRecord
 
 
@@ -84,6 +83,8 @@ class Heartbeat:
 
     busy: tuple[str, ...]
     free: int
+    # A browser on another machine: what it reports of its memory, in MB (its tabs' heaps).
+    browser_mb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,6 @@ _TAGS: dict[type, str] = {
     Released: "released", SignInRefused: "sign_in_refused", Fatal: "fatal",
 }
 _BY_TAG = {tag: kind for kind, tag in _TAGS.items()}
-_NESTED: dict[type, type] = {Job: Job, FileRecord: FileRecord}
 
 
 def encode(message: Message) -> tuple[str, dict[str, Any]]:
@@ -153,84 +153,18 @@ def encode(message: Message) -> tuple[str, dict[str, Any]]:
     tag = _TAGS.get(type(message))
     if tag is None:
         raise MessageError(f"not a message: {type(message).__name__}")
-    return tag, _plain(message)
+    return tag, to_plain(message)
 
 
 def decode(raw: Any) -> Message:
     """The message a pair from the pipe stands for; MessageError for anything else."""
     if not (isinstance(raw, tuple) and len(raw) == 2 and isinstance(raw[0], str)
             and isinstance(raw[1], dict)):
-        raise MessageError(f"not a (tag, fields) pair: {_show(raw)}")
+        raise MessageError(f"not a (tag, fields) pair: {show(raw)}")
     kind = _BY_TAG.get(raw[0])
     if kind is None:
-        raise MessageError(f"unknown message {_show(raw[0])}")
-    return typing.cast(Message, _build(kind, raw[1], raw[0]))
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
-
-
-def _build(kind: type, data: dict[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(kind)
-    values = {}
-    for f in dataclasses.fields(kind):
-        if f.name not in data:
-            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
-                continue
-            raise MessageError(f"{where}: field {f.name!r} is missing")
-        values[f.name] = _check(hints[f.name], data[f.name], f"{where}.{f.name}")
-    extra = set(data) - {f.name for f in dataclasses.fields(kind)}
-    if extra:
-        raise MessageError(f"{where}: unknown fields {sorted(extra)}")
-    return kind(**values)
-
-
-def _check(hint: Any, value: Any, where: str) -> Any:
-    """``value`` as the type ``hint`` says, or MessageError."""
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _check(option, value, where)
-            except MessageError:
-                continue
-        raise MessageError(f"{where}: {_show(value)} is not {hint}")
-    if origin is tuple:
-        (item,) = typing.get_args(hint)[:1]
-        if not isinstance(value, (list, tuple)):
-            raise MessageError(f"{where}: a list expected, got {_show(value)}")
-        return tuple(_check(item, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        key_type, value_type = typing.get_args(hint)
-        if not isinstance(value, dict):
-            raise MessageError(f"{where}: a mapping expected, got {_show(value)}")
-        return {_check(key_type, k, where): _check(value_type, v, f"{where}[{k!r}]")
-                for k, v in value.items()}
-    if hint in _NESTED:
-        if not isinstance(value, dict):
-            raise MessageError(f"{where}: a record expected, got {_show(value)}")
-        return _build(hint, value, where)
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif hint is int or hint is str or hint is bool:
-        if isinstance(value, hint) and (hint is bool or not isinstance(value, bool)):
-            return value
-    raise MessageError(f"{where}: {_show(value)} is not {getattr(hint, '__name__', hint)}")
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+        raise MessageError(f"unknown message {show(raw[0])}")
+    try:
+        return typing.cast(Message, from_plain(kind, raw[1], raw[0]))
+    except PlainError as exc:
+        raise MessageError(str(exc)) from None

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from coupad.signin import is_sign_in_url, origin
+from coupad.urls import is_sign_in_page, origin
 
 QUIET_S = 0.15  # seconds a page must have done nothing, with nothing pending, to be idle
 SHORT_PAGE_CHARS = 2000  # an error page's text is short; a PO page's is long
@@ -577,8 +577,8 @@ def classify(snap: Snapshot, base: str, expected_path: str, *, settled: bool) ->
         return Verdict(PageKind.SERVER_ERROR, "the page could not be loaded (network error)")
     if scheme not in ("http", "https"):
         return Verdict(PageKind.LOADING)
-    if is_sign_in_url(url, base):
-        where = origin(url) if origin(url) != origin(base) else urlsplit(url).path
+    if is_sign_in_page(url, base):
+        where = str(origin(url) or "another site") if origin(url) != origin(base) else urlsplit(url).path
         return Verdict(PageKind.SIGNED_OUT, f"Coupa asked for sign-in ({where})")
     if snap.status == 429:
         return Verdict(PageKind.THROTTLED, "Coupa answered 429 Too Many Requests")

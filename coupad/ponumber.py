@@ -9,13 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from coupad.errors import CoupadError
+
 MIN_DIGITS = 6
 MAX_DIGITS = 15  # longer numbers are almost always a spreadsheet artefact, not a PO
 _PREFIX = re.compile(r"^(?:po|pm)[\s#:\-_.]*", re.IGNORECASE)
 _EXCEL_FLOAT = re.compile(r"^(\d+)\.0+$")
 
 
-class InvalidPoNumber(ValueError):
+class InvalidPoNumber(CoupadError, ValueError):
     """The text cannot be read as a PO number; the message says why in plain words."""
 
 

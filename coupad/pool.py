@@ -22,22 +22,19 @@ shutdown. Only processes the pool started are ever signalled.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
 import signal
 import time
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-import psutil
 
-from coupad.browser.launch import copy_profile, kill_browser, new_profile_dir
+from coupad.browser.launch import copy_profile, new_profile_dir
 from coupad.config import Config
+from coupad.host import Host, System, WorkerPipe, WorkerProcess
 from coupad.messages import (
     TO_DAEMON,
     Drain,
@@ -62,7 +59,6 @@ STOP_GRACE = 1.0  # a forced stop waits this long for workers to end by themselv
 # allow past pool.shutdown_timeout: STOP_GRACE, the kills and the daemon's teardown take a
 # few seconds of it.
 FORCED_STOP_SECONDS = 10.0
-_SPAWN = multiprocessing.get_context("spawn")
 
 
 @dataclass
@@ -73,8 +69,8 @@ class Slot:
     tabs: int
     state: WorkerState = WorkerState.STOPPED
     generation: int = 0
-    process: BaseProcess | None = None
-    conn: Connection | None = None
+    process: WorkerProcess | None = None
+    conn: WorkerPipe | None = None
     profile_dir: Path | None = None
     pgid: int | None = None
     started_at: float = 0.0
@@ -91,6 +87,9 @@ class Slot:
     retired: bool = False  # removed by a smaller pool.workers: not restarted
     recycle_reason: str = ""
     memory_mb: float = 0.0
+    # What a browser on another machine reports of its memory (its tabs' heaps, MB), read
+    # from its heartbeats; None for a local browser, whose process group is measured here.
+    reported_mb: float | None = None
 
     @property
     def name(self) -> str:
@@ -129,9 +128,10 @@ class Exit:
 class Pool:
     """A fixed number of slots, each running one worker process with its own browser."""
 
-    def __init__(self, config: Config, *, engine: str = "chromium") -> None:
+    def __init__(self, config: Config, *, engine: str = "chromium", host: Host | None = None) -> None:
         self.config = config
         self.engine = engine
+        self.host: Host = host or System()  # the OS effects: start, kill, measure
         self.slots = [Slot(index=i + 1, tabs=config.pool.tabs_per_worker)
                       for i in range(config.pool.workers)]
 
@@ -174,11 +174,7 @@ class Pool:
             profile_dir=slot.profile_dir,
             engine=self.engine,
         )
-        parent_conn, child_conn = _SPAWN.Pipe()
-        process = _SPAWN.Process(target=worker_main, args=(spec, child_conn), name=slot.name)
-        process.start()
-        child_conn.close()
-        slot.process, slot.conn = process, parent_conn
+        slot.process, slot.conn = self.host.start_worker(worker_main, spec, slot.name)
         self.move(slot, WorkerState.STARTING)
         slot.started_at = slot.last_heartbeat = now
         slot.draining = False
@@ -187,7 +183,8 @@ class Pool:
         slot.pos_done = 0
         slot.pgid = None
         slot.memory_mb = 0.0
-        log.info("slot %d: started worker %s pid=%s", slot.index, slot.name, process.pid)
+        slot.reported_mb = None
+        log.info("slot %d: started worker %s pid=%s", slot.index, slot.name, slot.process.pid)
 
     def _failed_start(self, slot: Slot, now: float, why: str) -> None:
         slot.last_error = why
@@ -303,34 +300,26 @@ class Pool:
             return
         log.warning("slot %d: killing worker %s: %s", slot.index, slot.name, why)
         slot.last_error = why
-        try:
-            if slot.process.pid:
-                os.kill(slot.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        if slot.process.pid:
+            self.host.kill_worker(slot.process.pid)
         self._kill_browser(slot)
         slot.process.join(5)
 
-    @staticmethod
-    def _kill_browser(slot: Slot) -> None:
+    def _kill_browser(self, slot: Slot) -> None:
         """SIGKILL the worker's browser: its reported process group, and every process marked
         with its profile (a group not yet reported, helpers that left it)."""
-        if slot.pgid:
-            _kill_group(slot.pgid)
-        if slot.profile_dir is not None:
-            kill_browser(slot.profile_dir)
+        self.host.kill_browser(slot.pgid, slot.profile_dir)
 
     # -- messages ------------------------------------------------------------------------
-
-    def connections(self) -> list[Connection]:
-        return [s.conn for s in self.slots if s.conn is not None]
 
     def receive(self, timeout: float, extra: Sequence[Any] = ()) -> list[tuple[Slot, ToDaemon]]:
         """Wait up to ``timeout`` for messages from any worker (or for ``extra`` to become
         readable); return the worker messages."""
         by_conn = {id(s.conn): s for s in self.slots if s.conn is not None}
         messages: list[tuple[Slot, ToDaemon]] = []
-        ready = wait([*(s.conn for s in self.slots if s.conn is not None), *extra], timeout)
+        # wait() takes anything with a fileno(): a worker's pipe, the daemon's wake-up socket.
+        pipes: list[Any] = [s.conn for s in self.slots if s.conn is not None]
+        ready = wait([*pipes, *extra], timeout)
         for item in ready:
             slot = by_conn.get(id(item))
             if slot is None or slot.conn is None:
@@ -374,13 +363,16 @@ class Pool:
         ]
 
     def sample_memory(self) -> None:
-        """Update each working slot's browser memory (PSS summed over its process group), in
-        MB. A starting browser counts 0: what recycling looks for is a browser grown by its
-        work, and one drained before it is ready would never take a PO."""
+        """Update each working slot's browser memory, in MB: PSS summed over its process group,
+        or for a browser on a Grid node what it reports (:mod:`coupad.browser.heap`). A
+        starting browser counts 0: what recycling looks for is a browser grown by its work,
+        and one drained before it is ready would never take a PO."""
         for slot in self.slots:
-            if slot.pgid and slot.state in (WorkerState.READY, WorkerState.BUSY,
-                                            WorkerState.RECYCLING):
-                slot.memory_mb = group_pss_mb(slot.pgid)
+            working = slot.state in (WorkerState.READY, WorkerState.BUSY, WorkerState.RECYCLING)
+            if working and slot.reported_mb is not None:
+                slot.memory_mb = slot.reported_mb
+            elif working and slot.pgid:
+                slot.memory_mb = self.host.browser_mb(slot.pgid)
             elif slot.state == WorkerState.STARTING:
                 slot.memory_mb = 0.0
 
@@ -417,28 +409,6 @@ class Pool:
     @property
     def alive(self) -> list[Slot]:
         return [s for s in self.slots if s.process is not None]
-
-
-def group_pss_mb(pgid: int) -> float:
-    """Proportional set size of a process group in MB (summed RSS would count shared pages
-    once per process, overstating a browser about six times)."""
-    total = 0
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(proc.pid) != pgid:
-                continue
-            info = proc.memory_full_info()
-            total += getattr(info, "pss", info.rss)
-        except (psutil.Error, ProcessLookupError, PermissionError):
-            continue
-    return total / (1024 * 1024)
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _describe(code: int | None) -> str:

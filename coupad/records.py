@@ -144,15 +144,25 @@ class Event:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+RETRY_AFTER_CAP = 3600.0
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with ±50 % jitter, capped, never sooner than the server asked."""
+    """Exponential backoff with ±50 % jitter, capped, never sooner than the server asked —
+    up to :data:`RETRY_AFTER_CAP` (a longer Retry-After is a mistake or hostile, and would
+    park a PO for days). The daemon's journal and ``coupad fetch`` both retry by it."""
 
     base_seconds: float = 5.0
     max_seconds: float = 600.0
+
+    @classmethod
+    def of(cls, tasks: Any) -> RetryPolicy:
+        """The policy of a ``[tasks]`` config section (``retry_base_seconds``, ``retry_max_seconds``)."""
+        return cls(base_seconds=tasks.retry_base_seconds, max_seconds=tasks.retry_max_seconds)
 
     def delay(self, attempts: int, rng: random.Random, retry_after: float | None = None) -> float:
         """Seconds to wait after the ``attempts``-th failed attempt."""
         raw = self.base_seconds * 2.0 ** min(max(attempts - 1, 0), 60)
         jittered = min(self.max_seconds, raw * rng.uniform(0.5, 1.5))
-        return max(jittered, retry_after or 0.0)
+        return max(jittered, min(retry_after or 0.0, RETRY_AFTER_CAP))

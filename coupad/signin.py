@@ -1,8 +1,8 @@
 """Coupa sign-in: recognising the sign-in page or an identity provider, and the native form.
 
-Every page visit of the engine asks :func:`is_sign_in_url` whether Coupa sent the browser to
-its sign-in page (``/sessions/new``, ``/sessions``, ``/login``) or to another origin (an
-identity provider such as Okta or Azure AD). The form sign-in fills Coupa's native
+Every page visit of the engine asks :func:`coupad.urls.is_sign_in_page` whether Coupa sent
+the browser to its sign-in page (``/sessions/new``, ``/login``, ``/sso``, ...) or to another
+origin (an identity provider such as Okta or Azure AD). The form sign-in fills Coupa's native
 ``#user_email`` / ``#user_password`` form; a tenant that redirects ``/sessions/new`` to an
 identity provider cannot be signed in this way, and :class:`SignInFailed` says so. The
 password is never logged and never part of an error message.
@@ -24,35 +24,16 @@ from selenium.common.exceptions import (
 from selenium.webdriver.common.by import By
 
 from coupad.errors import ConfigError, CoupadError
+from coupad.urls import DEFAULT_PORTS, is_sign_in_page, origin, show_url
 
 log = logging.getLogger("coupad.signin")
 
-SIGN_IN_PATHS = ("/sessions/new", "/sessions", "/login", "/users/sign_in", "/sso")
 LANDING_MARKERS = ("dashboard", "home")
 _REFUSED_PHRASES = ("invalid", "incorrect", "wrong", "ungültig", "falsch", "inválid", "ongeldig")
 
 
 class SignInFailed(CoupadError):
     """The form sign-in did not succeed (wrong password, SSO tenant, unexpected page)."""
-
-
-def origin(url: str) -> str:
-    """``scheme://host[:port]`` of a URL, lower-cased; "" when it has none."""
-    parts = urlsplit(url)
-    if not parts.scheme or not parts.netloc:
-        return ""
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
-
-
-def is_sign_in_url(url: str, base: str) -> bool:
-    """Whether a page URL is Coupa's sign-in page or another site (an identity provider)."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https"):
-        return False  # about:blank, data:, chrome-error: are not a sign-in
-    if origin(url) != origin(base):
-        return True
-    path = parts.path.rstrip("/").lower() or "/"
-    return any(path == p or path.startswith(p + "/") for p in SIGN_IN_PATHS)
 
 
 def is_landing_url(url: str, base: str) -> bool:
@@ -105,7 +86,7 @@ def form_sign_in(driver: Any, base: str, username: str, password: str, timeout: 
     if is_landing_url(landing, base):
         log.info("signed in on the native form as %s", username)
         return landing
-    if is_sign_in_url(landing, base):
+    if is_sign_in_page(landing, base):
         page_text = _text(driver).lower()
         if any(phrase in page_text for phrase in _REFUSED_PHRASES):
             raise SignInFailed(
@@ -122,7 +103,7 @@ def form_sign_in(driver: Any, base: str, username: str, password: str, timeout: 
 
 def _sign_in_field_or_landing(driver: Any, base: str) -> str | None:
     url = str(driver.current_url)
-    if origin(url) not in ("", origin(base)):
+    if urlsplit(url).scheme.lower() in DEFAULT_PORTS and origin(url) != origin(base):
         raise _sso_error(url)
     if not _ready(driver):
         return None
@@ -138,7 +119,7 @@ def _sign_in_field_or_landing(driver: Any, base: str) -> str | None:
 
 def _sso_error(url: str) -> SignInFailed:
     return SignInFailed(
-        f"this tenant signs in through an identity provider ({origin(url)}), so the native "
+        f"this tenant signs in through an identity provider ({origin(url) or show_url(url)}), so the native "
         "form cannot be used: set coupa.sign_in = \"profile\" and run `coupad login`"
     )
 

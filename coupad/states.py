@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import enum
 
+from coupad.errors import CoupadError
+
 
 class TaskState(enum.StrEnum):
     """Where one PO of one batch stands."""
@@ -61,7 +63,7 @@ RERUN: frozenset[tuple[TaskState, TaskState]] = frozenset(
 )
 
 
-class IllegalTransition(Exception):
+class IllegalTransition(CoupadError):
     """A state change that the table of legal moves does not allow."""
 
     def __init__(self, old: enum.Enum, new: enum.Enum, why: str = "") -> None:

@@ -9,15 +9,56 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from coupad import __version__
+from coupad.config import Config
+from coupad.journal import Journal
+from coupad.memory import MemoryView
+from coupad.pool import Pool
+from coupad.snapshot import (
+    BatchInfo,
+    DaemonInfo,
+    MemoryInfo,
+    SignInInfo,
+    Snapshot,
+    ThrottleInfo,
+    TroubleInfo,
+    WorkerInfo,
+)
 from coupad.states import TaskState
-
-if TYPE_CHECKING:
-    from coupad.daemon import Daemon
+from coupad.throttle import Throttle
 
 FINAL = {s.value for s in TaskState if s.final}
+
+
+@dataclass
+class SignIn:
+    """Whether the pool can work: signed in, or waiting for someone to sign in."""
+
+    needed: bool = False
+    since: float = 0.0
+    detail: str = ""
+    profile_stamp: float = 0.0  # base profile cookie mtime when sign-in was found missing
+    failed: bool = False  # the form sign-in itself was refused (wrong password): no retries
+
+
+class Observed(Protocol):
+    """What the snapshot reads of the daemon (:class:`coupad.daemon.Daemon` is one); the
+    snapshot never writes to it."""
+
+    config: Config
+    journal: Journal | None
+    pool: Pool
+    sign_in: SignIn
+    throttle: Throttle
+    memory: MemoryView | None
+    memory_high: bool
+    paused: bool
+    started_at: float
+    stopping_since: float | None
+    journal_trouble: Trouble
+    troubles: tuple[Trouble, ...]
 
 
 @dataclass
@@ -69,9 +110,10 @@ class Trouble:
                 f"{time.strftime('%H:%M:%S', time.localtime(self.since))}: {self.detail}; "
                 f"{CONSEQUENCE[self.what]}, trying again every {self.delay:.0f} s at most")
 
-    def as_dict(self, now: float) -> dict[str, Any]:
-        return {"since": self.since, "detail": self.detail, "attempts": self.attempts,
-                "retry_in": round(max(0.0, self.retry_at - now), 1)}
+    def info(self, now: float) -> TroubleInfo:
+        assert self.since is not None
+        return TroubleInfo(since=self.since, detail=self.detail, attempts=self.attempts,
+                           retry_in=round(max(0.0, self.retry_at - now), 1))
 
 
 CONSEQUENCE = {
@@ -81,14 +123,14 @@ CONSEQUENCE = {
 }
 
 
-def troubles(daemon: Daemon, now: float) -> tuple[dict[str, Any], list[str]]:
+def troubles(daemon: Observed, now: float) -> tuple[dict[str, TroubleInfo], tuple[str, ...]]:
     """The active troubles for the snapshot, and one sentence for each."""
     active = [t for t in daemon.troubles if t.active]
-    return {t.what: t.as_dict(now) for t in active}, [t.sentence() for t in active]
+    return {t.what: t.info(now) for t in active}, tuple(t.sentence() for t in active)
 
 
-def build_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
-    """A plain, JSON-ready picture of the daemon now."""
+def build_snapshot(daemon: Observed, now: float) -> Snapshot:
+    """A picture of the daemon now (:mod:`coupad.snapshot` says what each field means)."""
     assert daemon.journal is not None
     counts = daemon.journal.counts()
     batches = []
@@ -99,18 +141,12 @@ def build_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
         elapsed = max(now - batch.created_at, 1e-9)
         rate = done / elapsed * 60 if done else 0.0
         eta = (total - done) / (rate / 60) if rate else None
-        batches.append({
-            "id": batch.id,
-            "name": batch.name,
-            "priority": batch.priority,
-            "state": batch.state.value if hasattr(batch.state, "value") else str(batch.state),
-            "total": total,
-            "done": done,
-            "counts": per_state,
-            "created_at": batch.created_at,
-            "rate_per_min": round(rate, 2),
-            "eta_seconds": round(eta, 1) if eta is not None else None,
-        })
+        batches.append(BatchInfo(
+            id=batch.id, name=batch.name, priority=batch.priority,
+            state=batch.state.value if hasattr(batch.state, "value") else str(batch.state),
+            total=total, done=done, counts=per_state, created_at=batch.created_at,
+            rate_per_min=round(rate, 2), eta_seconds=round(eta, 1) if eta is not None else None,
+        ))
     found, problems = troubles(daemon, now)
     if daemon.stopping_since is not None:
         state = "stopping"
@@ -124,84 +160,62 @@ def build_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
         state = "paused"
     else:
         state = "running"
-    return {
-        "daemon": {
-            "pid": os.getpid(),
-            "version": __version__,
-            "state": state,
-            "started_at": daemon.started_at,
-            "uptime_seconds": round(now - daemon.started_at, 1),
-            "config": str(daemon.config.source) if daemon.config.source else None,
-            "base_url": daemon.config.coupa.base,
-            "problems": problems,
-        },
-        "troubles": found,
-        "sign_in": {
-            "mode": daemon.config.coupa.sign_in,
-            "needed": daemon.sign_in.needed,
-            "failed": daemon.sign_in.failed,
-            "since": daemon.sign_in.since or None,
-            "detail": daemon.sign_in.detail,
-        },
-        "throttle": {
-            "limit": daemon.throttle.limit,
-            "cap": int(daemon.throttle.cap),
-            "paused_for": round(max(0.0, daemon.throttle.paused_until - now), 1),
-            "throttled": daemon.throttle.throttled_total,
-        },
-        "memory": None if daemon.memory is None else {
-            "used_mb": round(daemon.memory.used / 2**20),
-            "limit_mb": round(daemon.memory.limit / 2**20),
-            "source": daemon.memory.source,
-            "high": daemon.memory_high,
-        },
-        "workers": [
-            {
-                "slot": slot.index,
-                "name": slot.name,
-                "state": slot.state.value,
-                "pid": slot.process.pid if slot.process is not None else None,
-                "tabs": slot.tabs,
-                "busy": len(slot.in_flight),
-                "watching": len(slot.watching & slot.in_flight.keys()),
-                "pos_done": slot.pos_done,
-                "memory_mb": round(slot.memory_mb, 1),
-                "restarts": slot.restarts,
-                "last_error": slot.last_error,
-                "recycle_reason": slot.recycle_reason,
-            }
+    throttle = daemon.throttle
+    return Snapshot(
+        daemon=_daemon_info(daemon, now, state, problems),
+        troubles=found,
+        sign_in=SignInInfo(mode=daemon.config.coupa.sign_in, needed=daemon.sign_in.needed,
+                           failed=daemon.sign_in.failed, since=daemon.sign_in.since or None,
+                           detail=daemon.sign_in.detail),
+        throttle=ThrottleInfo(limit=throttle.limit, cap=int(throttle.cap),
+                              paused_for=round(max(0.0, throttle.paused_until - now), 1),
+                              throttled=throttle.throttled_total),
+        memory=None if daemon.memory is None else MemoryInfo(
+            used_mb=round(daemon.memory.used / 2**20), limit_mb=round(daemon.memory.limit / 2**20),
+            source=daemon.memory.source, high=daemon.memory_high),
+        workers=tuple(
+            WorkerInfo(
+                slot=slot.index, name=slot.name, state=slot.state.value,
+                pid=slot.process.pid if slot.process is not None else None, tabs=slot.tabs,
+                busy=len(slot.in_flight), watching=len(slot.watching & slot.in_flight.keys()),
+                pos_done=slot.pos_done, memory_mb=round(slot.memory_mb, 1),
+                restarts=slot.restarts, last_error=slot.last_error,
+                recycle_reason=slot.recycle_reason,
+            )
             for slot in daemon.pool.slots
-        ],
-        "batches": batches,
-        "totals": daemon.journal.totals(),
-    }
+        ),
+        batches=tuple(batches),
+        totals=daemon.journal.totals(),
+    )
 
 
-def starting_snapshot(daemon: Daemon, now: float) -> dict[str, Any]:
+def starting_snapshot(daemon: Observed, now: float) -> Snapshot:
     """What status shows before the first pass of the loop (journal not open yet)."""
     found, problems = troubles(daemon, now)
     state = "journal_unwritable" if daemon.journal_trouble.active else "starting"
-    return {
-        "daemon": {"pid": os.getpid(), "version": __version__, "state": state,
-                   "started_at": daemon.started_at,
-                   "uptime_seconds": round(now - daemon.started_at, 1),
-                   "config": str(daemon.config.source) if daemon.config.source else None,
-                   "base_url": daemon.config.coupa.base, "problems": problems},
-        "troubles": found,
-        "sign_in": {"mode": daemon.config.coupa.sign_in, "needed": False, "failed": False,
-                    "since": None, "detail": ""},
-        "throttle": None, "memory": None,
-        "workers": [], "batches": [], "totals": {},
-    }
+    return Snapshot(
+        daemon=_daemon_info(daemon, now, state, problems),
+        troubles=found,
+        sign_in=SignInInfo(mode=daemon.config.coupa.sign_in, needed=False, failed=False,
+                           since=None, detail=""),
+        throttle=None, memory=None, workers=(), batches=(), totals={},
+    )
 
 
-def status_line(snap: dict[str, Any]) -> str:
+def _daemon_info(daemon: Observed, now: float, state: str, problems: tuple[str, ...]) -> DaemonInfo:
+    return DaemonInfo(
+        pid=os.getpid(), version=__version__, state=state, started_at=daemon.started_at,
+        uptime_seconds=round(now - daemon.started_at, 1),
+        config=str(daemon.config.source) if daemon.config.source else None,
+        base_url=daemon.config.coupa.base, problems=problems,
+    )
+
+
+def status_line(snap: Snapshot) -> str:
     """One line for systemd's STATUS= and the log."""
-    workers = snap["workers"]
-    busy = sum(w["busy"] for w in workers)
-    up = sum(1 for w in workers if w["state"] in ("READY", "BUSY"))
-    pending = sum(b["total"] - b["done"] for b in snap["batches"])
-    state = snap["daemon"]["state"]
-    problems = "".join(f"; {p}" for p in snap["daemon"].get("problems", ()))
-    return (f"{state}: {up}/{len(workers)} workers up, {busy} POs in flight, "
-            f"{len(snap['batches'])} open batches, {pending} POs to go{problems}")
+    busy = sum(w.busy for w in snap.workers)
+    up = sum(1 for w in snap.workers if w.state in ("READY", "BUSY"))
+    pending = sum(b.total - b.done for b in snap.batches)
+    problems = "".join(f"; {p}" for p in snap.daemon.problems)
+    return (f"{snap.daemon.state}: {up}/{len(snap.workers)} workers up, {busy} POs in flight, "
+            f"{len(snap.batches)} open batches, {pending} POs to go{problems}")

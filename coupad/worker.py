@@ -55,6 +55,7 @@ from coupad.messages import (
     encode,
 )
 from coupad.ponumber import PoNumber
+from coupad.processes import kill_group
 from coupad.records import FileRecord
 
 FATAL_EXIT = 3  # the browser could not start: restarting at once will not help
@@ -103,6 +104,11 @@ class EngineLike(Protocol):
     def close(self) -> None: ...
 
     def browser_pgid(self) -> int | None: ...
+
+    @property
+    def reported_memory_mb(self) -> float | None:
+        """A remote browser's memory as it reports it; None for a local one."""
+        ...
 
 
 def result_message(result: Any) -> Result:
@@ -157,15 +163,7 @@ def make_engine(spec: WorkerSpec,
     config = spec.config
 
     def factory() -> BrowserLike:
-        browser_spec = BrowserSpec(
-            profile_dir=spec.profile_dir,
-            download_dir=spec.profile_dir / "downloads",
-            chromium=config.browser.chromium,
-            chromedriver=config.browser.chromedriver,
-            headless=config.browser.headless,
-            extra_args=config.browser.extra_args,
-            page_load_timeout=config.coupa.page_timeout,
-        )
+        browser_spec = BrowserSpec.of(config, spec.profile_dir, spec.profile_dir / "downloads")
         browser: BrowserLike
         if config.browser.grid_url:
             # A session on Selenium Grid (coupad.browser.remote); nothing of it runs here.
@@ -320,7 +318,8 @@ def _loop(
             send(Watching(tuple(sorted(watching))))
         now = time.monotonic()
         if now - last_beat >= heartbeat_every:
-            send(Heartbeat(busy=tuple(sorted(in_flight)), free=engine.free_slots))
+            send(Heartbeat(busy=tuple(sorted(in_flight)), free=engine.free_slots,
+                           browser_mb=engine.reported_memory_mb))
             last_beat = now
         if flags.drain and not in_flight:
             return
@@ -412,10 +411,7 @@ def _kill_descendants(group: int | None) -> None:
     import psutil
 
     if group:
-        try:
-            os.killpg(group, signal.SIGKILL)
-        except OSError:
-            pass
+        kill_group(group)
     try:
         children = psutil.Process().children(recursive=True)
     except psutil.Error:

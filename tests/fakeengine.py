@@ -64,6 +64,10 @@ class FakeEngine:
     def browser_pgid(self) -> int | None:
         return None
 
+    @property
+    def reported_memory_mb(self) -> float | None:
+        return None
+
     def submit(self, job: PoJob) -> None:
         now = time.monotonic()
         if len(self.jobs) >= self.tabs + self.config.pool.watching_tabs:

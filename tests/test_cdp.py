@@ -331,7 +331,7 @@ def test_three_tabs_evaluate_at_once_over_one_socket(
         answers = [evaluated(connection, cid) for cid in cids]
         assert answers == [["/page/a", 0], ["/page/b", 2], ["/page/c", 4]]
     # Every tab is a page target the connection knows, under its WebDriver window handle.
-    assert {handle for handle, _ in tabs} <= set(connection.pages())
+    assert {handle for handle, _ in tabs} <= set(connection.targets.pages())
 
 
 @pytest.mark.browser
@@ -364,11 +364,11 @@ def test_a_tab_opened_by_webdriver_gets_a_session_and_loses_it_when_closed(
     driver.switch_to.new_window("tab")
     handle = str(driver.current_window_handle)
     session = connection.wait_session(handle, timeout=10)
-    assert connection.target_of(session) == handle
+    assert connection.targets.target_of(session) == handle
     assert evaluated(connection, connection.evaluate(session, "return 6 * 7;")) == 42
     driver.close()
     driver.switch_to.window(driver.window_handles[0])
-    wait_until(lambda: connection.pump(0.05) >= 0 and connection.session_for(handle) is None,
+    wait_until(lambda: connection.pump(0.05) >= 0 and connection.targets.session_for(handle) is None,
                timeout=10, what="the closed tab's session to go")
     with pytest.raises(CdpError):  # a command to a closed tab fails, it does not hang
         connection.call("Runtime.evaluate", {"expression": "1"}, session=session, timeout=5)
@@ -383,7 +383,7 @@ def test_a_crashed_tab_is_reported_and_the_others_go_on(
     connection.listen("Target.targetCrashed", lambda params, _s: crashes.append(
         ("target", params.get("targetId"))))
     connection.listen("Inspector.targetCrashed", lambda _p, session: crashes.append(
-        ("inspector", connection.target_of(session or ""))))
+        ("inspector", connection.targets.target_of(session or ""))))
     _, calm = open_tab(browser, connection, f"{site.base}/page/a")
     # Another site, so another renderer process, made the largest by the page itself.
     victim, session = open_tab(browser, connection, f"http://localhost:{site.port}/hog")
@@ -393,7 +393,7 @@ def test_a_crashed_tab_is_reported_and_the_others_go_on(
     renderer = max(_renderers(browser), key=lambda p: p.memory_info().rss)
     assert renderer.memory_info().rss > 250 * 1024 * 1024
     os.kill(renderer.pid, signal.SIGKILL)
-    wait_until(lambda: connection.pump(0.05) >= 0 and connection.crashed(victim), timeout=15,
+    wait_until(lambda: connection.pump(0.05) >= 0 and connection.targets.crashed(victim), timeout=15,
                what="the crash to be reported")
     assert ("target", victim) in crashes and ("inspector", victim) in crashes
     with pytest.raises(TargetCrashed):  # pending before the crash: it would never be answered
@@ -445,7 +445,7 @@ def test_reconnect_after_the_socket_is_cut_rearms_and_sessions_work_again(
     assert len(armed) == 2  # the arming ran at arm() and again at reconnect()
     session = connection.wait_session(handle, timeout=10)
     assert session != old_session
-    assert connection.target_of(old_session) is None
+    assert connection.targets.target_of(old_session) is None
     assert evaluated(connection, connection.evaluate(session, "return location.pathname;")) == "/slow"
 
 
@@ -539,7 +539,7 @@ def test_hostile_frames_do_not_break_the_connection() -> None:
         assert connection.call("Browser.getVersion") == {"ok": True}
         assert not connection.closed
         assert seen == [8 << 20] * 4  # every huge event reached the listener, bug or not
-        assert connection.pages() == []
+        assert connection.targets.pages() == []
 
 
 @pytest.mark.timeout(30)

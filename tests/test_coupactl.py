@@ -17,6 +17,8 @@ from typing import Any
 import psutil
 import pytest
 
+from coupad.plain import PlainError
+from coupad.snapshot import Snapshot
 from coupad.ctl import COMMANDS
 from daemonkit import DaemonProc, daemon, write_config
 from util import wait_until
@@ -98,6 +100,10 @@ def test_status_batches_and_batch_human_and_json(tmp_path):
                             r"\d+\.\d/min(, ETA \S+)?", line), line
 
         snap = ctl_json(d, "status")
+        # The --json schema is coupad.snapshot's records: every field there, typed, none else.
+        typed = Snapshot.parse(snap)
+        assert typed.plain() == snap
+        assert typed.throttle is not None and typed.throttle.cap == typed.throttle.limit
         assert snap["daemon"]["pid"] == d.proc.pid and snap["daemon"]["state"] == "running"
         assert snap["daemon"]["base_url"] == BASE
         assert [w["slot"] for w in snap["workers"]] == [1, 2]
@@ -457,3 +463,27 @@ def test_status_through_a_config_without_a_daemon_and_a_missing_config(tmp_path)
     out = coupactl("-c", tmp_path / "nowhere.toml", "status")
     assert out.returncode == 78  # EX_CONFIG
     assert "does not exist" in out.stderr
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (lambda s: s["daemon"].pop("pid"), "status.daemon: field 'pid' is missing"),
+    (lambda s: s["daemon"].update(pid="12"), "status.daemon.pid: '12' is not int"),
+    (lambda s: s["daemon"].update(pid=True), "status.daemon.pid: True is not int"),
+    (lambda s: s.update(workers=[{"slot": 1}]), "status.workers[0]: field 'name' is missing"),
+    (lambda s: s.update(surprise=1), "status: unknown fields ['surprise']"),
+    (lambda s: s.update(totals={"COMPLETED": "many"}), "status.totals['COMPLETED']"),
+    (lambda s: s.update(batches="none"), "status.batches: a list expected"),
+])
+def test_a_status_answer_that_is_not_the_snapshot_is_refused_naming_the_field(
+        change: Any, said: str) -> None:
+    good = {
+        "daemon": {"pid": 7, "version": "1", "state": "running", "started_at": 1.0,
+                   "uptime_seconds": 2, "config": None, "base_url": BASE, "problems": []},
+        "troubles": {}, "sign_in": {"mode": "form", "needed": False, "failed": False,
+                                    "since": None, "detail": ""},
+        "throttle": None, "memory": None, "workers": [], "batches": [], "totals": {},
+    }
+    assert Snapshot.parse(good).daemon.uptime_seconds == 2.0
+    change(good)
+    with pytest.raises(PlainError, match=re.escape(said)):
+        Snapshot.parse(good)

@@ -23,6 +23,10 @@ from util import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
+# Where the browsers run: the tests below are written once and run here with local browsers,
+# and in test_grid_daemon.py with a ``browser`` section pointing at a real Selenium Grid.
+LOCAL: dict[str, Any] = {}
+
 
 def scenario(first: int, count: int, *, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """``count`` POs from ``first`` on, each with a link and a span attachment."""
@@ -88,10 +92,15 @@ def fetched_twice(sim: Any) -> list[str]:
 
 
 def test_files_dropped_together_and_slowly_all_become_verified_folders(tmp_path):
+    files_dropped_together_and_slowly(tmp_path, LOCAL)
+
+
+def files_dropped_together_and_slowly(tmp_path: Path, where: dict[str, Any]) -> None:
     first = 71_000_100
     extra = {"po": {"71000900": {"attachments": []}, "71000901": {"error": "not_found"}}}
     with sim_server(scenario=scenario(first, 9, extra=extra), render_delay=0.2) as sim:
-        config = sim_config(sim, tmp_path, inbox={"quiet_seconds": 0.5}, log={"level": "debug"})
+        config = sim_config(sim, tmp_path, inbox={"quiet_seconds": 0.5}, log={"level": "debug"},
+                            **where)
         with daemon(tmp_path, "", **config) as d:
             batches = {
                 "a": [str(first), str(first + 1), "71000900"],
@@ -123,12 +132,16 @@ def test_files_dropped_together_and_slowly_all_become_verified_folders(tmp_path)
 
 @pytest.mark.parametrize("point", POINTS)
 def test_kill_9_at_any_point_resumes_without_loss_or_double_download(tmp_path, point):
-    first = 72_000_100 + 100 * POINTS.index(point)
+    kill_9_at(point, tmp_path, LOCAL)
+
+
+def kill_9_at(point: str, tmp_path: Path, where: dict[str, Any], first: int = 72_000_100) -> None:
+    first += 100 * POINTS.index(point)
     pos = [str(n) for n in range(first, first + 6)]
     with sim_server(scenario=scenario(first, 6), render_delay=0.1) as sim:
         mark = tmp_path / "crashed"
         env = {"COUPAD_CRASH_AT": point, "COUPAD_CRASH_MARK": str(mark)}
-        config = sim_config(sim, tmp_path, pool={"workers": 1, "tabs_per_worker": 2})
+        config = sim_config(sim, tmp_path, pool={"workers": 1, "tabs_per_worker": 2}, **where)
         with daemon(tmp_path, "", env=env, **config) as d:
             d.drop("crash.csv", csv_of(pos))
             assert d.proc is not None
@@ -155,13 +168,16 @@ def test_kill_9_at_any_point_resumes_without_loss_or_double_download(tmp_path, p
 
 
 def test_mid_batch_session_expiry_waits_for_sign_in_and_completes(tmp_path):
-    first = 73_000_100
+    session_expiry_mid_batch(tmp_path, LOCAL)
+
+
+def session_expiry_mid_batch(tmp_path: Path, where: dict[str, Any], first: int = 73_000_100) -> None:
     pos = [str(n) for n in range(first, first + 8)]
     sc = scenario(first, 8)
     for n in pos[4:]:
         sc["po"][n]["page_delay"] = 0.5
     with sim_server(scenario=sc, render_delay=0.1) as sim:
-        config = sim_config(sim, tmp_path, pool={"workers": 1, "tabs_per_worker": 2})
+        config = sim_config(sim, tmp_path, pool={"workers": 1, "tabs_per_worker": 2}, **where)
         with daemon(tmp_path, "", **config) as d:
             d.drop("expiry.csv", csv_of(pos))
             wait_until(lambda: d.status()["totals"].get("COMPLETED", 0) >= 2, 120,

@@ -607,6 +607,8 @@ CASES: dict[str, list[str]] = {
     ],
     "README: Under load: a browser above pool.max_browser_mb is recycled between POs": [
         "test_pool_browser.py::test_browsers_over_their_memory_limit_are_recycled_between_pos",
+        "test_grid_daemon.py::test_remote_browsers_over_their_memory_limit_are_recycled_between_pos",
+        "test_grid.py::test_a_remote_browser_reports_its_tabs_heaps_and_they_grow_with_a_page",
     ],
     "README: Under load: the memory limit is the cgroup's (v1 or v2), else the machine's": [
         "test_memory.py::test_v2_cgroup_path_is_read_from_proc_self_cgroup",

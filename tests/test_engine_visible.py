@@ -83,7 +83,7 @@ def test_the_simulators_frame_and_visible_pages_show_nothing_in_a_background_tab
             hidden[digits] = session
         time.sleep(0.3 + 1.5)  # past the render delay, with a margin: nothing may come
         for digits, session in hidden.items():
-            conn.wait_session(conn.target_of(session) or "")
+            conn.wait_session(conn.targets.target_of(session) or "")
             state = conn.call("Runtime.evaluate", {
                 "expression": f"(function () {{ {STATE_JS} }})()", "returnByValue": True},
                 session=session)["result"]["value"]

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from coupad.browser import Browser, BrowserSpec, keep_session_cookies
+from coupad.browser.heap import heap_bytes
 from coupad.browser.remote import (
     INSTANCE_CAP,
     RemoteBrowser,
@@ -30,7 +31,7 @@ from coupad.engine import Engine, Outcome
 from coupad.errors import BrowserError, ConfigError
 from coupad.signin import form_sign_in
 from coupad.sim.testing import SimHandle, sim_server
-from enginekit import assert_folder_matches, config_for, job, run_all
+from enginekit import assert_folder_matches, config_for, engine_for, job, run_all
 from gridkit import Grid, grid, sessions
 from util import wait_until
 
@@ -167,6 +168,56 @@ def test_an_idle_session_outlives_a_short_node_session_timeout(sim: SimHandle, t
             assert result.outcome is Outcome.COMPLETED, result.reason
         finally:
             eng.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_remote_browser_reports_its_tabs_heaps_and_they_grow_with_a_page(
+        the_grid: Grid, sim: SimHandle, tmp_path: Path) -> None:
+    """No PSS can be read on a node: the engine sums what the tabs report of their heaps."""
+    eng = remote_engine(sim, tmp_path, the_grid.url, tabs=2)
+    try:
+        eng.start()
+        assert eng._heap is not None
+        eng._heap.every = 0.2  # the engine samples every few seconds; sooner here
+        wait_until(lambda: eng.poll(0.1) == [] and (eng.reported_memory_mb or 0) > 0, 30,
+                   what="the tabs' first heap figures")
+        before = eng.reported_memory_mb or 0.0
+        conn = eng._conn
+        assert conn is not None
+        tab = next(t for t in conn.targets.pages() if conn.targets.session_for(t))
+        # 64 MB of doubles held by a page, as a leaking page would hold them.
+        conn.call("Runtime.evaluate", {"expression": "window.hog = new Float64Array(8 << 20)"},
+                  session=conn.targets.session_for(tab))
+        wait_until(lambda: eng.poll(0.1) == [] and (eng.reported_memory_mb or 0) > before + 50,
+                   30, what="the page's allocation in the reported figure")
+    finally:
+        eng.close()
+
+
+def test_a_local_engine_reports_no_memory_of_its_own(sim: SimHandle, tmp_path: Path) -> None:
+    """A local browser's memory is read from its processes (PSS), never from its tabs."""
+    eng = engine_for(config_for(tmp_path, sim.base_url, username=sim.username,
+                                password=sim.password), tmp_path, tabs=1)
+    try:
+        eng.start()
+        assert [eng.poll(0.1) for _ in range(3)] == [[], [], []]
+        assert eng.reported_memory_mb is None
+    finally:
+        eng.close()
+
+
+@pytest.mark.parametrize(("answer", "expected_bytes"), [
+    ({"usedSize": 1, "totalSize": 2048, "backingStorageSize": 1024}, 3072),
+    ({"totalSize": 4096}, 4096),
+    ({"totalSize": "4096", "backingStorageSize": None}, 0),
+    ({"totalSize": True, "backingStorageSize": -5}, 0),
+    ({"totalSize": float("nan")}, 0),
+    ({"totalSize": 1e300}, 0),
+    ({}, 0),
+])
+def test_a_heap_answer_that_is_not_plain_numbers_counts_nothing(
+        answer: dict[str, Any], expected_bytes: int) -> None:
+    assert heap_bytes(answer) == expected_bytes
 
 
 @pytest.mark.timeout(180)

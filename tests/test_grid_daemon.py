@@ -19,8 +19,18 @@ from coupad.browser.remote import INSTANCE_CAP
 from coupad.sim.testing import SimHandle, sim_server
 from daemonkit import daemon
 from gridkit import Grid, grid, sessions
-from test_daemon_browser import csv_of, fetched_twice, scenario, sim_config, verify
-from test_pool_browser import slow_pos
+from coupad.faults import POINTS
+from test_daemon_browser import (
+    csv_of,
+    fetched_twice,
+    files_dropped_together_and_slowly,
+    kill_9_at,
+    scenario,
+    session_expiry_mid_batch,
+    sim_config,
+    verify,
+)
+from test_pool_browser import events, slow_pos
 from util import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
@@ -46,11 +56,16 @@ def ours(g: Grid) -> list[dict[str, Any]]:
 
 
 def grid_config(sim: SimHandle, root: Path, g: Grid, **sections: dict[str, Any]) -> dict[str, Any]:
-    return sim_config(sim, root, browser={"grid_url": g.url, "grid_timeout": 60},
+    return sim_config(sim, root, **on(g),
                       pool={"workers": 2, "tabs_per_worker": 2, "heartbeat_seconds": 0.5,
                             "lease_seconds": 10.0, "shutdown_timeout": 20.0,
                             "restart_backoff_max": 2.0},
                       **sections)
+
+
+def on(g: Grid) -> dict[str, Any]:
+    """The config section that puts a daemon's browsers on ``g``."""
+    return {"browser": {"grid_url": g.url, "grid_timeout": 60}}
 
 
 def nodes_used(g: Grid) -> set[int]:
@@ -141,3 +156,48 @@ def test_a_full_session_queue_backs_off_without_spending_po_attempts(tmp_path: P
             batch = d.call("batches")[0]["id"]
             assert {t["attempts"] for t in d.call("batch", id=batch)["tasks"]} == {1}
             assert d.terminate() == 0
+
+
+# ---- the local daemon tests of test_daemon_browser.py, once with the browsers on the Grid ----
+
+
+def test_on_the_grid_files_dropped_together_and_slowly_all_become_verified_folders(
+        the_grid: Grid, tmp_path: Path) -> None:
+    files_dropped_together_and_slowly(tmp_path, on(the_grid))
+    wait_until(lambda: ours(the_grid) == [], 30, what="the daemon's sessions closed at its stop")
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_on_the_grid_kill_9_at_any_point_resumes_without_loss_or_double_download(
+        the_grid: Grid, tmp_path: Path, point: str) -> None:
+    """The killed daemon's remote session is left on the Grid; the restarted daemon sweeps it
+    (same state folder, same instance tag) and starts its own."""
+    kill_9_at(point, tmp_path, on(the_grid), first=77_000_100)
+    wait_until(lambda: ours(the_grid) == [], 30, what="no session of ours left")
+
+
+def test_on_the_grid_mid_batch_session_expiry_waits_for_sign_in_and_completes(
+        the_grid: Grid, tmp_path: Path) -> None:
+    session_expiry_mid_batch(tmp_path, on(the_grid), first=77_001_100)
+
+
+def test_remote_browsers_over_their_memory_limit_are_recycled_between_pos(
+        the_grid: Grid, tmp_path: Path) -> None:
+    """No PSS on a node: recycling reads the heaps the remote tabs report (every tab has some,
+    so a 1 MB limit recycles each browser after its POs) and still loses and repeats nothing."""
+    first = 77_002_100
+    pos = [str(n) for n in range(first, first + 8)]
+    with sim_server(scenario=slow_pos(first, 8, 0.8)) as sim:
+        config = grid_config(sim, tmp_path, the_grid)
+        config["pool"]["max_browser_mb"] = 1
+        with daemon(tmp_path, "", **config) as d:
+            d.drop("mem.csv", csv_of(pos))
+            d.wait_report("mem", timeout=240)
+            verify(d, sim, "mem", pos)
+            recycled = [detail for kind, detail in events(d)
+                        if kind == "worker_exit" and '"expected": true' in detail]
+            assert recycled and all("remote browser's tabs report" in r
+                                    for r in recycled), recycled
+            assert fetched_twice(sim) == []  # recycling waits for in-flight POs
+            assert d.terminate() == 0
+        wait_until(lambda: ours(the_grid) == [], 30, what="no session of ours left")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from coupad.errors import CoupadError
+from coupad.records import RETRY_AFTER_CAP
 from coupad.journal import (
     Batch,
     DuplicateContent,
@@ -404,6 +405,8 @@ def test_retry_backoff_grows_is_capped_and_respects_retry_after() -> None:
     assert policy.delay(1, rng, retry_after=30) == 30
     assert policy.delay(6, rng, retry_after=900) == 900  # the server's word beats the cap
     assert policy.delay(6, rng, retry_after=3) == 100
+    # ... up to an hour: a Retry-After of a year is a mistake or hostile, not a plan.
+    assert policy.delay(1, rng, retry_after=365 * 86400) == RETRY_AFTER_CAP == 3600
 
 
 def test_retry_jitter_is_bounded_and_seeded() -> None:

@@ -49,7 +49,7 @@ def test_a_process_groups_memory_is_its_pss_not_its_summed_rss():
 
     import psutil
 
-    from coupad.pool import group_pss_mb
+    from coupad.processes import group_pss_mb
     from util import wait_until
 
     # Each waits for a signal (the killpg below), holding its memory meanwhile.

@@ -12,7 +12,11 @@ T = TypeVar("T")
 def wait_until(
     predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = ""
 ) -> T:
-    """Call ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    """Call ``predicate`` until it returns something truthy; fail the test after ``timeout``.
+
+    An exception from ``predicate`` means "not yet" (a file not there yet, a socket not yet
+    listening) and is retried — except AssertionError: a check that fails inside a predicate
+    fails the test at once, with its own message, instead of waiting out the time-out."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while True:
@@ -20,6 +24,8 @@ def wait_until(
             value = predicate()
             if value:
                 return value
+        except AssertionError:
+            raise
         except Exception as exc:  # the condition may not be observable yet (file missing, ...)
             last_error = exc
         if time.monotonic() > deadline:

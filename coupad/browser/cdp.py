@@ -1,9 +1,9 @@
 """One DevTools connection per browser: every tab a flattened session on one socket.
 
 Commands carry the tab's ``sessionId`` and events from all tabs arrive tagged with it;
-:meth:`Connection.attach_tabs` gives every tab, open now or later, a session (kept by
-:mod:`coupad.browser.targets`). The socket, the errors and the endpoint's discovery are in
-:mod:`coupad.browser.wire`.
+:meth:`Connection.attach_tabs` gives every tab, open now or later, a session (kept in
+``Connection.targets``, a :class:`~coupad.browser.targets.Targets`). The socket, the errors
+and the endpoint's discovery are in :mod:`coupad.browser.wire`.
 
 The client is synchronous and select()-friendly, with no threads: :meth:`Connection.send`
 writes a command and returns its id at once, :meth:`Connection.pump` reads whatever frames
@@ -99,7 +99,8 @@ class Connection:
         self._listeners: dict[str, list[Handler]] = {}
         self._armings: list[Arming] = []
         self._attaching = False
-        self._targets = Targets(self._fail_session)
+        # Tabs, sessions, openers and crashes as the events tell them (read by callers).
+        self.targets = Targets(self._fail_session)
         self._probe: int | None = None
         self._wire = self._connect()
 
@@ -154,7 +155,7 @@ class Connection:
             if not command.probe:
                 self._settle(cid, command, ConnectionLost(f"{command.method}: {why}"))
         self._probe = None
-        self._targets.forget_sessions()
+        self.targets.forget_sessions()
 
     def _lost(self, why: str) -> ConnectionLost:
         log.warning("DevTools connection lost: %s", why)
@@ -187,8 +188,8 @@ class Connection:
         now = time.monotonic()
         limit = self.timeout if timeout is None else timeout
         command = _Command(method, session, now, now + limit, then)
-        target_id = self._targets.target_of(session) if session is not None else None
-        if target_id is not None and self._targets.crashed(target_id):
+        target_id = self.targets.target_of(session) if session is not None else None
+        if target_id is not None and self.targets.crashed(target_id):
             self._settle(cid, command, TargetCrashed(f"{method}: the tab crashed"))
             return cid
         message: dict[str, Any] = {"id": cid, "method": method, "params": params or {}}
@@ -329,7 +330,7 @@ class Connection:
         params = params if isinstance(params, dict) else {}
         session = message.get("sessionId")
         session = session if isinstance(session, str) else None
-        self._targets.track(method, params, session)
+        self.targets.track(method, params, session)
         for handler in list(self._listeners.get(method, ())):
             try:
                 handler(params, session)
@@ -372,32 +373,12 @@ class Connection:
         self._attaching = True
         self.arm(_attach)
 
-    def session_for(self, target_id: str) -> str | None:
-        """The session of a tab (its target id is its WebDriver window handle), if attached."""
-        return self._targets.session_for(target_id)
-
-    def target_of(self, session: str) -> str | None:
-        """The tab a session belongs to."""
-        return self._targets.target_of(session)
-
-    def opener_of(self, target_id: str) -> str | None:
-        """The tab that opened a popup, remembered for a while after the popup closed."""
-        return self._targets.opener_of(target_id)
-
-    def pages(self) -> list[str]:
-        """Target ids of the page targets known now."""
-        return self._targets.pages()
-
-    def crashed(self, target_id: str) -> bool:
-        """Whether the tab's renderer crashed (it stays so: close the tab)."""
-        return self._targets.crashed(target_id)
-
     def wait_session(self, target_id: str, timeout: float | None = None) -> str:
         """Pump until the tab has a session; CdpTimeout after ``timeout`` seconds."""
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         while True:
-            session = self.session_for(target_id)
+            session = self.targets.session_for(target_id)
             if session is not None:
                 return session
             left = deadline - time.monotonic()

@@ -178,11 +178,11 @@ class DownloadRouter:
             for download in self._downloads.values():
                 download.on_disk = True
                 download.seen = now
-            self._watched = {s for s in self._watched if connection.target_of(s) is not None}
+            self._watched = {s for s in self._watched if connection.targets.target_of(s) is not None}
         self._armed += 1
         connection.call("Browser.setDownloadBehavior", self._behavior())
-        for target_id in connection.pages():  # tabs attached before this router listened
-            session = connection.session_for(target_id)
+        for target_id in connection.targets.pages():  # tabs attached before this router listened
+            session = connection.targets.session_for(target_id)
             if session is not None:
                 self._watch(target_id, session)
 
@@ -219,7 +219,7 @@ class DownloadRouter:
             self._refuse(None, guid, url, name, "it began in a frame that belongs to no known tab")
             return
         tab = self._frames.tab_of(page, self._expected)
-        if page != tab and self.connection.session_for(page) is not None:
+        if page != tab and self.connection.targets.session_for(page) is not None:
             # A popup opened only for the download: Chromium usually closes it itself.
             self.connection.send("Target.closeTarget", {"targetId": page}, then=_ignore)
         queue = self._expected.get(tab)

@@ -41,7 +41,7 @@ class Frames:
     def on_frame_attached(self, params: dict[str, Any], session: str | None) -> None:
         """``Page.frameAttached`` on a tab's session: a new child frame of that tab."""
         frame_id = params.get("frameId")
-        target_id = self.connection.target_of(session) if session is not None else None
+        target_id = self.connection.targets.target_of(session) if session is not None else None
         if isinstance(frame_id, str) and target_id is not None and frame_id != target_id:
             self._frames[frame_id] = target_id
 
@@ -70,8 +70,8 @@ class Frames:
         """
         if frame_id in self._frames:
             return self._frames[frame_id]
-        known = (frame_id in tabs or self.connection.session_for(frame_id) is not None
-                 or self.connection.opener_of(frame_id) is not None)
+        known = (frame_id in tabs or self.connection.targets.session_for(frame_id) is not None
+                 or self.connection.targets.opener_of(frame_id) is not None)
         return frame_id if known else None
 
     def tab_of(self, page: str, tabs: Container[str]) -> str:
@@ -81,7 +81,7 @@ class Frames:
         """
         seen = {page}
         while page not in tabs:
-            opener = self.connection.opener_of(page)
+            opener = self.connection.targets.opener_of(page)
             if opener is None or opener in seen:
                 break
             page = self._frames.get(opener, opener)  # a popup opened from an iframe

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,7 +28,9 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 
+from coupad.config import Config
 from coupad.errors import BrowserError
+from coupad.processes import group_members, kill_group
 
 log = logging.getLogger("coupad.browser")
 
@@ -41,7 +42,8 @@ BROWSER_MARK = "COUPAD_BROWSER"
 # hosts this machine cannot reach; the backgrounding family keeps timers in background tabs
 # at full speed, since several POs render at once in tabs that are not in front; the
 # back-forward cache is off because the engine reuses tabs and nothing should stay for "back".
-CHROMIUM_FLAGS = (
+# QUIET_FLAGS are the part every coupad Chromium starts with, the mail renderer's included.
+QUIET_FLAGS = (
     "--no-sandbox",
     "--disable-gpu",
     "--disable-dev-shm-usage",
@@ -52,6 +54,9 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--disable-default-apps",
     "--disable-extensions",
+)
+CHROMIUM_FLAGS = (
+    *QUIET_FLAGS,
     "--disable-background-timer-throttling",
     "--disable-renderer-backgrounding",
     "--disable-backgrounding-occluded-windows",
@@ -118,6 +123,18 @@ class BrowserSpec:
     page_load_timeout: float = 60.0
     script_timeout: float = 30.0
 
+    @classmethod
+    def of(cls, config: Config, profile_dir: Path, download_dir: Path, **changes: Any) -> BrowserSpec:
+        """The spec the configuration asks for (``[browser]``, ``coupa.page_timeout``), with
+        ``changes`` on top (a visible browser for `coupad login`, a normal page-load strategy)."""
+        browser = config.browser
+        values: dict[str, Any] = {
+            "chromium": browser.chromium, "chromedriver": browser.chromedriver,
+            "headless": browser.headless, "extra_args": browser.extra_args,
+            "page_load_timeout": config.coupa.page_timeout, **changes,
+        }
+        return cls(profile_dir=profile_dir, download_dir=download_dir, **values)
+
 
 class BrowserLike(Protocol):
     """The part of a browser the PO engine uses; a Grid-backed browser can provide it too."""
@@ -182,7 +199,7 @@ class Browser:
         except WebDriverException as exc:
             pid = service.process.pid if getattr(service, "process", None) else None
             if pid:
-                _kill_group(pid)
+                kill_group(pid, grace=5.0)
             raise BrowserError(f"Chromium did not start: {_first_line(exc.msg or str(exc))}") from None
         browser.pgid = service.process.pid
         browser.driver.set_page_load_timeout(spec.page_load_timeout)
@@ -194,7 +211,7 @@ class Browser:
         """Every live process of this browser's group (chromedriver and Chromium)."""
         if self.pgid is None:
             return []
-        return [p.pid for p in _group_members(self.pgid)]
+        return [p.pid for p in group_members(self.pgid)]
 
     def quit(self, grace: float = 5.0) -> None:
         """Quit through WebDriver, then make sure nothing of the group survives."""
@@ -205,7 +222,7 @@ class Browser:
                 log.debug("driver.quit failed: %s", exc)
             self.driver = None
         if self.pgid is not None:
-            _kill_group(self.pgid, grace=grace)
+            kill_group(self.pgid, grace=grace)
             self.pgid = None
 
 
@@ -263,7 +280,7 @@ def sweep_leftovers(profile_root: Path, *, exclude_pgids: frozenset[int] = froze
     groups = _browser_groups(lambda profile: profile.startswith(roots)) - exclude_pgids
     for pgid in groups:
         log.warning("killing leftover browser process group %s", pgid)
-        _kill_group(pgid, grace=2.0)
+        kill_group(pgid, grace=2.0)
     return len(groups)
 
 
@@ -274,10 +291,7 @@ def kill_browser(profile_dir: Path) -> int:
     wanted = str(profile_dir)
     found = _marked(lambda profile: profile == wanted)
     for pgid in {pgid for _proc, pgid in found} - {os.getpgrp()}:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        kill_group(pgid)
     for proc, _pgid in found:  # helpers that left the group
         try:
             proc.kill()
@@ -312,43 +326,6 @@ def _marked(match: Callable[[str], bool]) -> list[tuple[psutil.Process, int]]:
         except (psutil.Error, ProcessLookupError, PermissionError):
             continue
     return found
-
-
-def _group_members(pgid: int) -> list[psutil.Process]:
-    members = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
-                members.append(proc)
-        except (psutil.Error, ProcessLookupError, PermissionError):
-            continue
-    return members
-
-
-def _kill_group(pgid: int, grace: float = 5.0) -> None:
-    """SIGTERM a process group, wait up to ``grace`` seconds, then SIGKILL what is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        except PermissionError:
-            log.warning("not allowed to signal process group %s", pgid)
-            return
-        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 5.0)
-        while time.monotonic() < deadline:
-            _reap(pgid)
-            if not _group_members(pgid):
-                return
-            time.sleep(0.05)
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status of the group leader if it is our own child (no zombie left)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 _USER_DATA_DIR = "--user-data-dir="

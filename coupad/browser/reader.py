@@ -14,11 +14,12 @@ import time
 from typing import Any
 
 from coupad.browser.cdp import CdpError, CdpTimeout, Connection, TargetCrashed
+from coupad.errors import CoupadError
 
 SESSION_WAIT = 2.0  # a tab just opened gets its session within this, or is read over WebDriver
 
 
-class ChannelError(Exception):
+class ChannelError(CoupadError):
     """The tab's session failed or answered with an error; read it over WebDriver instead."""
 
 
@@ -35,7 +36,7 @@ class TabReader:
         self.handle = handle
         self.hold = hold
         try:
-            self.session = connection.session_for(handle) or connection.wait_session(
+            self.session = connection.targets.session_for(handle) or connection.wait_session(
                 handle, timeout=SESSION_WAIT)
         except CdpError as exc:
             raise ChannelError(f"the tab has no DevTools session: {exc}") from None
@@ -52,7 +53,7 @@ class TabReader:
         """Evaluate ``script`` (``arguments[i]``, ``return``); an earlier unanswered one is dropped."""
         self.forget()
         # After a reconnect the tab is attached again under a new session id.
-        self.session = self._conn.session_for(self.handle) or self.session
+        self.session = self._conn.targets.session_for(self.handle) or self.session
         try:
             self.pending = self._conn.evaluate(self.session, script, *args, timeout=self.hold)
         except TargetCrashed:

@@ -14,8 +14,9 @@ so pages are read, tabs opened and clicks dispatched exactly as locally. What di
 - **Ownership.** Every session carries the capability ``coupad:instance`` (one value per
   state folder) and ``coupad:worker``, which Grid echoes in ``/status``: :func:`sweep_sessions`
   ends the sessions a killed worker or daemon left behind, never anybody else's.
-- **No local processes.** :meth:`RemoteBrowser.pids` is empty: memory recycling counts POs per
-  session (``pool.recycle_after_pos``) instead of reading local PSS.
+- **No local processes.** :meth:`RemoteBrowser.pids` is empty: memory recycling reads what
+  the tabs report of their heaps (:mod:`coupad.browser.heap`) instead of local PSS, and
+  ``pool.recycle_after_pos`` still bounds a session.
 - **Profile sign-in** (``coupa.sign_in = "profile"``, SSO): the base profile lives on this
   machine, so :func:`profile_cookies` reads its cookies in a short-lived local Chromium and
   the engine sets them in the remote browser over its connection (``Storage.setCookies``)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import psutil
 
-from coupad.browser.launch import BROWSER_MARK, kill_browser
+from coupad.browser.launch import BROWSER_MARK, QUIET_FLAGS, kill_browser
 from coupad.errors import BrowserError
 from coupad.msg.pipe import Pipe, PipeError, PipeTimeout
 from coupad.msg.reader import Unconvertible
@@ -208,16 +208,7 @@ class Renderer:
         to_browser, from_browser = _above_4(to_browser), _above_4(from_browser)
         flags = [
             "--headless",
-            "--no-sandbox",  # running as root, as the workers' browsers do
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-default-apps",
-            "--disable-extensions",
+            *QUIET_FLAGS,  # no sandbox (running as root, as the workers' browsers do), no GPU
             "--disable-domain-reliability",
             "--disable-client-side-phishing-detection",
             "--mute-audio",
