@@ -13,6 +13,8 @@ under bench/reaper.py), real Chromium and real `coupactl`:
     latency     the latency-bound preset (0.8 s pages, lists 0.4 s later, a third click-only):
                 pool 2x3 against its limit and one-shot; a plain Playwright script
                 (bench/competitor.py) against coupad there and at zero latency
+    mails       PDFs of Outlook mails: seconds per mail with a warm renderer, its PSS, and
+                what the PDFs cost a daemon's batch
 
 Writes bench/results/bench.json, bench/results/bench.md and bench/results/memory.svg.
 Usage: ``python bench/bench.py [--quick] [--parts throughput,overhead,...]``
@@ -39,6 +41,7 @@ import footprint
 import fuzzpart
 import grid
 import latency
+import mails
 import overhead
 import record
 import recovery
@@ -57,6 +60,7 @@ PARTS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "latency": latency.run,
     "grid": grid.run,
     "fuzz": fuzzpart.run,
+    "mails": mails.run,
 }
 
 

@@ -98,6 +98,16 @@ def readme_block(machine: dict[str, Any], checked: list[dict[str, Any]],
     if kill:
         lines.append(f"kill -9 and restart: first PO running again after "
                      f"{kill['restart_to_first_po_s']} s")
+    conv = _get(figures, "mails", "converter") or {}
+    if conv:
+        lines.append(f"an Outlook mail to PDF with a warm renderer: {conv['short']['wall_s_median']} s "
+                     f"(p90 {conv['short']['wall_s_p90']}, {conv['short']['cpu_s_per_mail']} CPU s), "
+                     f"a long one {conv['long']['wall_s_median']} s; the renderer "
+                     f"{conv['renderer_pss_mb_after_short']} MB PSS")
+    in_daemon = _get(figures, "mails", "daemon") or {}
+    if in_daemon:
+        lines.append(f"the PDFs cost a daemon's batch {in_daemon['extra_wall_s_per_mail']} wall s "
+                     f"and {in_daemon['extra_cpu_s_per_mail']} CPU s per mail")
     report = _get(figures, "scale", "report") or {}
     if report:
         lines.append(f"end of a {report['rows']:,}-row batch: CSV report "
@@ -217,7 +227,7 @@ def markdown(machine: dict[str, Any], checked: list[dict[str, Any]],
         out += ["", f"Leftover processes killed at the end: {len(machine['leftovers'])}"]
     for name, render in (("throughput", _throughput), ("overhead", _overhead),
                          ("footprint", _footprint), ("scale", _scale), ("recovery", _recovery),
-                         ("latency", _latency), ("grid", _grid)):
+                         ("latency", _latency), ("grid", _grid), ("mails", _mails)):
         part = figures.get(name)
         if part is None:
             continue
@@ -401,6 +411,39 @@ def _recovery(part: dict[str, Any]) -> list[str]:
         f"{kill['restart_to_socket_s']} s; restart → first PO running again "
         f"**{kill['restart_to_first_po_s']} s**; the batch then ended "
         f"{_outcomes(kill['outcomes'])} ({'as expected' if kill['ok'] else 'NOT as expected'}).",
+        "",
+    ]
+
+
+def _mails(part: dict[str, Any]) -> list[str]:
+    conv, run = part["converter"], part["daemon"]
+    short, long = conv["short"], conv["long"]
+    without, with_pdfs = run["without"], run["with"]
+    return [
+        "## PDFs of Outlook mails",
+        "",
+        "One converter, as the daemon owns it: a reader child and a locked-down Chromium, warm "
+        f"after a first mail ({conv['cold_s']} s with both starting). CPU: this process, the "
+        "reader and the renderer's whole tree.",
+        "",
+        "| mails | count | wall s median | wall s p90 | CPU s per mail | PDF KB |",
+        "|---|---|---|---|---|---|",
+        f"| simulator's kind (one page, a table, an inline image) | {short['mails']} | "
+        f"{short['wall_s_median']} | {short['wall_s_p90']} | {short['cpu_s_per_mail']} | "
+        f"{short['pdf_kb_median']} |",
+        f"| long (20 KB of HTML, several pages) | {long['mails']} | {long['wall_s_median']} | "
+        f"{long['wall_s_p90']} | {long['cpu_s_per_mail']} | {long['pdf_kb_median']} |",
+        "",
+        f"Renderer PSS (its whole tree): {conv['renderer_pss_mb_after_short']} MB after the "
+        f"short mails, {conv['renderer_pss_mb_after_long']} MB after the long ones; the reader "
+        f"child {conv['reader_pss_mb']} MB.",
+        "",
+        f"In the daemon (pool 2×3, zero latency, {run['pos']} POs with one mail each): "
+        f"{without['wall_s']} s and {without['cpu_s']} CPU s from drop to report without PDFs, "
+        f"{with_pdfs['wall_s']} s and {with_pdfs['cpu_s']} CPU s with them "
+        f"({with_pdfs['pdfs']['made']} made, {with_pdfs['pdfs']['failed']} failed): "
+        f"{run['extra_wall_s_per_mail']} wall s and {run['extra_cpu_s_per_mail']} CPU s per "
+        f"mail; the renderer's PSS peaked at {with_pdfs['renderer_peak_pss_mb']} MB.",
         "",
     ]
 

@@ -170,6 +170,8 @@ class InboxConfig:
 @dataclass(frozen=True)
 class DownloadsConfig:
     group_by: str = ""  # "" or "supplier"
+    # A PDF beside each Outlook mail (.msg) once its PO's folder is final (coupad.pdfs).
+    msg_to_pdf: bool = True
 
     def validate(self) -> None:
         _choice("downloads.group_by", self.group_by, ("", "supplier"))

@@ -7,14 +7,16 @@ One loop does a fixed sequence per pass, each step taking ``now`` (epoch seconds
 3. leases: claimed POs whose worker went silent return to the queue (attempt counted)
 4. workers: reap exits, kill hung ones, recycle bloated ones, restart with backoff
 5. dispatch: claim POs for free tabs (unless paused, draining or waiting for sign-in)
-6. batches: a batch whose POs are all final gets its report
-7. status: publish a snapshot for the control plane
-8. wait for worker messages (results, heartbeats) until the next pass
+6. mails: PDFs of the Outlook mails in final PO folders, made off the loop (coupad.pdfs)
+7. batches: a batch whose POs are all final, and their mails' PDFs made, gets its report
+8. status: publish a snapshot for the control plane
+9. wait for worker messages (results, heartbeats) until the next pass
 
 The daemon process is the journal's only writer: it claims POs on behalf of workers, in the
 worker's name, and records their results. Workers hold no state that a crash could lose.
-Reading an input file and writing a report are slow for big files: they run on background
-threads (``Offloop``), and the loop collects their results, so it never stalls on them.
+Reading an input file, writing a report and converting a mail are slow: they run on
+background threads (``Offloop``), and the loop collects their results, so it never stalls on
+them. The daemon owns the one converter of mails to PDFs (:class:`coupad.pdfs.PdfMaker`).
 
 The daemon never dies of its disks. When the journal cannot be written (its volume is full or
 read-only) it claims nothing and reads no input, keeps the results workers send, says why in
@@ -40,7 +42,6 @@ import select
 import signal
 import socket
 import sqlite3
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,7 +49,7 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from coupad import __version__, logs, reload
 from coupad import config as configuration
@@ -59,10 +60,14 @@ from coupad.config import Config
 from coupad.control import CommandFailed, ControlServer
 from coupad.errors import AlreadyRunning, CoupadError, ExitCode, InputError
 from coupad.faults import crash_point
-from coupad.folders import FolderError, PoFolder
+from coupad.records import PdfRecord
+from coupad.folders import WORK_SUFFIX, FolderError, PoFolder, find_final
 from coupad.inbox import Inbox, InboxFile
 from coupad.intake import ParsedFile, parse_file
 from coupad.notify import Notifier
+from coupad.offloop import Offloop
+from coupad import pdfs
+from coupad.pdfs import FolderJob, PdfMaker
 from coupad.memory import MemoryView
 from coupad.throttle import Throttle
 from coupad.journal import (
@@ -78,7 +83,7 @@ from coupad.ponumber import PoNumber
 from coupad.host import Host
 from coupad.pool import Exit, Pool, Slot
 from coupad.report import BatchReport, ReportLine, write_reports
-from coupad.states import TaskState, WorkerState
+from coupad.states import PdfState, TaskState, WorkerState
 from coupad.snapshot import Snapshot
 from coupad.status import SignIn, Trouble, build_snapshot, starting_snapshot, status_line
 from coupad.messages import (
@@ -99,38 +104,6 @@ log = logging.getLogger("coupad.daemon")
 MEMORY_SAMPLE_SECONDS = 2.0
 MAX_WAIT = 0.5
 LOCK_FILE = "coupad.lock"
-T = TypeVar("T")
-
-
-class Offloop:
-    """One background thread for slow work the loop must not wait for (reading an input file,
-    writing a report): jobs run in order, each gives a Future the loop collects, and a finished
-    job wakes the loop. A daemon thread: an unfinished job never holds the process at exit."""
-
-    def __init__(self, name: str, wake: Callable[[], None]) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
-            queue.SimpleQueue())
-        self._wake = wake
-        threading.Thread(target=self._run, name=name, daemon=True).start()
-
-    def submit(self, job: Callable[[], T]) -> Future[T]:
-        future: Future[T] = Future()
-        future.add_done_callback(lambda _: self._wake())
-        self._jobs.put((future, job))
-        return future
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-
-    def _run(self) -> None:
-        while (item := self._jobs.get()) is not None:
-            future, job = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(job())
-            except BaseException as exc:  # handed to the loop, which decides
-                future.set_exception(exc)
 
 
 @dataclass
@@ -190,6 +163,7 @@ class Daemon:
         self._reporter = Offloop("coupad-report", self._wake)
         self._parsing: deque[tuple[InboxFile, Future[ParsedFile]]] = deque()
         self._reporting: dict[str, Future[list[Path]]] = {}
+        self.pdfs = PdfMaker(self._wake)
         self._set_snapshot(starting_snapshot(self, time.time()))
         self.notifier = Notifier()
         self._ready_sent = False
@@ -381,6 +355,10 @@ class Daemon:
                 log.info("ended %d Grid session(s) of ours that no worker closed", ended)
         if self.inbox is not None:
             self.inbox.stop()
+        # A mail being converted may finish; one that does not stays pending for the next start.
+        self.pdfs.close(timeout=1.0 if self.forced else 5.0)
+        if self.journal is not None:
+            self._collect_pdfs(now)  # what was made before the stop is recorded
         self._parser.stop()
         self._finish_reports(now)
         self.control.stop()
@@ -444,7 +422,7 @@ class Daemon:
         if self.grid_sweeper is not None:
             self.grid_sweeper.due(time.monotonic(), frozenset(
                 slot.name for slot in self.pool.slots if slot.process is not None))
-        self._journal_steps(now, self._dispatch, self._batches)
+        self._journal_steps(now, self._dispatch, self._mails, self._batches)
         self._publish(now)
 
     def _signals(self, now: float) -> None:
@@ -680,7 +658,8 @@ class Daemon:
             free = min(slot.room, allowed)
             if free <= 0:
                 continue
-            tasks = self.journal.claim(slot.name, free, now, self.config.pool.lease_seconds)
+            tasks = self.journal.claim(slot.name, free, now, self.config.pool.lease_seconds,
+                                       exclude_pos=self.pdfs.busy_pos)
             if not tasks:
                 return
             allowed -= len(tasks)
@@ -695,15 +674,59 @@ class Daemon:
             if slot.state == WorkerState.READY:
                 self.pool.move(slot, WorkerState.BUSY)
 
+    def _mails(self, now: float) -> None:
+        """Record the PDFs made since the last pass, and hand the thread the next final PO
+        folders with mails waiting (none of whose tasks is in flight); see coupad.pdfs."""
+        journal = self._journal()
+        self._collect_pdfs(now)
+        if not self.config.downloads.msg_to_pdf:
+            self.pdfs.idle()
+            return
+        room = self.pdfs.room if self.downloads_trouble.due(now) else 0
+        if room:
+            waiting: dict[str, list[PdfRecord]] = {}
+            for record in journal.pending_pdfs(50, exclude_pos=self.pdfs.busy_pos):
+                waiting.setdefault(record.po_digits, []).append(record)
+            for digits, records in list(waiting.items())[:room]:
+                po = PoNumber(digits)
+                folder = self._final_folder(po, records[0].folder)
+                if folder is not None:
+                    self.pdfs.submit(FolderJob(po, folder, tuple(records)))
+        self.pdfs.idle()
+
+    def _collect_pdfs(self, now: float) -> None:
+        journal = self._journal()
+        for job, made in self.pdfs.collect():
+            if isinstance(made, Exception):  # the folder refused writes: tried again later
+                if self.downloads_trouble.failed(now, str(made)):
+                    log.error("cannot write the PDFs of %s's mails: %s; its batch's report "
+                              "waits, trying again with backoff", job.po, made)
+                continue
+            crash_point("pdf_listed")
+            for record in job.pending:
+                if record.mail in made:
+                    self._write(partial(journal.pdf_done, made[record.mail].record(record), now))
+            lasted = self.downloads_trouble.cleared(now)
+            if lasted is not None:
+                log.info("the downloads folder is writable again after %.0f s", lasted)
+
+    def _final_folder(self, po: PoNumber, recorded: str | None) -> Path | None:
+        """The PO's final folder: where the journal says, or found again (moved since)."""
+        if recorded and not recorded.endswith(WORK_SUFFIX) and Path(recorded).is_dir():
+            return Path(recorded)
+        return find_final(self.config.paths.downloads, po)
+
     def _batches(self, now: float) -> None:
-        """A batch whose POs are all final, with their folders, gets its report written off
-        the loop; it is DONE once the report is written."""
+        """A batch whose POs are all final, with their folders and their mails' PDFs, gets
+        its report written off the loop; it is DONE once the report is written."""
         journal = self._journal()
         self._collect_reports(now)
         if not self.outbox_trouble.due(now):
             return
         for batch in journal.finished_batches():
             if batch.id in self._reporting or not self._folders_finished(batch.id, now):
+                continue
+            if self.config.downloads.msg_to_pdf and journal.pdfs_pending(batch.id):
                 continue
             rows = journal.report_rows(batch.id)
             self._reporting[batch.id] = self._reporter.submit(
@@ -817,6 +840,7 @@ class Daemon:
             found=result.found, downloaded=result.downloaded, names=result.names,
             folder=result.folder, url=result.url, retry_after=result.retry_after,
             timings=result.timings, files=result.files,
+            mails=pdfs.mails_of(result.files) if self.config.downloads.msg_to_pdf else (),
         )
         self._write(partial(self._record, task_id, slot.name, outcome, now,
                             engine_final=result.outcome in ("PARTIAL", "FAILED")))
@@ -991,12 +1015,15 @@ def _report_line(row: Any) -> ReportLine:
         return ReportLine(values=tuple(row.values), status="INVALID", supplier="", found=None,
                           downloaded=None, names=(), last_processed="", error=row.error or "",
                           folder="", url="")
+    done = [p for p in row.pdfs if p.state is not PdfState.PENDING]
     return ReportLine(
         values=tuple(row.values), po=f"PO{task.po_digits}", status=task.state.value,
         supplier=task.supplier or "",
         found=task.found, downloaded=task.downloaded, names=tuple(task.names),
         last_processed=task.last_processed or "", error=task.reason or "",
         folder=task.folder or "", url=task.url or "",
+        pdfs=sum(p.state is PdfState.MADE for p in done) if done else None,
+        pdf_errors=tuple(f"{p.mail}: {p.reason}" for p in done if p.state is PdfState.FAILED),
     )
 
 

@@ -3,7 +3,8 @@
 Starts the Coupa simulator, writes a config for it in a temporary folder, starts a real
 daemon (`coupad run`) as a subprocess, drops a sample CSV with a mix of outcomes into the
 inbox, shows live progress over the control socket until the batch's report appears, prints
-the summary and where the files are, then stops the daemon with SIGTERM.
+the summary and where the files are — one Outlook mail with the PDF the daemon made beside
+it among them — then stops the daemon with SIGTERM.
 """
 
 from __future__ import annotations
@@ -145,14 +146,35 @@ def _drive(work: Path, config: Path, daemon: subprocess.Popen[bytes],
     duration = summary.get("duration_seconds")
     if duration is not None:
         print(f"  in {duration:.1f} s")
+    pdfs = summary.get("pdfs", {})
+    print(f"  PDFs of Outlook mails: {pdfs.get('made', 0)} made, {pdfs.get('failed', 0)} failed")
     print(f"report:    {summary_path.with_name(summary_path.name.replace('.summary.json', '.report.csv'))}")
     print(f"summary:   {summary_path}")
     print(f"downloads: {work / 'downloads'}")
     for folder in sorted((work / "downloads").iterdir())[:12]:
         files = [p.name for p in folder.iterdir() if p.name != "manifest.json"] if folder.is_dir() else []
         print(f"  {folder.name}/  {len(files)} file(s)")
+    _show_a_mail(work / "downloads")
     print(f"daemon log: {log_path}")
     return 0
+
+
+def _show_a_mail(downloads: Path) -> None:
+    """Print one Outlook mail of the batch and the PDF beside it (or why it has none)."""
+    for manifest in sorted(downloads.glob("*/manifest.json")):
+        files = json.loads(manifest.read_text(encoding="utf-8")).get("files", [])
+        for entry in files:
+            if entry.get("derived_from"):
+                pdf = manifest.parent / entry["name"]
+                print(f"an Outlook mail and its PDF, in {manifest.parent}:")
+                print(f"  {entry['derived_from']}")
+                print(f"  {pdf.name}  ({entry['size']} bytes, derived_from in manifest.json)")
+                return
+        for entry in files:
+            if entry.get("pdf_error"):
+                print(f"an Outlook mail without a PDF, in {manifest.parent}:")
+                print(f"  {entry['name']}: {entry['pdf_error']}")
+                return
 
 
 def _connect(socket_path: Path, daemon: subprocess.Popen[bytes], deadline: float,

@@ -9,7 +9,9 @@ costs one dictionary lookup.
 
 Points: ``intake`` (batch journaled, file still in the inbox), ``download`` (a file fully
 downloaded, not yet in the PO folder or manifest), ``rename`` (manifest final, folder not
-yet renamed), ``report`` (CSV report written, summary not yet).
+yet renamed), ``report`` (CSV report written, summary not yet). For the PDFs of mails (only
+reached by a batch with Outlook mails): ``pdf`` (a PDF written beside its mail, not yet in
+the manifest), ``pdf_listed`` (PDFs listed in the manifest, not yet recorded in the journal).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import signal
 import time
 
 POINTS = ("intake", "download", "rename", "report")
+MAIL_POINTS = ("pdf", "pdf_listed")
 
 
 def crash_point(name: str) -> None:

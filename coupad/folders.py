@@ -12,32 +12,33 @@ comes from the order of operations, never from a dying process cleaning up:
 - reopening finds the PO's folder wherever it is (``__WORK`` or final, in any group) and
   reuses it, so there is never a second folder for one PO.
 
-The folder holds ``manifest.json`` exactly when it holds attachment files: the contract says
-folders of ``NO_ATTACHMENTS``, ``NOT_FOUND`` and ``ACCESS_DENIED`` POs are empty.
-One PO is processed by one worker at a time (the journal's lease guarantees it); within that
-worker, a lock makes :meth:`PoFolder.add_file` safe from several download threads.
+The folder holds ``manifest.json`` (:mod:`coupad.manifest`) exactly when it holds attachment
+files: the contract says folders of ``NO_ATTACHMENTS``, ``NOT_FOUND`` and ``ACCESS_DENIED``
+POs are empty. A PDF the daemon made of a mail in a final folder (:mod:`coupad.pdfs`) is
+listed with the mail it came from; a reopened folder keeps it as long as it keeps the mail.
+One PO is processed by one worker at a time (the journal's lease guarantees it), and the
+daemon writes into a final folder only while no worker holds its PO; within that worker, a
+lock makes :meth:`PoFolder.add_file` safe from several download threads.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import logging
 import os
 import re
 import shutil
-import stat
 import threading
 import uuid
-from dataclasses import asdict, dataclass
 from datetime import datetime, UTC
 from pathlib import Path
-from typing import Any
 
-from coupad.durable import atomic_write, fsync_dir
-from coupad.faults import crash_point
+from coupad import manifest
+from coupad.durable import fsync_dir
 from coupad.errors import CoupadError
+from coupad.faults import crash_point
+from coupad.manifest import MANIFEST, ManifestEntry
 from coupad.names import safe_name, unique_name
 from coupad.ponumber import PoNumber
 from coupad.states import FINAL, TaskState
@@ -45,29 +46,14 @@ from coupad.states import FINAL, TaskState
 log = logging.getLogger("coupad.folders")
 
 WORK_SUFFIX = "__WORK"
-MANIFEST = "manifest.json"
 STAGING = ".incoming"
 FINAL_STATUSES: frozenset[str] = frozenset(state.value for state in FINAL)
 _PO_FOLDER = re.compile(r"^PO\d+(?:__WORK|_[A-Z_]+)$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 
 
 class FolderError(CoupadError):
     """A PO folder cannot be opened, written or finished; the message says why."""
-
-
-@dataclass(frozen=True)
-class ManifestEntry:
-    """One attachment on disk, as listed in manifest.json."""
-
-    name: str  # the file's name in the PO folder (safe, unique in the folder)
-    original_name: str  # the name Coupa gave it
-    source_url: str
-    size: int
-    sha256: str
-    source: str  # "po" | "requisition"
-    key: str  # stable identity of the attachment across retries (the engine supplies it)
 
 
 class PoFolder:
@@ -107,10 +93,10 @@ class PoFolder:
             wanted_parent.mkdir(parents=True, exist_ok=True)
             path.mkdir(exist_ok=True)
             fsync_dir(wanted_parent)
-        entries, rewrite = _load_manifest(path, po)
-        folder = cls(path, po, entries)
+        listed = manifest.read(path, po)
+        folder = cls(path, po, listed.entries)
         folder._sweep()
-        if rewrite:
+        if listed.rewrite or listed.status is not None:
             folder._write_manifest(status=None)
         return folder
 
@@ -207,11 +193,7 @@ class PoFolder:
             raise FolderError(f"{self._final_path} is already finished")
 
     def _on_disk(self, entry: ManifestEntry) -> bool:
-        try:
-            info = (self.path / entry.name).lstat()
-        except OSError:
-            return False
-        return _is_regular(info.st_mode) and info.st_size == entry.size
+        return manifest.on_disk(self.path, entry)
 
     def _move_into_place(self, tmp: Path, target: Path) -> None:
         """Rename ``tmp`` to ``target``; a file on another disk is copied in first."""
@@ -248,21 +230,7 @@ class PoFolder:
             child.unlink(missing_ok=True)
 
     def _write_manifest(self, status: str | None, finished_at: str | None = None) -> None:
-        """Replace manifest.json atomically, or remove it when the folder holds no files."""
-        manifest = self.path / MANIFEST
-        if not self._entries:
-            if manifest.exists():
-                manifest.unlink()
-                fsync_dir(self.path)
-            return
-        document: dict[str, Any] = {
-            "po": self.po.display,
-            "status": status,
-            "finished_at": finished_at,
-            "files": [asdict(entry) for entry in self._entries],
-        }
-        text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
-        atomic_write(manifest, lambda stream: stream.write(text.encode("utf-8")))
+        manifest.write(self.path, self.po, self._entries, status, finished_at)
 
 
 def group_folder_name(group: str) -> str:
@@ -323,75 +291,6 @@ def _find_folders(root: Path, po: PoNumber) -> list[Path]:
 def _preference(path: Path, po: PoNumber, wanted_parent: Path) -> tuple[bool, bool, str]:
     """Sort key: a work folder first, then one already in the wanted place, then by name."""
     return (path.name != po.display + WORK_SUFFIX, path.parent != wanted_parent, str(path))
-
-
-def _load_manifest(path: Path, po: PoNumber) -> tuple[list[ManifestEntry], bool]:
-    """Entries of manifest.json whose files are intact, and whether the file needs rewriting."""
-    manifest = path / MANIFEST
-    try:
-        document = json.loads(manifest.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return [], False
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        log.warning("%s: ignoring unreadable %s (%s)", po, manifest, exc)
-        return [], True
-    files = document.get("files") if isinstance(document, dict) else None
-    if not isinstance(files, list):
-        log.warning("%s: ignoring %s without a list of files", po, manifest)
-        return [], True
-    entries: list[ManifestEntry] = []
-    names: list[str] = [MANIFEST]
-    keys: set[str] = set()
-    for raw in files:
-        entry = _entry_from_json(raw)
-        if entry is None:
-            log.warning("%s: dropping a malformed manifest entry", po)
-            continue
-        if entry.key in keys or unique_name(entry.name, names) != entry.name:
-            log.warning("%s: dropping duplicate manifest entry %s", po, entry.name)
-            continue
-        try:
-            info = (path / entry.name).lstat()
-        except OSError:
-            log.info("%s: %s is listed but missing; it will be downloaded again", po, entry.name)
-            continue
-        if not _is_regular(info.st_mode) or info.st_size != entry.size:
-            log.info("%s: %s has the wrong size; it will be downloaded again", po, entry.name)
-            continue
-        entries.append(entry)
-        names.append(entry.name)
-        keys.add(entry.key)
-    rewrite = len(entries) != len(files) or document.get("status") is not None
-    return entries, rewrite
-
-
-def _entry_from_json(raw: object) -> ManifestEntry | None:
-    """A manifest entry from JSON, or None when a field is missing, mistyped or unsafe."""
-    if not isinstance(raw, dict):
-        return None
-    text_fields = ("name", "original_name", "source_url", "sha256", "source", "key")
-    if not all(isinstance(raw.get(f), str) for f in text_fields):
-        return None
-    size = raw.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        return None
-    name = raw["name"]
-    # A tampered manifest must not name a path outside the folder or the manifest itself.
-    if name != safe_name(name) or name == MANIFEST or not _SHA256.match(raw["sha256"]):
-        return None
-    return ManifestEntry(
-        name=name,
-        original_name=raw["original_name"],
-        source_url=raw["source_url"],
-        size=size,
-        sha256=raw["sha256"],
-        source=raw["source"],
-        key=raw["key"],
-    )
-
-
-def _is_regular(mode: int) -> bool:
-    return stat.S_ISREG(mode)
 
 
 def _rename(source: Path, target: Path) -> None:

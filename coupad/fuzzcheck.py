@@ -6,7 +6,9 @@ Chromium and the retry loop of `coupad fetch` (:class:`coupad.fetch.FetchLoop`).
 only what a user would see: the downloads folder must hold exactly one final folder
 ``PO<digits>_<STATUS>`` per PO, with the status the simulator's truth expects, the expected
 files (as a multiset of size and sha256; requisition files when the config fetches them)
-and nothing else, and a manifest.json that lists each file with its sha256. Every mismatch
+and nothing else — but a PDF the manifest lists as derived from one of the expected Outlook
+mails (the daemon's ``downloads.msg_to_pdf``) — and a manifest.json that lists each file
+with its sha256. Every mismatch
 is printed with the seed, index, PO number, what differed and the command that replays just
 that PO. Exit status 0 when everything matched, 1 otherwise.
 
@@ -131,9 +133,32 @@ def _check_po(want: Expected, found: list[Path]) -> list[str]:
             problems.append(f"unexpected {'folder' if child.is_dir() else 'entry'} {child.name!r}")
             continue
         on_disk[child.name] = (child.stat().st_size, _sha256(child))
-    problems += _compare_files(want.files, on_disk)
+    derived = _pdfs_of_mails(folder / MANIFEST, want.files, on_disk)
+    problems += _compare_files(want.files,
+                               {n: v for n, v in on_disk.items() if n not in derived})
     problems += _check_manifest(folder / MANIFEST, on_disk)
     return problems
+
+
+def _pdfs_of_mails(path: Path, expected: Sequence[ExpectedFile],
+                   on_disk: dict[str, tuple[int, str]]) -> set[str]:
+    """Files the manifest lists as derived from a file on disk that is an expected Outlook
+    mail: PDFs coupad made beside them, allowed besides the expected files (nothing else is;
+    whether the manifest tells their size and sha256 right is checked with every file)."""
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    mails = {(f.size, f.sha256) for f in expected if f.name.lower().endswith(".msg")}
+    allowed = set()
+    for entry in entries if isinstance(entries, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        name, source = entry.get("name"), entry.get("derived_from")
+        if isinstance(name, str) and isinstance(source, str) and name in on_disk \
+                and on_disk.get(source) in mails:
+            allowed.add(name)
+    return allowed
 
 
 def _compare_files(expected: Sequence[ExpectedFile], on_disk: dict[str, tuple[int, str]]) -> list[str]:

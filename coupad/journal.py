@@ -23,9 +23,13 @@ A daemon pass uses it in this order: ``expire_leases(now)`` (``math.inf`` once a
 workers report, ``finished_batches`` → write the report → ``mark_done``, and ``counts`` /
 ``totals`` for the status snapshot.
 
+Mails get PDFs after their PO: ``record`` notes each Outlook mail of a final PO as PENDING in
+the same transaction, ``pending_pdfs`` gives the daemon those it may convert now, ``pdf_done``
+records each PDF made or failed, and a batch's report waits while ``pdfs_pending`` counts any.
+
 Events the journal writes itself (``kind``): batch_created, batch_cancelled, batch_requeued,
-batch_done, released, auth_released, lease_expired, stale_result, and for each recorded
-result the new state in lower case (retry_wait, auth_wait, completed, failed, ...).
+batch_done, released, auth_released, lease_expired, stale_result, pdf_made, pdf_failed, and
+for each recorded result the new state in lower case (retry_wait, auth_wait, completed, ...).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -55,17 +59,18 @@ from coupad.records import (
     Batch,
     Event,
     FileRecord,
+    PdfRecord,
     ReportRow,
     RetryPolicy,
     RowIn,
     Task,
     TaskOutcome,
 )
-from coupad.states import BatchState, IllegalTransition, TaskState
+from coupad.states import BatchState, IllegalTransition, PdfState, TaskState
 
 __all__ = [
     "Batch", "DuplicateContent", "Event", "FileRecord", "Journal", "JournalError",
-    "JournalIncompatible", "JournalUnwritable", "ReportRow", "RetryPolicy", "RowIn", "Task", "TaskOutcome", "resolve",
+    "JournalIncompatible", "JournalUnwritable", "PdfRecord", "ReportRow", "RetryPolicy", "RowIn", "Task", "TaskOutcome", "resolve",
 ]
 
 log = logging.getLogger("coupad.journal")
@@ -238,6 +243,27 @@ def _initial(db: Database) -> None:
     )
 
 
+@MIGRATIONS(name="0002_pdfs")
+def _pdfs(db: Database) -> None:
+    db.executescript(
+        """
+        -- The PDF of each Outlook mail in a final PO folder (downloads.msg_to_pdf): one row per
+        -- task and mail, PENDING from the moment the task is recorded final with its files.
+        CREATE TABLE pdfs (
+            task_id INTEGER NOT NULL REFERENCES tasks (id),
+            mail TEXT NOT NULL,
+            state TEXT NOT NULL,
+            pdf TEXT,
+            size INTEGER,
+            sha256 TEXT,
+            reason TEXT,
+            PRIMARY KEY (task_id, mail)
+        ) WITHOUT ROWID;
+        CREATE INDEX pdfs_state ON pdfs (state, task_id);
+        """
+    )
+
+
 def schema_version(name: str) -> int:
     """The schema version a migration brings the journal to: its name's number (``0001_…``)."""
     digits = name.split("_", 1)[0]
@@ -330,6 +356,7 @@ _BATCH_COLUMNS = (
     "id, name, source, content_sha256, priority, fmt, columns, po_column, state, paused, "
     "created_at, finished_at, row_count, task_count, report_paths"
 )
+_PDF_COLUMNS = "p.task_id, t.po_digits, p.mail, p.state, p.pdf, p.size, p.sha256, p.reason"
 # A lease's bookkeeping, cleared whenever a task leaves LEASED.
 _NO_LEASE = "lease_owner = NULL, lease_expires = NULL"
 
@@ -355,6 +382,11 @@ def _batch(row: Sequence[Any]) -> Batch:
         state=BatchState(row[8]), paused=bool(row[9]), created_at=row[10], finished_at=row[11],
         row_count=row[12], task_count=row[13], report_paths=tuple(json.loads(row[14])),
     )
+
+
+def _pdf(row: Sequence[Any]) -> PdfRecord:
+    return PdfRecord(task_id=row[0], po_digits=row[1], mail=row[2], state=PdfState(row[3]),
+                     pdf=row[4], size=row[5], sha256=row[6], reason=row[7])
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -538,7 +570,8 @@ class Journal:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 ((batch_id, *params) for params in row_params),
             )
-            done = self._completed_earlier(conn, first_row) if skip_completed else {}
+            done, earlier = (self._completed_earlier(conn, first_row) if skip_completed
+                             else ({}, {}))
             conn.executemany(
                 "INSERT INTO tasks (batch_id, po_digits, state, max_attempts, reason, supplier, "
                 "found, downloaded, names, folder, url, last_processed) "
@@ -550,6 +583,13 @@ class Journal:
                           None, None, None, None, "[]", None, None, None)
                     for po in first_row
                 ),
+            )
+            # A PO taken from an earlier batch brings the PDFs of its mails along.
+            conn.executemany(
+                "INSERT INTO pdfs (task_id, mail, state, pdf, size, sha256, reason) "
+                "SELECT n.id, p.mail, p.state, p.pdf, p.size, p.sha256, p.reason FROM pdfs p "
+                "JOIN tasks n ON n.batch_id = ? AND n.po_digits = ? WHERE p.task_id = ?",
+                ((batch_id, po, task_id) for po, task_id in earlier.items()),
             )
             conn.executemany(
                 "INSERT INTO counts (batch_id, state, n) VALUES (?, ?, ?)",
@@ -566,23 +606,26 @@ class Journal:
 
     def _completed_earlier(
         self, conn: sqlite3.Connection, pos: Iterable[str]
-    ) -> dict[str, tuple[Any, ...]]:
-        """POs whose latest task is COMPLETED with its folder on disk → the new task's fields."""
+    ) -> tuple[dict[str, tuple[Any, ...]], dict[str, int]]:
+        """POs whose latest task is COMPLETED with its folder on disk → the new task's fields,
+        and → that earlier task's id."""
         found: dict[str, tuple[Any, ...]] = {}
+        ids: dict[str, int] = {}
         rows = conn.execute(
             "SELECT t.po_digits, t.batch_id, t.supplier, t.found, t.downloaded, t.names, "
-            "t.folder, t.url, t.last_processed FROM json_each(?) AS wanted "
+            "t.folder, t.url, t.last_processed, t.id FROM json_each(?) AS wanted "
             # CROSS JOIN keeps this order: one index lookup per PO (tasks_po), never a scan of
             # every COMPLETED task, whatever the size of the journal.
             "CROSS JOIN tasks t ON t.id = (SELECT max(p.id) FROM tasks p WHERE p.po_digits = wanted.value) "
             "WHERE t.state = ? AND t.folder IS NOT NULL",
             (_in(pos), TaskState.COMPLETED.value),
         )
-        for po, batch_id, supplier, n_found, downloaded, names, folder, url, last in rows:
+        for po, batch_id, supplier, n_found, downloaded, names, folder, url, last, tid in rows:
             if Path(folder).is_dir():
                 found[po] = (f"already downloaded in batch {batch_id}", supplier, n_found,
                              downloaded, names, folder, url, last)
-        return found
+                ids[po] = tid
+        return found, ids
 
     def _new_batch_id(self, conn: sqlite3.Connection, now: float) -> str:
         """Short, readable, unique and safe in file names: ``20261124-3f9a``."""
@@ -761,13 +804,16 @@ class Journal:
 
     # -- tasks ---------------------------------------------------------------------------
 
-    def claim(self, owner: str, limit: int, now: float, lease_seconds: float) -> list[Task]:
+    def claim(self, owner: str, limit: int, now: float, lease_seconds: float, *,
+              exclude_pos: Collection[str] = ()) -> list[Task]:
         """Lease up to ``limit`` tasks to ``owner`` until ``now + lease_seconds``.
 
-        Eligible: QUEUED, or RETRY_WAIT with ``not_before <= now``, in OPEN unpaused batches.
+        Eligible: QUEUED, or RETRY_WAIT with ``not_before <= now``, in OPEN unpaused batches,
+        of a PO not in ``exclude_pos`` (the daemon is writing PDFs into their folders).
         Order: priority first; between batches of equal priority round-robin (each claimed
         task sends its batch to the back); input order within a batch.
         """
+        excluded = _in(sorted(exclude_pos)) if exclude_pos else None
         if limit <= 0:
             return []
         claimed: list[int] = []
@@ -786,7 +832,7 @@ class Journal:
             while turn and len(claimed) < limit:
                 rank, _, position, bid = heapq.heappop(turn)
                 if bid not in ready:
-                    ready[bid] = self._eligible(conn, bid, now, limit)
+                    ready[bid] = self._eligible(conn, bid, now, limit, excluded)
                 if not ready[bid]:
                     continue  # nothing due in this batch: it leaves the turn
                 task_id = ready[bid].pop(0)
@@ -809,17 +855,21 @@ class Journal:
         return [tasks[i] for i in claimed]
 
     def _eligible(self, conn: sqlite3.Connection, batch_id: str, now: float,
-                  limit: int) -> list[int]:
-        """The first ``limit`` claimable task ids of a batch, in input order."""
+                  limit: int, excluded: str | None = None) -> list[int]:
+        """The first ``limit`` claimable task ids of a batch, in input order, of POs not in
+        ``excluded`` (a JSON list)."""
         # Two index range scans on (batch_id, state, id) instead of one OR that would sort.
+        skip = "" if excluded is None else (
+            " AND po_digits NOT IN (SELECT value FROM json_each(?))")
+        extra = () if excluded is None else (excluded,)
         queued = conn.execute(
-            "SELECT id FROM tasks WHERE batch_id = ? AND state = ? ORDER BY id LIMIT ?",
-            (batch_id, TaskState.QUEUED.value, limit),
+            f"SELECT id FROM tasks WHERE batch_id = ? AND state = ?{skip} ORDER BY id LIMIT ?",
+            (batch_id, TaskState.QUEUED.value, *extra, limit),
         ).fetchall()
         due = conn.execute(
-            "SELECT id FROM tasks WHERE batch_id = ? AND state = ? AND not_before <= ? "
+            f"SELECT id FROM tasks WHERE batch_id = ? AND state = ? AND not_before <= ?{skip} "
             "ORDER BY id LIMIT ?",
-            (batch_id, TaskState.RETRY_WAIT.value, now, limit),
+            (batch_id, TaskState.RETRY_WAIT.value, now, *extra, limit),
         ).fetchall()
         return sorted(r[0] for r in queued + due)[:limit]
 
@@ -847,7 +897,8 @@ class Journal:
         with the budget spent, end PARTIAL (files on disk) or FAILED, the reason kept:
         "gave up after 5 attempts: <reason>". A result from an owner that no longer holds
         the lease is ignored: the task is returned unchanged and the event logged.
-        The outcome's files, when given, replace the task's attachment list.
+        The outcome's files, when given, replace the task's attachment list; a final task's
+        ``mails`` each get a PENDING PDF (see ``pending_pdfs``).
         """
         with self._write() as conn:
             task = self._task_by_id(conn, task_id)
@@ -890,6 +941,8 @@ class Journal:
                     ((task.id, f.name, f.original_name, f.size, f.sha256, f.source_url,
                       f.source) for f in outcome.files),
                 )
+            if new.final:
+                self._mails(conn, task.id, outcome)
             self._event(conn, new.value.lower(), now, task.batch_id, task.id,
                         status=outcome.status, attempts=attempts, reason=reason,
                         not_before=not_before)
@@ -1051,11 +1104,14 @@ class Journal:
                 "SELECT row_no, cells, po_digits, error FROM input_rows WHERE batch_id = ? "
                 "ORDER BY seq", (batch.id,)
             ).fetchall()
-        return [
-            ReportRow(row_no=row_no, values=tuple(json.loads(cells)), po_digits=po,
-                      error=error, task=None if error is not None else by_po.get(po or ""))
-            for row_no, cells, po, error in rows
-        ]
+            pdfs = self._pdfs_of_batch(conn, batch.id)
+        report = []
+        for row_no, cells, po, error in rows:
+            task = None if error is not None else by_po.get(po or "")
+            report.append(ReportRow(
+                row_no=row_no, values=tuple(json.loads(cells)), po_digits=po, error=error,
+                task=task, pdfs=tuple(pdfs.get(task.id, ())) if task is not None else ()))
+        return report
 
     def leased(self) -> list[Task]:
         """Every task currently leased to a worker."""
@@ -1072,6 +1128,94 @@ class Journal:
                 (TaskState.RETRY_WAIT.value, now),
             ).fetchone()[0]
         return float(due) if due is not None else None
+
+    # -- PDFs of mails -------------------------------------------------------------------
+
+    def _mails(self, conn: sqlite3.Connection, task_id: int, outcome: TaskOutcome) -> None:
+        """A final task's mails wait for their PDFs; with its files known, the PDFs of mails
+        it no longer lists are forgotten."""
+        if outcome.files is not None:
+            conn.execute("DELETE FROM pdfs WHERE task_id = ? AND mail NOT IN "
+                         "(SELECT value FROM json_each(?))", (task_id, _in(outcome.mails)))
+        for mail in dict.fromkeys(outcome.mails):
+            row = conn.execute("SELECT state FROM pdfs WHERE task_id = ? AND mail = ?",
+                               (task_id, mail)).fetchone()
+            if row is not None:
+                old = PdfState(row[0])
+                if old is PdfState.PENDING:
+                    continue
+                self._check_pdf(old, PdfState.PENDING)
+            conn.execute(
+                "INSERT INTO pdfs (task_id, mail, state) VALUES (?, ?, ?) "
+                "ON CONFLICT (task_id, mail) DO UPDATE SET state = excluded.state, pdf = NULL, "
+                "size = NULL, sha256 = NULL, reason = NULL",
+                (task_id, mail, PdfState.PENDING.value),
+            )
+
+    def pending_pdfs(self, limit: int, exclude_pos: Collection[str] = ()) -> list[PdfRecord]:
+        """PENDING PDFs that may be made now, oldest task first: the task is final with its
+        folder renamed, no task of its PO is in flight (its worker could be reopening the
+        folder), and its PO is not in ``exclude_pos``."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT p.task_id, t.po_digits, p.mail, t.folder FROM pdfs p "
+                "JOIN tasks t ON t.id = p.task_id "
+                "WHERE p.state = ? AND t.state IN (SELECT value FROM json_each(?)) "
+                "AND t.folder IS NOT NULL AND substr(t.folder, -6) <> ? "
+                "AND t.po_digits NOT IN (SELECT value FROM json_each(?)) AND NOT EXISTS "
+                "(SELECT 1 FROM tasks l WHERE l.po_digits = t.po_digits AND l.state = ?) "
+                "ORDER BY p.task_id, p.mail LIMIT ?",
+                (PdfState.PENDING.value, _states(states.FINAL), "__WORK",
+                 _in(sorted(exclude_pos)), TaskState.LEASED.value, limit),
+            ).fetchall()
+        return [PdfRecord(task_id, po, mail, PdfState.PENDING, folder=folder)
+                for task_id, po, mail, folder in rows]
+
+    def pdf_done(self, record: PdfRecord, now: float) -> bool:
+        """Record a PENDING PDF as made or failed (``record.state``); False when it is not
+        pending any more (its PO ended again meanwhile: it is made again)."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT p.state, t.batch_id FROM pdfs p JOIN tasks t ON t.id = p.task_id "
+                "WHERE p.task_id = ? AND p.mail = ?", (record.task_id, record.mail)).fetchone()
+            if row is None or row[0] != PdfState.PENDING.value:
+                return False
+            self._check_pdf(PdfState.PENDING, record.state)
+            conn.execute(
+                "UPDATE pdfs SET state = ?, pdf = ?, size = ?, sha256 = ?, reason = ? "
+                "WHERE task_id = ? AND mail = ?",
+                (record.state.value, record.pdf, record.size, record.sha256, record.reason,
+                 record.task_id, record.mail),
+            )
+            kind = "pdf_made" if record.state is PdfState.MADE else "pdf_failed"
+            self._event(conn, kind, now, row[1], record.task_id, mail=record.mail,
+                        pdf=record.pdf, reason=record.reason)
+        return True
+
+    def pdfs_pending(self, batch_id: str) -> int:
+        """How many PDFs of the batch's mails are still to be made (its report waits)."""
+        with self._read() as conn:
+            return int(conn.execute(
+                "SELECT count(*) FROM pdfs p JOIN tasks t ON t.id = p.task_id "
+                "WHERE p.state = ? AND t.batch_id = ?", (PdfState.PENDING.value, batch_id),
+            ).fetchone()[0])
+
+    def pdfs(self, task_id: int) -> list[PdfRecord]:
+        """The PDFs of one task's mails, by mail name."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_PDF_COLUMNS} FROM pdfs p JOIN tasks t ON t.id = p.task_id "
+                "WHERE p.task_id = ? ORDER BY p.mail", (task_id,)).fetchall()
+        return [_pdf(r) for r in rows]
+
+    def _pdfs_of_batch(self, conn: sqlite3.Connection, batch_id: str) -> dict[int, list[PdfRecord]]:
+        found: dict[int, list[PdfRecord]] = {}
+        for row in conn.execute(
+            f"SELECT {_PDF_COLUMNS} FROM tasks t JOIN pdfs p ON p.task_id = t.id "
+            "WHERE t.batch_id = ? ORDER BY p.task_id, p.mail", (batch_id,)
+        ):
+            found.setdefault(row[0], []).append(_pdf(row))
+        return found
 
     # -- snapshots -----------------------------------------------------------------------
 
@@ -1127,6 +1271,13 @@ class Journal:
     def _check(old: TaskState, new: TaskState) -> None:
         try:
             states.check(old, new)
+        except IllegalTransition as exc:
+            raise JournalError(str(exc)) from exc
+
+    @staticmethod
+    def _check_pdf(old: PdfState, new: PdfState) -> None:
+        try:
+            states.check_pdf(old, new)
         except IllegalTransition as exc:
             raise JournalError(str(exc)) from exc
 

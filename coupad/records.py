@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from coupad.states import BatchState, TaskState
+from coupad.states import BatchState, PdfState, TaskState
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ class TaskOutcome:
     retry_after: float | None = None
     timings: dict[str, float] | None = None
     files: tuple[FileRecord, ...] | None = None
+    # Names in the PO folder of the Outlook mails to make PDFs of once the PO is final
+    # (downloads.msg_to_pdf); with ``files`` given, mails not named here are forgotten.
+    mails: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,21 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class PdfRecord:
+    """The PDF of one Outlook mail of a task's folder: made, failed (with why), or pending."""
+
+    task_id: int
+    po_digits: str
+    mail: str  # the mail's name in the PO folder
+    state: PdfState
+    pdf: str | None = None  # the PDF's name beside it
+    size: int | None = None
+    sha256: str | None = None
+    reason: str | None = None
+    folder: str | None = None  # the task's PO folder, when the journal knows it
+
+
+@dataclass(frozen=True)
 class ReportRow:
     """One input row in input order with its task (None for an invalid row)."""
 
@@ -113,6 +131,7 @@ class ReportRow:
     po_digits: str | None
     error: str | None
     task: Task | None
+    pdfs: tuple[PdfRecord, ...] = ()  # the PDFs of the task's mails
 
 
 @dataclass(frozen=True)

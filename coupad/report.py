@@ -32,7 +32,10 @@ ADDED_COLUMNS = (
     "STATUS", "SUPPLIER", "ATTACHMENTS_FOUND", "ATTACHMENTS_DOWNLOADED", "ATTACHMENT_NAMES",
     "LAST_PROCESSED", "ERROR_MESSAGE", "DOWNLOAD_FOLDER", "COUPA_URL",
 )
-_ADDED_KEYS = frozenset(c.casefold() for c in ADDED_COLUMNS)  # a clash ignores case
+# After the contract's columns, never between them: the PDFs made of the PO's Outlook mails
+# (empty when it has none) and, for each mail that could not be converted, why.
+PDF_COLUMNS = ("PDFS", "PDF_ERRORS")
+_ADDED_KEYS = frozenset(c.casefold() for c in ADDED_COLUMNS + PDF_COLUMNS)  # a clash ignores case
 INVALID = "INVALID"  # the STATUS of an input row that holds no usable PO number
 NAME_SEPARATOR = "; "  # between attachment names in one cell; manifest.json has the exact list
 _FORMULA_STARTS = frozenset("=+-@\t\r")
@@ -54,6 +57,8 @@ class ReportLine:
     folder: str
     url: str
     po: str = ""  # the PO digits; counts distinct POs in the summary (the URL serves if absent)
+    pdfs: int | None = None  # PDFs made of the PO's mails; None when it has no mail
+    pdf_errors: tuple[str, ...] = ()  # "mail: why" for each mail that got no PDF
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ class BatchReport:
                     candidate = f"{name} (input {n})"
                 taken.add(candidate.casefold())
                 names[index] = candidate
-        return tuple(names) + ADDED_COLUMNS
+        return tuple(names) + ADDED_COLUMNS + PDF_COLUMNS
 
 
 def neutralise(cell: str) -> str:
@@ -117,11 +122,12 @@ def write_reports(outbox: Path, report: BatchReport) -> list[Path]:
 
 
 def summarise(report: BatchReport, files: list[Path]) -> dict[str, object]:
-    """The summary.json content: counts per status (of rows, and of distinct POs), times and
-    the report files."""
+    """The summary.json content: counts per status (of rows, and of distinct POs), PDFs made
+    of mails and mails that got none (each PO once), times and the report files."""
     counts = collections.Counter(line.status for line in report.lines)
-    by_po = {line.po or line.url: line.status for line in report.lines
+    lines = {line.po or line.url: line for line in report.lines
              if line.status != INVALID and (line.po or line.url)}
+    by_po = {po: line.status for po, line in lines.items()}
     pos = set(by_po)
     return {
         "batch_id": report.batch_id,
@@ -130,6 +136,8 @@ def summarise(report: BatchReport, files: list[Path]) -> dict[str, object]:
         "pos": len(pos),
         "counts": dict(sorted(counts.items())),
         "po_counts": dict(sorted(collections.Counter(by_po.values()).items())),
+        "pdfs": {"made": sum(line.pdfs or 0 for line in lines.values()),
+                 "failed": sum(len(line.pdf_errors) for line in lines.values())},
         "started_at": _iso(report.started_at),
         "finished_at": _iso(report.finished_at),
         "duration_seconds": round(report.finished_at - report.started_at, 3),
@@ -166,6 +174,8 @@ def _cells(line: ReportLine, width: int) -> list[str | int]:
         line.error,
         line.folder,
         line.url,
+        "" if line.pdfs is None else line.pdfs,
+        NAME_SEPARATOR.join(line.pdf_errors),
     ]
     return values
 
@@ -175,7 +185,7 @@ def _write_csv(stream: BinaryIO, report: BatchReport) -> None:
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
     writer = csv.writer(text, lineterminator="\r\n")
     header = report.header
-    width = len(header) - len(ADDED_COLUMNS)
+    width = len(header) - len(ADDED_COLUMNS) - len(PDF_COLUMNS)
     writer.writerow([neutralise(name) for name in header])
     for line in report.lines:
         writer.writerow([neutralise(c) if isinstance(c, str) else c
@@ -188,7 +198,7 @@ def _write_xlsx(stream: BinaryIO, report: BatchReport) -> None:
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet("Report")
     header = report.header
-    width = len(header) - len(ADDED_COLUMNS)
+    width = len(header) - len(ADDED_COLUMNS) - len(PDF_COLUMNS)
     sheet.append([_xlsx_text(name) for name in header])
     for line in report.lines:
         sheet.append([_xlsx_text(c) if isinstance(c, str) else c for c in _cells(line, width)])

@@ -1,4 +1,4 @@
-"""Task, worker and batch states, and the one table of legal moves between them.
+"""Task, worker, batch and mail-PDF states, and the one table of legal moves between them.
 
 This module imports nothing else of coupad so that every other module (journal, pool,
 status, control) can share it. The journal refuses any task move this table does not list.
@@ -123,6 +123,28 @@ WORKER_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
 def check_worker(old: WorkerState, new: WorkerState) -> None:
     """Raise IllegalTransition unless the worker move ``old → new`` is legal."""
     if new not in WORKER_TRANSITIONS[old]:
+        raise IllegalTransition(old, new)
+
+
+class PdfState(enum.StrEnum):
+    """Where the PDF of one Outlook mail in a PO's folder stands."""
+
+    PENDING = "PENDING"  # the PO is final with the mail in its folder; no PDF made yet
+    MADE = "MADE"  # the PDF is beside the mail, listed in the manifest
+    FAILED = "FAILED"  # no PDF can be made of it; the manifest says why
+
+
+PDF_TRANSITIONS: dict[PdfState, frozenset[PdfState]] = {
+    PdfState.PENDING: frozenset({PdfState.MADE, PdfState.FAILED}),
+    # A PO that ends again (a re-run) lists its mails again: each is looked at once more.
+    PdfState.MADE: frozenset({PdfState.PENDING}),
+    PdfState.FAILED: frozenset({PdfState.PENDING}),
+}
+
+
+def check_pdf(old: PdfState, new: PdfState) -> None:
+    """Raise IllegalTransition unless the PDF move ``old → new`` is legal."""
+    if new not in PDF_TRANSITIONS[old]:
         raise IllegalTransition(old, new)
 
 

@@ -140,6 +140,7 @@ def _manifest_files(folder: Path | None) -> tuple[FileRecord, ...]:
                        size=int(f.get("size", 0)), sha256=str(f.get("sha256", "")),
                        source_url=str(f.get("source_url", "")), source=str(f.get("source", "po")))
             for f in data.get("files", [])
+            if not f.get("derived_from")  # a PDF made of a mail: not an attachment of the PO
         )
     except (OSError, ValueError, AttributeError, TypeError):
         return ()

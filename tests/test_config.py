@@ -53,9 +53,12 @@ def test_search_order_uses_coupad_config_variable(tmp_path):
 
 
 def test_env_booleans_and_lists(tmp_path):
-    env = {"COUPAD_INBOX_POLLING": "yes", "COUPAD_BROWSER_EXTRA_ARGS": "--a --b"}
+    env = {"COUPAD_INBOX_POLLING": "yes", "COUPAD_BROWSER_EXTRA_ARGS": "--a --b",
+           "COUPAD_DOWNLOADS_MSG_TO_PDF": "off"}
     config = cfg.load(write(tmp_path, ""), env=env)
     assert config.inbox.polling is True
+    assert config.downloads.msg_to_pdf is False
+    assert cfg.load(write(tmp_path, ""), env={}).downloads.msg_to_pdf is True  # on by default
     assert config.browser.extra_args == ("--a", "--b")
 
 
@@ -84,6 +87,10 @@ def test_env_booleans_and_lists(tmp_path):
         ("[browser]\nextra_args = '--x'\n", {}, "browser.extra_args: expected a list"),
         ("[paths]\ninbox = ''\n", {}, "paths.inbox: expected a path"),
         ("[log]\nlevel = 'loud'\n", {}, "log.level"),
+        ("[downloads]\nmsg_to_pdf = 'yes'\n", {}, "downloads.msg_to_pdf: expected true or false"),
+        ("[downloads]\nmsg_to_pdf = 1\n", {}, "downloads.msg_to_pdf: expected true or false"),
+        ("", {"COUPAD_DOWNLOADS_MSG_TO_PDF": "perhaps"},
+         "downloads.msg_to_pdf: expected true or false"),
     ],
 )
 def test_hostile_config_is_refused_naming_the_key(tmp_path, text, env, words):

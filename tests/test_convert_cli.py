@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from msgfixtures import Attachment, Mail, write_msg
+
+from coupad.sim.mails import Attachment, Mail, write_msg
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 

@@ -222,4 +222,13 @@ def test_coupad_demo_runs_its_sample_batch_end_to_end(tmp_path):
     finals = final_folders(work / "downloads")
     assert finals and not list((work / "downloads").rglob("*__WORK"))
     assert sum(1 for status in finals.values() if status == "COMPLETED") >= 10
+    # A PDF beside one Outlook mail, shown in the output and listed as derived from it.
+    assert "an Outlook mail and its PDF, in " in out.stdout
+    shown = out.stdout.split("an Outlook mail and its PDF, in ", 1)[1].splitlines()
+    folder, mail, pdf = Path(shown[0].rstrip(":")), shown[1].strip(), shown[2].split("  (")[0].strip()
+    assert (folder / mail).is_file() and (folder / pdf).read_bytes().startswith(b"%PDF-")
+    entries = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["files"]
+    assert {"name": pdf, "derived_from": mail}.items() <= next(
+        e for e in entries if e["name"] == pdf).items()
+    assert json.loads(summary.read_text(encoding="utf-8"))["pdfs"]["made"] >= 1
     wait_until(lambda: not our_processes(tmp_path), 30, what="no process of the demo left")

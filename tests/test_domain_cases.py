@@ -759,6 +759,53 @@ CASES: dict[str, list[str]] = {
         "test_folders.py::test_reopen_drops_entries_whose_file_is_missing_or_truncated",
         "test_folders.py::test_reopen_removes_staging_temp_and_unrecorded_files",
     ],
+    # ---- coupa-domain.md: Folders, and README: Outlook .msg attachments -------------------------
+    "coupa-domain: Folders: a PDF beside each Outlook .msg attachment, the original kept": [
+        "test_daemon_pdfs.py::test_a_mail_gets_a_pdf_a_file_that_is_no_mail_a_reason_and_the_pos_complete",
+        "test_pdfs.py::test_a_pdf_beside_each_mail_listed_as_derived_and_a_reason_for_the_other",
+        "test_daemon_browser.py::test_coupad_demo_runs_its_sample_batch_end_to_end",
+    ],
+    "README: Outlook .msg attachments: the PDF is listed in manifest.json as derived from its "
+    "mail, with its size and sha256": [
+        "test_daemon_pdfs.py::test_a_mail_gets_a_pdf_a_file_that_is_no_mail_a_reason_and_the_pos_complete",
+        "test_manifest.py::test_a_derived_pdf_is_listed_with_its_source_and_optional_fields_only_when_set",
+    ],
+    "README: Outlook .msg attachments: a mail that cannot be converted keeps its bytes, gets no "
+    "PDF, its reason in the manifest and the report, and its PO stays COMPLETED": [
+        "test_daemon_pdfs.py::test_a_mail_gets_a_pdf_a_file_that_is_no_mail_a_reason_and_the_pos_complete",
+        "test_pdfs.py::test_a_pdf_beside_each_mail_listed_as_derived_and_a_reason_for_the_other",
+    ],
+    "README: Outlook .msg attachments: the report adds PDFS and PDF_ERRORS after the contract's "
+    "columns; summary.json counts PDFs made and failed": [
+        "test_report.py::test_pdfs_of_mails_are_counted_per_po_in_the_summary_and_shown_per_row",
+        "test_report.py::test_the_added_columns_are_the_ones_users_expect_by_name",
+    ],
+    "README: Outlook .msg attachments: msg_to_pdf = false makes no PDFs": [
+        "test_daemon_pdfs.py::test_with_msg_to_pdf_off_mails_stay_as_they_are",
+        "test_config.py::test_env_booleans_and_lists",
+    ],
+    "README: Outlook .msg attachments: no task of a PO is claimed while its folder gets PDFs, "
+    "and none starts while one is in flight": [
+        "test_journal_pdfs.py::test_claim_leaves_out_the_pos_whose_folders_get_pdfs",
+        "test_journal_pdfs.py::test_a_po_in_flight_in_another_batch_holds_its_pdfs_back",
+    ],
+    "README: Outlook .msg attachments: after kill -9 at any moment one PDF per mail, none half "
+    "written, a listed one kept": [
+        "test_daemon_pdfs.py::test_kill_9_while_mails_are_converted_leaves_one_pdf_per_mail_after_the_restart",
+        "test_pdfs.py::test_a_pdf_written_but_not_listed_before_a_crash_is_made_again_once",
+        "test_pdfs.py::test_a_pdf_already_listed_and_intact_is_not_made_again",
+        "test_journal_pdfs.py::test_a_final_po_s_mails_are_pending_in_the_same_transaction",
+    ],
+    "README: Outlook .msg attachments: a reopened folder keeps the PDF with its mail; a derived "
+    "entry without its source is dropped with its file": [
+        "test_manifest.py::test_a_reopened_folder_keeps_the_pdf_and_the_mail_s_pdf_error",
+        "test_manifest.py::test_a_derived_entry_without_a_kept_source_is_dropped_with_its_file",
+        "test_manifest.py::test_a_pdf_whose_mail_is_gone_goes_with_it",
+    ],
+    "README: Outlook .msg attachments: the converter is started by the first mail and stopped "
+    "when idle, off the daemon's loop": [
+        "test_pdfs.py::test_the_maker_runs_jobs_off_the_caller_s_thread_and_stops_its_converter_when_idle",
+    ],
     # ---- README: Performance -----------------------------------------------------------------
     "README: Performance: the tables are the figures make bench recorded": [
         "test_docs.py::test_the_readme_performance_figures_are_those_make_bench_measured",
@@ -767,8 +814,6 @@ CASES: dict[str, list[str]] = {
 
 # Asked for by the documents, not done by coupad yet: never counted as covered.
 PENDING: dict[str, str] = {
-    "coupa-domain: Folders: a PDF beside each Outlook .msg attachment, the original kept":
-        "not implemented yet: .msg to PDF conversion is a later issue",
     "coupa-domain: Folders: optionally grouped by extra columns of the input":
         "not implemented: downloads.group_by accepts only '' or 'supplier'",
 }

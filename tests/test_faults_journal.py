@@ -85,7 +85,7 @@ def test_journal_from_a_newer_schema_is_refused_in_plain_words(tmp_path):
     conn.close()
     done = run_daemon(tmp_path, config)
     assert done.returncode == int(ExitCode.JOURNAL), done.stderr
-    assert f"journal {path} was written by a newer coupad (schema 7; this one knows up to 1)" \
+    assert f"journal {path} was written by a newer coupad (schema 7; this one knows up to 2)" \
         in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -126,6 +127,8 @@ SCENARIO: dict[str, Any] = {
         "51000003": {"attachments": [{"name": "ok.pdf", "size": 2000},
                                      {"name": "gone.pdf", "broken": "not_found"}]},
         "51000004": {"requisition": "7004"},
+        "51000005": {"attachments": [{"name": "call notes.msg", "size": 2500},
+                                     {"name": "plan.pdf", "size": 1000}]},
     },
     "requisition": {"7004": {"attachments": [{"name": "quote.pdf", "size": 1500}]}},
 }
@@ -203,6 +206,42 @@ def _second_copy(root: Path) -> None:
     path.write_text(json.dumps(document))
 
 
+def _derived(root: Path, source: str, name: str = "made.pdf", data: bytes = b"%PDF-1.4 mail",
+             listed: bytes | None = None) -> None:
+    """A file in PO51000005's folder that the manifest lists as derived from ``source``."""
+    folder = folder_of(root, "51000005")
+    (folder / name).write_bytes(data)
+    path = folder / "manifest.json"
+    document = json.loads(path.read_text())
+    document["files"].append({
+        "name": name, "original_name": name, "source_url": "", "size": len(listed or data),
+        "sha256": hashlib.sha256(listed or data).hexdigest(), "source": "derived",
+        "key": f"derived:{source}", "derived_from": source})
+    path.write_text(json.dumps(document))
+
+
+def _pdf_of_a_mail(root: Path) -> None:
+    _derived(root, "call notes.msg", "call notes.msg.pdf")
+
+
+def _derived_from_a_file_that_is_no_mail(root: Path) -> None:
+    _derived(root, "plan.pdf")
+
+
+def _derived_from_nothing_on_disk(root: Path) -> None:
+    _derived(root, "other.msg")
+
+
+def _pdf_of_a_mail_listed_wrong(root: Path) -> None:
+    _derived(root, "call notes.msg", listed=b"%PDF-1.4 something else")
+
+
+def test_a_pdf_listed_as_derived_from_an_expected_mail_is_accepted(tmp_path: Path) -> None:
+    expected = correct_downloads(tmp_path)
+    _pdf_of_a_mail(tmp_path)
+    assert check(tmp_path, expected) == []
+
+
 def _stray_po(root: Path) -> None:
     (root / "PO99999999_COMPLETED").mkdir()
 
@@ -232,6 +271,10 @@ def _stray_file(root: Path) -> None:
                                       "000000000000"]),
         (_second_copy, "51000004", ["extra file 'quote (2).pdf'",
                                     "a second copy of an expected file"]),
+        (_derived_from_a_file_that_is_no_mail, "51000005",
+         ["extra file 'made.pdf' (13 bytes", "not an expected file"]),
+        (_derived_from_nothing_on_disk, "51000005", ["extra file 'made.pdf'"]),
+        (_pdf_of_a_mail_listed_wrong, "51000005", ["manifest.json says 'made.pdf' is 23 bytes"]),
         (_stray_po, None, ["folder(s) of a PO that was not asked for: PO99999999_COMPLETED"]),
         (_stray_file, None, ["unexpected file 'notes.txt' in the downloads folder"]),
     ],

@@ -115,7 +115,7 @@ def test_open_creates_folders_wal_and_is_idempotent(tmp_path: Path) -> None:
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         applied = conn.execute("SELECT migration_set, name FROM _sqlite_migrations").fetchall()
-        assert applied == [("coupad.journal", "0001_initial")]
+        assert applied == [("coupad.journal", "0001_initial"), ("coupad.journal", "0002_pdfs")]
     finally:
         conn.close()
 

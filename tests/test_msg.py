@@ -17,7 +17,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from msgfixtures import PNG_1X1, Attachment, Mail, big_compressed_rtf, rtf_from_html, write_msg
 from util import wait_until
 
 from coupad.browser.launch import BROWSER_MARK
@@ -32,6 +31,7 @@ from coupad.msg import (
 )
 from coupad.msg import reader as reader_module
 from coupad.msg.sanitize import clean_html
+from coupad.sim.mails import PNG_1X1, Attachment, Mail, big_compressed_rtf, rtf_from_html, write_msg
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 

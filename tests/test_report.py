@@ -12,7 +12,14 @@ import pytest
 
 import corpus
 from coupad.intake import parse_file
-from coupad.report import ADDED_COLUMNS, BatchReport, ReportLine, neutralise, write_reports
+from coupad.report import (
+    ADDED_COLUMNS,
+    PDF_COLUMNS,
+    BatchReport,
+    ReportLine,
+    neutralise,
+    write_reports,
+)
 
 
 def line(values, status="COMPLETED", po="", **extra) -> ReportLine:
@@ -51,11 +58,11 @@ def test_csv_report_keeps_input_order_and_columns_then_adds_ours(tmp_path):
     paths = write_reports(tmp_path, report)
     assert [p.name for p in paths] == ["orders.b42.report.csv", "orders.b42.summary.json"]
     rows = read_csv(paths[0])
-    assert rows[0] == ["PO_NUMBER", "Note", *ADDED_COLUMNS]
+    assert rows[0] == ["PO_NUMBER", "Note", *ADDED_COLUMNS, *PDF_COLUMNS]
     assert rows[1] == ["PO3", "c", "COMPLETED", "Acme", "2", "2", "a.pdf; b.msg",
                        "2024-05-01T10:00:00+00:00", "",
                        "/data/downloads/PO15262984_COMPLETED",
-                       "https://example.coupahost.com/order_headers/15262984"]
+                       "https://example.coupahost.com/order_headers/15262984", "", ""]
     assert [r[0] for r in rows[1:]] == ["PO3", "PO1", "bad"]
     assert rows[3][2:5] == ["INVALID", "Acme", ""] and rows[3][8] == "'bad' is not a PO number"
     assert paths[0].read_bytes().count(b"\r\n") == 4  # comma separated, CRLF records
@@ -71,6 +78,7 @@ def test_summary_counts_statuses_and_distinct_pos_and_lists_the_files(tmp_path):
         "batch_id": "b42", "name": "orders", "rows": 4, "pos": 2,
         "counts": {"COMPLETED": 2, "INVALID": 1, "NOT_FOUND": 1},
         "po_counts": {"COMPLETED": 1, "NOT_FOUND": 1},  # the duplicate row counts once
+        "pdfs": {"made": 0, "failed": 0},
         "started_at": "2024-05-01T10:00:00+00:00", "finished_at": "2024-05-01T10:01:30+00:00",
         "duration_seconds": 90.5, "timings": {"page_seconds": 1.235},
         "files": [str(tmp_path / "orders.b42.report.csv"),
@@ -133,7 +141,7 @@ def test_input_column_named_like_an_added_one_is_kept_with_a_suffix(tmp_path):
                    columns=("PO_NUMBER", "STATUS", "status (input)", "Error_Message"))
     rows = read_csv(write_reports(tmp_path, report)[0])
     assert rows[0] == ["PO_NUMBER", "STATUS (input 2)", "status (input)", "Error_Message (input)",
-                       *ADDED_COLUMNS]
+                       *ADDED_COLUMNS, *PDF_COLUMNS]
     assert rows[1][:5] == ["PO1", "mine", "theirs", "old error", "COMPLETED"]
 
 
@@ -256,10 +264,29 @@ def test_a_parsed_hostile_file_flows_into_a_safe_report(tmp_path):
 def test_the_added_columns_are_the_ones_users_expect_by_name(tmp_path):
     # coupa-domain.md, "Folder and report conventions": the report columns users expect per PO,
     # spelled out here rather than taken from coupad.report, so that a rename fails.
+    # The PDF columns come after them, never between.
     rows = read_csv(write_reports(tmp_path, batch([line(["PO1", "x"], po="1")]))[0])
     assert rows[0] == ["PO_NUMBER", "Note", "STATUS", "SUPPLIER", "ATTACHMENTS_FOUND",
                        "ATTACHMENTS_DOWNLOADED", "ATTACHMENT_NAMES", "LAST_PROCESSED",
-                       "ERROR_MESSAGE", "DOWNLOAD_FOLDER", "COUPA_URL"]
+                       "ERROR_MESSAGE", "DOWNLOAD_FOLDER", "COUPA_URL", "PDFS", "PDF_ERRORS"]
     assert rows[1][2:] == ["COMPLETED", "Acme", "2", "2", "a.pdf; b.msg",
                            "2024-05-01T10:00:00+00:00", "", "/data/downloads/PO15262984_COMPLETED",
-                           "https://example.coupahost.com/order_headers/15262984"]
+                           "https://example.coupahost.com/order_headers/15262984", "", ""]
+
+
+def test_pdfs_of_mails_are_counted_per_po_in_the_summary_and_shown_per_row(tmp_path):
+    # ATTACHMENT_NAMES keeps Coupa's names; the PDFs and the mails without one come after.
+    report = batch([
+        line(["PO1", ""], po="1", pdfs=1, pdf_errors=("c.msg: not an Outlook .msg file",)),
+        line(["po 1", ""], po="1", pdfs=1, pdf_errors=("c.msg: not an Outlook .msg file",)),
+        line(["PO2", ""], po="2", pdfs=2),
+        line(["PO3", ""], po="3", status="NOT_FOUND", names=()),
+    ], fmt="xlsx")
+    csv_path, xlsx_path, summary_path = write_reports(tmp_path, report)
+    assert json.loads(summary_path.read_text())["pdfs"] == {"made": 3, "failed": 1}
+    error = "c.msg: not an Outlook .msg file"
+    csv_rows = read_csv(csv_path)
+    assert csv_rows[0][-2:] == ["PDFS", "PDF_ERRORS"] and csv_rows[1][6] == "a.pdf; b.msg"
+    assert [r[-2:] for r in csv_rows[1:]] == [["1", error], ["1", error], ["2", ""], ["", ""]]
+    xlsx_rows = read_xlsx(xlsx_path)
+    assert [r[-2:] for r in xlsx_rows[1:]] == [(1, error), (1, error), (2, None), (None, None)]

@@ -205,13 +205,46 @@ def test_pdfs_start_like_pdfs() -> None:
 
 
 def test_truth_sha256_matches_streamed_bytes() -> None:
-    po = default_po(examples()["both_shapes"][0])
-    for att in po.attachments:
-        data = content.content(att.id, att.size, pdf=att.pdf)
-        assert (
-            hashlib.sha256(data).hexdigest()
-            == Catalogue().truth(po.digits)["attachments"][po.attachments.index(att)]["sha256"]
-        )
+    for digits in (examples()["both_shapes"][0], examples()["button_only"][0]):
+        po = default_po(digits)
+        for att in po.attachments:
+            data = b"".join(att.chunks(1000))
+            truth = Catalogue().truth(po.digits)["attachments"][po.attachments.index(att)]
+            assert hashlib.sha256(data).hexdigest() == truth["sha256"]
+            assert len(data) == truth["size"] == att.size
+
+
+def test_attachments_named_msg_are_outlook_mails_the_same_for_the_same_id() -> None:
+    import extract_msg
+
+    po = default_po(examples()["button_only"][0])  # 15262981: two mails and an .eml
+    mails = [a for a in po.attachments if a.name.endswith(".msg")]
+    assert len(mails) == 2 and all(a.mail for a in mails)
+    assert not [a for a in po.attachments if a.mail and not a.name.endswith(".msg")]
+    truth = Catalogue().truth(po.digits)["attachments"]
+    assert [t["mail"] for t in truth] == [a.mail for a in po.attachments]
+    for att in mails:
+        body = att.body()
+        assert body is not None and body.startswith(bytes.fromhex("D0CF11E0A1B11AE1"))
+        assert len(body) == att.size and body == default_po(po.digits).attachments[
+            po.attachments.index(att)].body()
+        msg = extract_msg.openMsg(body)
+        try:
+            assert msg.subject == att.name.removesuffix(".msg")
+            assert "Regards" in msg.body
+        finally:
+            msg.close()
+    assert mails[0].body() != mails[1].body()
+
+
+def test_a_scenario_attachment_is_a_mail_only_when_it_says_so() -> None:
+    scenario = from_mapping({"po": {"15262984": {"attachments": [
+        {"name": "approval.msg", "mail": True},
+        {"name": "not a mail.msg", "size": 3000},
+    ]}}})
+    mail, other = scenario.catalogue().po("15262984").attachments
+    assert mail.mail and mail.size == len(mail.body() or b"") > 1000
+    assert not other.mail and other.size == 3000 and other.body() is None
 
 
 # ---- Content-Disposition ---------------------------------------------------------------
@@ -379,6 +412,18 @@ def _toml_error(tmp_path: Path, text: str) -> str:
         ("[trouble]\nrate_429 = 1.5\n", "trouble.rate_429", 2, "at most 1.0"),
         ("[trouble]\nrate_429 = 0.6\nrate_5xx = 0.6\n", "trouble", 1, "more than 1"),
         ("[trouble]\nhang_paths = ['order']\n", "trouble.hang_paths[0]", 2, "starting with /"),
+        (
+            "[po.15262984]\n[[po.15262984.attachments]]\nname = 'a.msg'\nmail = true\nsize = 9\n",
+            "po.15262984.attachments[0].size",
+            5,
+            "leave size out",
+        ),
+        (
+            "[po.15262984]\n[[po.15262984.attachments]]\nname = 'a.msg'\nmail = 'yes'\n",
+            "po.15262984.attachments[0].mail",
+            4,
+            "expected true or false",
+        ),
         ("po = 3\n", "po", 1, "expected a table"),
         ("bogus = 1\n", "bogus", 1, "unknown key"),
     ],

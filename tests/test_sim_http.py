@@ -197,6 +197,21 @@ def test_sessions_expire_after_their_lifetime() -> None:
         )
 
 
+def test_a_mail_attachment_is_served_as_the_outlook_file_the_truth_describes(
+        sim: SimHandle) -> None:
+    po = EXAMPLES["button_only"][0]
+    truth = sim.truth(f"PO{po}")
+    mails = [a for a in truth["attachments"] if a["mail"]]
+    assert [a["name"].endswith(".msg") for a in mails] == [True, True]
+    browser = signed_in(sim)
+    for attachment in mails:
+        response = browser.get(attachment["url"], timeout=10)
+        assert response.status_code == 200
+        assert int(response.headers["Content-Length"]) == attachment["size"] == len(response.content)
+        assert hashlib.sha256(response.content).hexdigest() == attachment["sha256"]
+        assert response.content.startswith(bytes.fromhex("D0CF11E0A1B11AE1"))  # OLE2
+
+
 def test_truth_lists_files_whose_bytes_match_and_counters_count_them(sim: SimHandle) -> None:
     po = EXAMPLES["both_shapes"][1]
     truth = sim.truth(f"PO{po}")

@@ -12,10 +12,12 @@ from coupad import states
 from coupad.states import (
     BatchState,
     IllegalTransition,
+    PdfState,
     TaskState,
     WorkerState,
     check,
     check_batch,
+    check_pdf,
     check_worker,
 )
 
@@ -163,6 +165,23 @@ def test_batch_move(old: BatchState, new: BatchState) -> None:
     else:
         with pytest.raises(IllegalTransition):
             check_batch(old, new)
+
+
+P = PdfState
+PDF_LEGAL = {(P.PENDING, P.MADE), (P.PENDING, P.FAILED), (P.MADE, P.PENDING),
+             (P.FAILED, P.PENDING)}
+PDF_PAIRS = list(itertools.product(PdfState, PdfState))
+
+
+@pytest.mark.parametrize(
+    "old,new", PDF_PAIRS, ids=[f"{o.value.lower()}_to_{n.value.lower()}" for o, n in PDF_PAIRS]
+)
+def test_pdf_move(old: PdfState, new: PdfState) -> None:
+    if (old, new) in PDF_LEGAL:
+        check_pdf(old, new)
+    else:
+        with pytest.raises(IllegalTransition):
+            check_pdf(old, new)
 
 
 def test_states_imports_nothing_of_coupad_but_its_error_base() -> None:

@@ -28,6 +28,7 @@ class ConvertResult:
     size: int = 0
     sha256: str | None = None
     seconds: float = 0.0
+    transient: bool = False  # the mail is not to blame (the PDF could not be written): try again
 
 
 class Converter:
@@ -54,10 +55,10 @@ class Converter:
         """Write ``pdf_path`` from ``msg_path`` (never modified), or give the reason why not."""
         started = time.monotonic()
 
-        def failed(reason: str) -> ConvertResult:
+        def failed(reason: str, transient: bool = False) -> ConvertResult:
             log.info("no PDF for %s: %s", msg_path.name, reason)
             return ConvertResult(msg_path, pdf_path, False, reason,
-                                 seconds=time.monotonic() - started)
+                                 seconds=time.monotonic() - started, transient=transient)
 
         if pdf_path.resolve() == msg_path.resolve():
             return failed("the PDF would replace the mail itself")
@@ -75,7 +76,7 @@ class Converter:
         try:
             atomic_write(pdf_path, lambda stream: stream.write(pdf))
         except OSError as exc:  # the temporary file is gone; the PDF was not replaced
-            return failed(f"cannot write the PDF ({exc.strerror or exc})")
+            return failed(f"cannot write the PDF ({exc.strerror or exc})", transient=True)
         return ConvertResult(
             msg_path, pdf_path, True, None, len(pdf), hashlib.sha256(pdf).hexdigest(),
             time.monotonic() - started,

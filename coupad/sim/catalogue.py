@@ -32,9 +32,12 @@ Overlays on the last three digits, applied after the case above:
 * ``503`` — the first visit of the PO page answers HTTP 503.
 * ``777`` — a slow PO: 2 s server time per page and downloads at 256 KB/s.
 
-Other attachments are 1-300 KB, so tests stay fast. A scenario file (see
+Other attachments are 1-300 KB, so tests stay fast. An attachment named ``*.msg`` is an
+Outlook mail (:func:`coupad.sim.mails.attachment_mail`, a few KB, the same bytes for the
+same id) when extract-msg is installed (``coupad[msg]``), random bytes otherwise; the truth
+says which (``mail``). A scenario file (see
 :mod:`coupad.sim.scenario`) overrides single POs and requisitions, and can give them every
-shape coupa-domain.md allows (:class:`PageStyle`, and per attachment a redirect to the
+shape Coupa's pages are known to take (:class:`PageStyle`, and per attachment a redirect to the
 file-storage origin, a body without Content-Length, a slow body or a permanent error).
 Default POs keep the classic page: the list fetched by the page's script, in one piece.
 """
@@ -44,12 +47,12 @@ from __future__ import annotations
 import enum
 import hashlib
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
-from coupad.sim import content
+from coupad.sim import content, mails
 
 MB = 1_000_000
 MAX_NUMBER_DIGITS = 30  # longer "numbers" are hostile input, shown as not found
@@ -242,10 +245,24 @@ class Attachment:
     no_length: bool = False  # the body has no Content-Length and ends when the connection closes
     bandwidth: int | None = None  # bytes/s for this file; overrides the PO's and the preset's
     broken: Broken | None = None  # the download URL answers 404 or 403, every time
+    mail: bool = False  # an Outlook mail made from its id (``size`` is the mail's)
 
     @property
     def pdf(self) -> bool:
-        return self.disposition is Disposition.INLINE
+        return self.disposition is Disposition.INLINE and not self.mail
+
+    def body(self) -> bytes | None:
+        """The whole file when it is made in one piece (a mail), else None (streamed)."""
+        return mails.attachment_mail(self.id, self.name) if self.mail else None
+
+    def chunks(self, chunk_size: int = content.CHUNK) -> Iterator[bytes]:
+        """The file's bytes in pieces of at most ``chunk_size``."""
+        body = self.body()
+        if body is None:
+            yield from content.chunks(self.id, self.size, pdf=self.pdf, chunk_size=chunk_size)
+            return
+        for start in range(0, len(body), chunk_size):
+            yield body[start : start + chunk_size]
 
     @property
     def content_type(self) -> str:
@@ -259,6 +276,9 @@ class Attachment:
         return f"/attachments/{self.id}/download"
 
     def sha256(self) -> str:
+        body = self.body()
+        if body is not None:
+            return hashlib.sha256(body).hexdigest()
         return content.sha256(self.id, self.size, pdf=self.pdf)
 
     def content_disposition(self) -> str:
@@ -290,6 +310,7 @@ class Attachment:
             "redirect": self.redirect,
             "no_length": self.no_length,
             "broken": self.broken.value if self.broken else None,
+            "mail": self.mail,
         }
 
 
@@ -401,14 +422,24 @@ def _attachments(
     rng: random.Random, prefix: str, owner: str, shapes: list[Shape]
 ) -> tuple[Attachment, ...]:
     return tuple(
-        Attachment(
+        as_mail(Attachment(
             id=f"{prefix}-{n}",
             name=_small_name(rng, owner, n),
             size=rng.randint(SMALL_MIN, SMALL_MAX),
             shape=shape,
-        )
+        ))
         for n, shape in enumerate(shapes, start=1)
     )
+
+
+def as_mail(attachment: Attachment) -> Attachment:
+    """A default attachment named ``*.msg`` as an Outlook mail, when mails can be made here."""
+    if not attachment.name.lower().endswith(".msg") or not mails.available():
+        return attachment
+    mail = replace(attachment, mail=True)
+    body = mail.body()
+    assert body is not None
+    return replace(mail, size=len(body))
 
 
 def requisition_id_for(digits: str) -> str:
@@ -483,11 +514,11 @@ def default_po(digits: str) -> PurchaseOrder:
             )
             for n in (1, 2)
         ]
-        extra = Attachment(
+        extra = as_mail(Attachment(
             id=f"{digits}-3",
             name=_small_name(rng, owner, 3),
             size=rng.randint(SMALL_MIN, SMALL_MAX),
-        )
+        ))
         po = replace(po, attachments=(*pdfs, extra))
     elif case == "with_requisition":
         po = replace(

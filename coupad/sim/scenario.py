@@ -27,6 +27,10 @@ Example::
     no_length = true              # no Content-Length: the body ends when the connection closes
     bandwidth = 50000             # bytes/s for this file alone
     # broken = "not_found"        # not_found (404) | forbidden (403), on every download
+    [[po.15262984.attachments]]
+    name = "approval.msg"
+    mail = true                   # an Outlook mail made from its id (no size: the mail's own);
+                                  # needs coupad[msg]. Without it a .msg is random bytes.
     [po.15262985]
     render_delay = 1.0
     page = {arrival = "timer", noise = ["ticker"], decoys = ["download_all"]}
@@ -103,6 +107,7 @@ from coupad.sim.catalogue import (
     default_po,
     is_number,
 )
+from coupad.sim import mails
 from coupad.sim.lines import KeyPath, json_lines, toml_lines
 from coupad.sim.trouble import Trouble
 
@@ -417,6 +422,7 @@ _ATTACHMENT_KEYS = {
     "no_length",
     "bandwidth",
     "broken",
+    "mail",
 }
 
 
@@ -457,6 +463,9 @@ def _attachments(
             if "broken" in entry
             else None
         )
+        mail = _boolean(entry.get("mail", False), item_path + ("mail",), where)
+        if mail:
+            _mail_allowed(entry, item_path, disposition, where)
         result.append(
             Attachment(
                 id=f"{prefix}-{n + 1}",
@@ -476,9 +485,22 @@ def _attachments(
                 if "bandwidth" in entry
                 else None,
                 broken=broken,
+                mail=mail,
             )
         )
-    return tuple(result)
+    return tuple(
+        replace(a, size=len(a.body() or b"")) if a.mail else a for a in result)
+
+
+def _mail_allowed(entry: Mapping[str, Any], path: KeyPath, disposition: Disposition,
+                  where: _Where) -> None:
+    if "size" in entry:
+        raise where.fail(path + ("size",), "a mail's size is the mail's own: leave size out")
+    if disposition is Disposition.INLINE:
+        raise where.fail(path + ("disposition",), "a mail is not an inline PDF")
+    if not mails.available():
+        raise where.fail(path + ("mail",), "mail = true needs extract-msg "
+                                           "(pip install coupad[msg])")
 
 
 # ---- typed values ------------------------------------------------------------------------

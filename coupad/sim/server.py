@@ -478,7 +478,7 @@ class Simulator:
         sent = 0
         assert self._stopping is not None
         try:
-            for piece in content.chunks(att.id, att.size, pdf=att.pdf, chunk_size=chunk):
+            for piece in att.chunks(chunk):
                 if self._stopping.is_set():
                     break
                 await response.write(piece)

@@ -1,19 +1,26 @@
-"""Outlook .msg files made from scratch for the tests: no one's real mail is copied.
+"""Outlook .msg files made from scratch, for the simulator and the tests: no one's mail copied.
 
 A .msg is an OLE2 compound file: a property stream (``__properties_version1.0``: a header,
 then one 16-byte entry per property), one ``__substg1.0_<TAG>`` stream per variable-length
 value, a storage per recipient and per attachment, and the named-property map. An embedded
 message is the same layout inside its attachment's ``__substg1.0_3701000D`` storage, with a
-shorter header. :func:`write_msg` builds one with extract-msg's own OLE writer.
+shorter header. :func:`write_msg` builds one with extract-msg's own OLE writer, so this needs
+the optional extra ``coupad[msg]`` (:func:`available`); :func:`attachment_mail` is the mail
+the simulator serves for an attachment named ``*.msg``, the same bytes for the same id.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import io
+import random
 import struct
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 STRING, BINARY, INT32, TIME, OBJECT = 0x001F, 0x0102, 0x0003, 0x0040, 0x000D
 MSG_CLSID = bytes.fromhex("0B0D020000000000C000000000000046")  # 00020D0B-…-000000000046
@@ -54,16 +61,75 @@ class Mail:
     attachments: list[Attachment] = field(default_factory=list)
 
 
+def available() -> bool:
+    """Whether mails can be written here: the OLE writer comes with extract-msg."""
+    return importlib.util.find_spec("extract_msg") is not None
+
+
 def write_msg(path: Path, mail: Mail) -> Path:
     """Write ``mail`` to ``path`` as an Outlook .msg file; return the path."""
+    with path.open("wb") as stream:
+        _write(stream, mail)
+    return path
+
+
+def to_bytes(mail: Mail) -> bytes:
+    """``mail`` as the bytes of an Outlook .msg file."""
+    stream = io.BytesIO()
+    _write(stream, mail)
+    return stream.getvalue()
+
+
+def _write(stream: BinaryIO, mail: Mail) -> None:
     from extract_msg.ole_writer import OleWriter
 
     writer = OleWriter(rootClsid=MSG_CLSID)
     _add_message(writer, [], mail, top=True)
     for name in ("__substg1.0_00020102", "__substg1.0_00030102", "__substg1.0_00040102"):
         writer.addEntry(["__nameid_version1.0", name], b"")
-    writer.write(str(path))
-    return path
+    writer.write(stream)
+
+
+_PEOPLE = (
+    ("Anna Keller", "anna.keller@supplier.example"),
+    ("Bruno Martín", "bruno.martin@supplier.example"),
+    ("Chloé Dubois", "chloe.dubois@buyer.example"),
+    ("Daniel Osei", "daniel.osei@buyer.example"),
+    ("Emi Tanaka", "emi.tanaka@supplier.example"),
+)
+_LINES = (
+    "Please find the updated quote for the order below; prices are valid for 30 days.",
+    "The delivery is confirmed for the week of the 14th, two pallets, dock 3.",
+    "Approved by finance. Please go ahead and release the purchase order.",
+    "The supplier asks whether partial deliveries are acceptable for this order.",
+    "Attached is the signed amendment. Let me know if anything is missing.",
+)
+
+
+@functools.lru_cache(maxsize=256)
+def attachment_mail(seed: str, name: str) -> bytes:
+    """The Outlook mail the simulator serves as the attachment ``seed`` named ``name``: an
+    HTML body with a small table and an inline image, one attached file; deterministic."""
+    rng = random.Random(f"coupad-sim:mail:{seed}")
+    sender, to, cc = rng.sample(_PEOPLE, 3)
+    subject = name[:-4] if name.lower().endswith(".msg") else name
+    lines = rng.sample(_LINES, 2)
+    rows = "".join(f"<tr><td>{n}</td><td>Item {rng.randint(100, 999)}</td>"
+                   f"<td>{rng.randint(1, 40)}</td></tr>" for n in range(1, rng.randint(2, 5)))
+    html = (f"<html><body><p>Hello,</p><p>{lines[0]}</p>"
+            f"<table border=1><tr><th>Line</th><th>Item</th><th>Qty</th></tr>{rows}</table>"
+            f'<p>{lines[1]}</p><p><img src="cid:logo-{seed}"></p><p>Regards,<br>{sender[0]}</p>'
+            "</body></html>")
+    mail = Mail(
+        subject=subject, sender_name=sender[0], sender_address=sender[1], to=[to], cc=[cc],
+        date=datetime(2024, 1, 8, 9, 0, tzinfo=UTC) + timedelta(minutes=rng.randint(0, 500_000)),
+        html=html, plain=f"Hello,\n\n{lines[0]}\n\n{lines[1]}\n\nRegards,\n{sender[0]}\n",
+        attachments=[
+            Attachment("logo.png", PNG_1X1, "image/png", f"logo-{seed}"),
+            Attachment(f"terms {seed}.txt", f"Terms of order {seed}.\n".encode(), "text/plain"),
+        ],
+    )
+    return to_bytes(mail)
 
 
 def rtf_from_html(html: str) -> bytes:
@@ -128,7 +194,7 @@ class _Props:
     def time(self, prop: int, value: datetime) -> None:
         self.entries.append(struct.pack("<IIQ", prop << 16 | TIME, _READ_WRITE, _filetime(value)))
 
-    def object(self, prop: int) -> None:
+    def embedded(self, prop: int) -> None:
         self.entries.append(struct.pack("<IIII", prop << 16 | OBJECT, _READ_WRITE, 0xFFFFFFFF, 0))
 
     def _variable(self, prop: int, kind: int, data: bytes, size: int) -> None:
@@ -184,7 +250,7 @@ def _add_message(writer: object, base: list[str], mail: Mail, *, top: bool) -> N
             attach.string(0x3712, attachment.content_id)
         if attachment.message is not None:
             attach.int32(0x3705, 5)
-            attach.object(0x3701)
+            attach.embedded(0x3701)
             attach.write(writer, storage, bytes(8))
             _add_message(writer, [*storage, "__substg1.0_3701000D"], attachment.message, top=False)
         else:
