@@ -82,7 +82,7 @@ PRIORITIES: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
 SIGNED_OUT = "SIGNED_OUT"
 RETRYABLE: frozenset[str] = frozenset({"THROTTLED", "SERVER_ERROR", "TIMEOUT", "ERROR"})
 # What `coupactl retry --failed` re-runs.
-FAILED_ISH: frozenset[TaskState] = frozenset({TaskState.FAILED, TaskState.PARTIAL})
+RERUN_WITH_FAILED: frozenset[TaskState] = frozenset({TaskState.FAILED, TaskState.PARTIAL})
 
 
 class JournalError(CoupadError):
@@ -150,7 +150,7 @@ def _initial(db: Database) -> None:
             columns TEXT NOT NULL,
             po_column TEXT NOT NULL,
             state TEXT NOT NULL,
-            paused INTEGER NOT NULL DEFAULT 0,
+            paused INTEGER NOT NULL DEFAULT 0,  -- unused; kept so existing journals open as they are
             served INTEGER NOT NULL DEFAULT 0,
             created_at REAL NOT NULL,
             finished_at REAL,
@@ -353,7 +353,7 @@ _TASK_COLUMNS = (
     "timings"
 )
 _BATCH_COLUMNS = (
-    "id, name, source, content_sha256, priority, fmt, columns, po_column, state, paused, "
+    "id, name, source, content_sha256, priority, fmt, columns, po_column, state, "
     "created_at, finished_at, row_count, task_count, report_paths"
 )
 _PDF_COLUMNS = "p.task_id, t.po_digits, p.mail, p.state, p.pdf, p.size, p.sha256, p.reason"
@@ -379,8 +379,8 @@ def _batch(row: Sequence[Any]) -> Batch:
     return Batch(
         id=row[0], name=row[1], source=row[2], content_sha256=row[3], priority=row[4],
         fmt=row[5], columns=tuple(json.loads(row[6])), po_column=row[7],
-        state=BatchState(row[8]), paused=bool(row[9]), created_at=row[10], finished_at=row[11],
-        row_count=row[12], task_count=row[13], report_paths=tuple(json.loads(row[14])),
+        state=BatchState(row[8]), created_at=row[9], finished_at=row[10],
+        row_count=row[11], task_count=row[12], report_paths=tuple(json.loads(row[13])),
     )
 
 
@@ -395,13 +395,13 @@ def _iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
 
 
-def _in(values: Iterable[Any]) -> str:
+def _json_list(values: Iterable[Any]) -> str:
     """One JSON parameter for ``IN (SELECT value FROM json_each(?))``: no variable limit."""
     return json.dumps(list(values))
 
 
 def _states(values: Iterable[TaskState]) -> str:
-    return _in(sorted(s.value for s in values))
+    return _json_list(sorted(s.value for s in values))
 
 
 def _times(n: int) -> str:
@@ -618,7 +618,7 @@ class Journal:
             # every COMPLETED task, whatever the size of the journal.
             "CROSS JOIN tasks t ON t.id = (SELECT max(p.id) FROM tasks p WHERE p.po_digits = wanted.value) "
             "WHERE t.state = ? AND t.folder IS NOT NULL",
-            (_in(pos), TaskState.COMPLETED.value),
+            (_json_list(pos), TaskState.COMPLETED.value),
         )
         for po, batch_id, supplier, n_found, downloaded, names, folder, url, last, tid in rows:
             if Path(folder).is_dir():
@@ -717,7 +717,7 @@ class Journal:
         Attempts start again from zero and every batch concerned reopens, so its report is
         written again when it ends. Without ``batch_id`` every batch is concerned.
         """
-        targets = FAILED_ISH if failed_only else states.FINAL
+        targets = RERUN_WITH_FAILED if failed_only else states.FINAL
         with self._write() as conn:
             if batch_id is not None:
                 batch_ids = [self._known_batch(conn, batch_id).id]
@@ -792,34 +792,24 @@ class Journal:
             self._event(conn, "batch_done", now, batch.id, None, state=new_state.value,
                         reports=list(report_paths))
 
-    def set_paused(self, batch_id: str | None, paused: bool) -> int:
-        """Stop (or resume) claiming from one batch, or from every open batch; returns how many."""
-        with self._write() as conn:
-            if batch_id is None:
-                return conn.execute("UPDATE batches SET paused = ? WHERE state = 'OPEN'",
-                                    (int(paused),)).rowcount
-            batch = self._known_batch(conn, batch_id)
-            return conn.execute("UPDATE batches SET paused = ? WHERE id = ?",
-                                (int(paused), batch.id)).rowcount
-
     # -- tasks ---------------------------------------------------------------------------
 
     def claim(self, owner: str, limit: int, now: float, lease_seconds: float, *,
               exclude_pos: Collection[str] = ()) -> list[Task]:
         """Lease up to ``limit`` tasks to ``owner`` until ``now + lease_seconds``.
 
-        Eligible: QUEUED, or RETRY_WAIT with ``not_before <= now``, in OPEN unpaused batches,
+        Eligible: QUEUED, or RETRY_WAIT with ``not_before <= now``, in OPEN batches,
         of a PO not in ``exclude_pos`` (the daemon is writing PDFs into their folders).
         Order: priority first; between batches of equal priority round-robin (each claimed
         task sends its batch to the back); input order within a batch.
         """
-        excluded = _in(sorted(exclude_pos)) if exclude_pos else None
+        excluded = _json_list(sorted(exclude_pos)) if exclude_pos else None
         if limit <= 0:
             return []
         claimed: list[int] = []
         with self._write() as conn:
             rows = conn.execute(
-                "SELECT id, rank, served FROM batches b WHERE state = 'OPEN' AND paused = 0 "
+                "SELECT id, rank, served FROM batches b WHERE state = 'OPEN' "
                 "AND EXISTS (SELECT 1 FROM counts c WHERE c.batch_id = b.id AND c.n > 0 "
                 "AND c.state IN (?, ?)) ORDER BY rank, served, created_at, id",
                 (TaskState.QUEUED.value, TaskState.RETRY_WAIT.value),
@@ -849,7 +839,7 @@ class Journal:
             conn.execute(
                 "UPDATE tasks SET state = ?, lease_owner = ?, lease_expires = ?, "
                 "not_before = NULL WHERE id IN (SELECT value FROM json_each(?))",
-                (TaskState.LEASED.value, owner, now + lease_seconds, _in(claimed)),
+                (TaskState.LEASED.value, owner, now + lease_seconds, _json_list(claimed)),
             )
             tasks = self._tasks_by_id(conn, claimed)
         return [tasks[i] for i in claimed]
@@ -885,7 +875,7 @@ class Journal:
             return conn.execute(
                 "UPDATE tasks SET lease_expires = ? WHERE state = ? AND lease_owner = ? "
                 "AND id IN (SELECT value FROM json_each(?))",
-                (now + lease_seconds, TaskState.LEASED.value, owner, _in(task_ids)),
+                (now + lease_seconds, TaskState.LEASED.value, owner, _json_list(task_ids)),
             ).rowcount
 
     def record(self, task_id: int, owner: str, outcome: TaskOutcome, now: float,
@@ -960,7 +950,7 @@ class Journal:
             params: tuple[Any, ...] = (TaskState.QUEUED.value, TaskState.LEASED.value, owner)
             if task_ids is not None:
                 sql += " AND id IN (SELECT value FROM json_each(?))"
-                params += (_in(task_ids),)
+                params += (_json_list(task_ids),)
             released = conn.execute(sql, params).rowcount
             if released:
                 self._event(conn, "released", now, None, None, owner=owner, tasks=released)
@@ -1073,7 +1063,7 @@ class Journal:
     def _tasks_by_id(self, conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, Task]:
         rows = conn.execute(
             f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id IN (SELECT value FROM json_each(?))",
-            (_in(ids),),
+            (_json_list(ids),),
         ).fetchall()
         return {r[0]: _task(r) for r in rows}
 
@@ -1120,15 +1110,6 @@ class Journal:
                                 (TaskState.LEASED.value,)).fetchall()
         return [_task(r) for r in rows]
 
-    def next_due(self, now: float) -> float | None:
-        """When the next retry falls due after ``now`` (tasks already due are claimable now)."""
-        with self._read() as conn:
-            due = conn.execute(
-                "SELECT min(not_before) FROM tasks WHERE state = ? AND not_before > ?",
-                (TaskState.RETRY_WAIT.value, now),
-            ).fetchone()[0]
-        return float(due) if due is not None else None
-
     # -- PDFs of mails -------------------------------------------------------------------
 
     def _mails(self, conn: sqlite3.Connection, task_id: int, outcome: TaskOutcome) -> None:
@@ -1136,7 +1117,7 @@ class Journal:
         it no longer lists are forgotten."""
         if outcome.files is not None:
             conn.execute("DELETE FROM pdfs WHERE task_id = ? AND mail NOT IN "
-                         "(SELECT value FROM json_each(?))", (task_id, _in(outcome.mails)))
+                         "(SELECT value FROM json_each(?))", (task_id, _json_list(outcome.mails)))
         for mail in dict.fromkeys(outcome.mails):
             row = conn.execute("SELECT state FROM pdfs WHERE task_id = ? AND mail = ?",
                                (task_id, mail)).fetchone()
@@ -1166,7 +1147,7 @@ class Journal:
                 "(SELECT 1 FROM tasks l WHERE l.po_digits = t.po_digits AND l.state = ?) "
                 "ORDER BY p.task_id, p.mail LIMIT ?",
                 (PdfState.PENDING.value, _states(states.FINAL), "__WORK",
-                 _in(sorted(exclude_pos)), TaskState.LEASED.value, limit),
+                 _json_list(sorted(exclude_pos)), TaskState.LEASED.value, limit),
             ).fetchall()
         return [PdfRecord(task_id, po, mail, PdfState.PENDING, folder=folder)
                 for task_id, po, mail, folder in rows]

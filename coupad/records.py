@@ -99,7 +99,6 @@ class Batch:
     columns: tuple[str, ...]
     po_column: str
     state: BatchState
-    paused: bool
     created_at: float
     finished_at: float | None  # when its report was written; None while one is due
     row_count: int

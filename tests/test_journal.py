@@ -346,17 +346,6 @@ def test_a_new_batch_is_served_at_once_between_turns(journal: Journal) -> None:
     assert [t.batch_id for t in journal.claim("w1", 3, NOW, 60)] == [b.id, a.id, b.id]
 
 
-def test_claim_skips_paused_batches_until_resumed(journal: Journal) -> None:
-    a = make_batch(journal, pos(2, 1_000_000))
-    b = make_batch(journal, pos(2, 2_000_000))
-    assert journal.set_paused(a.id, True) == 1
-    paused = journal.batch(a.id)
-    assert paused is not None and paused.paused
-    assert {t.batch_id for t in journal.claim("w1", 4, NOW, 60)} == {b.id}
-    journal.set_paused(None, False)
-    assert {t.batch_id for t in journal.claim("w1", 4, NOW, 60)} == {a.id}
-
-
 def test_claim_zero_or_nothing_eligible_returns_nothing(journal: Journal) -> None:
     assert journal.claim("w1", 5, NOW, 60) == []
     make_batch(journal, pos(1))
@@ -386,8 +375,6 @@ def test_leased_to_retry_wait_then_claimed_again_once_due(journal: Journal) -> N
     assert after.state is T.RETRY_WAIT and after.attempts == 1 and after.reason == "HTTP 502"
     assert after.not_before is not None and NOW + 2.5 <= after.not_before <= NOW + 7.5
     assert journal.claim("w1", 1, after.not_before - 0.01, 60) == []
-    assert journal.next_due(NOW) == after.not_before
-    assert journal.next_due(after.not_before) is None  # due now: nothing later to wait for
     again = claim_one(journal, now=after.not_before)
     assert again.id == task.id and again.state is T.LEASED and again.not_before is None
 
