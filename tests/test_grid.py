@@ -229,7 +229,7 @@ def test_a_node_killed_under_a_po_ends_it_as_retryable_and_breaks_the_engine_at_
         assert isinstance(eng.browser, RemoteBrowser)
         node = the_grid.node_of(str(eng.browser.session_id))
         eng.submit(job("36000006"))  # its list takes 30 s: the PO is mid-page when the node dies
-        wait_until(lambda: eng.poll(0.05) == [] and any(t.committed for t in eng._tabs), 30,
+        wait_until(lambda: eng.poll(0.05) == [] and any(t.committed for t in eng._runs), 30,
                    what="the page loading")
         the_grid.kill_node(node)
         results: list[Any] = []
