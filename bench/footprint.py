@@ -80,7 +80,7 @@ def soak(ctx: Context) -> dict[str, Any]:
     with daemon(root, ctx.instant.base_url,
                 pool={"workers": 2, "tabs_per_worker": 3, "recycle_after_pos": recycle}) as d:
         d.wait_warm()
-        started = d.drop("soak.csv", csv_of(scenarios.numbers(scenarios.LIGHT, count)))
+        started = d.drop_timed("soak.csv", csv_of(scenarios.numbers(scenarios.LIGHT, count)))
         summary: list[Path] = []
         next_sample = started
         while not summary:

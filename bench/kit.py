@@ -20,18 +20,17 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
 
 from coupad.config import write_toml
+from coupad.running import DaemonRun
 from coupad import config as configuration
 from coupad.browser import Browser, BrowserSpec
-from coupad.control import ControlClient
 from coupad.engine import Engine
-from coupad.errors import CoupadError
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
@@ -226,146 +225,87 @@ def write_config(root: Path, base_url: str, **sections: dict[str, Any]) -> Path:
     return write_toml(root / "coupad.toml", values)
 
 
-@dataclass
-class Daemon:
-    """`coupad run` under bench/reaper.py, in its own folder."""
+class Daemon(DaemonRun):
+    """`coupad run` (the harness of coupad.running) under bench/reaper.py, which accounts the
+    CPU of the whole tree and reports leftovers; one reaper result per life."""
 
-    root: Path
-    config: Path
-    reaper: subprocess.Popen[bytes] | None = None
-    life: int = 0
-    usage: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def inbox(self) -> Path:
-        return self.root / "inbox"
-
-    @property
-    def outbox(self) -> Path:
-        return self.root / "outbox"
-
-    @property
-    def journal(self) -> Path:
-        return self.root / "state" / "journal.sqlite"
-
-    @property
-    def socket(self) -> Path:
-        return self.root / "state" / "coupad.sock"
-
-    @property
-    def log_path(self) -> Path:
-        return self.root / "daemon.log"
+    def __init__(self, root: Path, config: Path) -> None:
+        super().__init__(root, config, env=bench_env(root))
+        self.life = 0
+        self.usage: list[dict[str, Any]] = []
 
     @property
     def result_path(self) -> Path:
         return self.root / f"reaper-{self.life}.json"
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start the daemon and wait until its control socket answers."""
+    def start(self, timeout: float = 60.0, *, running: bool = False) -> None:
+        """Start the daemon under a new reaper and wait until its control socket answers."""
         self.life += 1
-        with open(self.log_path, "ab") as log_file:
-            self.reaper = subprocess.Popen(
-                [PYTHON, str(HERE / "reaper.py"), str(self.result_path), "--",
-                 PYTHON, "-m", "coupad", "run", "-c", str(self.config)],
-                stdout=log_file, stderr=subprocess.STDOUT, cwd=self.root,
-                env=bench_env(self.root),
-            )
-        wait_for(self._answers, timeout, "the daemon's control socket", interval=0.02)
-
-    def _answers(self) -> bool:
-        self.check_alive()
-        try:
-            self.status()
-            return True
-        except CoupadError:
-            return False
-
-    def check_alive(self) -> None:
-        assert self.reaper is not None
-        if self.reaper.poll() is not None:
-            raise RuntimeError(f"the daemon exited; its log ends:\n{self.log_tail()}")
-
-    def status(self) -> dict[str, Any]:
-        with ControlClient(self.socket, timeout=10) as client:
-            return dict(client.call("status"))
-
-    def call(self, command: str, **args: Any) -> Any:
-        with ControlClient(self.socket, timeout=30) as client:
-            return client.call(command, **args)
+        self.wrapper = (PYTHON, str(HERE / "reaper.py"), str(self.result_path), "--")
+        super().start(timeout, running=running)
 
     def wait_warm(self, timeout: float = 90.0) -> float:
         """Wait until every worker's browser is up and signed in; return the seconds waited."""
         started = time.monotonic()
 
         def warm() -> bool:
-            self.check_alive()
             workers = self.status()["workers"]
             return bool(workers) and all(w["state"] in ("READY", "BUSY") for w in workers)
 
-        wait_for(warm, timeout, "warm workers", interval=0.05)
+        self.wait(warm, timeout, "warm workers", interval=0.05)
         return time.monotonic() - started
 
     @property
     def pid(self) -> int:
         """The daemon's process id (the reaper's child)."""
-        assert self.reaper is not None
-        children = psutil.Process(self.reaper.pid).children()
+        assert self.proc is not None
+        children = psutil.Process(self.proc.pid).children()
         if not children:
             raise RuntimeError("the daemon is not running")
         return children[0].pid
 
     def cpu(self) -> float:
         """CPU seconds of the daemon, its workers and browsers so far (this life)."""
-        assert self.reaper is not None
-        return tree_cpu(self.reaper.pid)
+        assert self.proc is not None
+        return tree_cpu(self.proc.pid)
 
     def cpu_by_kind(self) -> dict[str, float]:
-        assert self.reaper is not None
-        return tree_cpu_by_kind(self.reaper.pid)
+        assert self.proc is not None
+        return tree_cpu_by_kind(self.proc.pid)
 
     def pss_mb(self) -> float:
-        assert self.reaper is not None
-        return tree_pss_mb(self.reaper.pid)
+        assert self.proc is not None
+        return tree_pss_mb(self.proc.pid)
 
-    def drop(self, name: str, text: str) -> float:
+    def drop_timed(self, name: str, text: str) -> float:
         """Write an input file straight into the inbox (as a copy onto a share would);
         return the time it was closed."""
-        self.inbox.mkdir(parents=True, exist_ok=True)
-        with open(self.inbox / name, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        self.drop(name, text, atomic=False)
         return time.monotonic()
 
     def wait_summary(self, stem: str, timeout: float) -> dict[str, Any]:
         """Wait for ``stem``'s summary.json (written last, after the report) and read it."""
-        def summary() -> Path | None:
-            self.check_alive()
-            found = sorted(self.outbox.glob(f"{stem}.*.summary.json"))
-            return found[0] if found else None
-
-        path = wait_for(summary, timeout, f"the report of {stem}", interval=0.02)
-        return dict(json.loads(path.read_text(encoding="utf-8")))
+        return self.wait_report(stem, timeout, interval=0.02)
 
     def stop(self, timeout: float = 120.0) -> dict[str, Any]:
         """SIGTERM (drain) and wait for the daemon and everything below it to end."""
-        assert self.reaper is not None
-        if self.reaper.poll() is None:
-            self.reaper.send_signal(signal.SIGTERM)
         try:
-            self.reaper.wait(timeout)
+            self.terminate(timeout)
         except subprocess.TimeoutExpired:
-            self.reaper.kill()
-            self.reaper.wait(10)
+            assert self.proc is not None
+            self.proc.kill()
+            self.proc.wait(10)
         return self._result()
 
-    def kill9(self) -> float:
+    def kill9(self) -> float:  # type: ignore[override]
         """kill -9 the daemon (not the reaper); return when it was sent."""
         os.kill(self.pid, signal.SIGKILL)
         return time.monotonic()
 
     def wait_reaped(self, timeout: float = 60.0) -> dict[str, Any]:
         """Wait for the reaper to see the whole tree gone (after a kill -9)."""
-        assert self.reaper is not None
-        self.reaper.wait(timeout)
+        assert self.proc is not None
+        self.proc.wait(timeout)
         return self._result()
 
     def _result(self) -> dict[str, Any]:
@@ -377,10 +317,7 @@ class Daemon:
         return result
 
     def log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
-        except OSError:
-            return ""
+        return self.log(tail=4000)
 
 
 @contextmanager
@@ -392,7 +329,7 @@ def daemon(root: Path, base_url: str, **sections: dict[str, Any]) -> Iterator[Da
     try:
         yield d
     finally:
-        if d.reaper is not None and d.reaper.poll() is None:
+        if d.proc is not None and d.proc.poll() is None:
             d.stop()
 
 
@@ -475,7 +412,7 @@ def measure_batch(root: Path, sim: Sim, name: str, numbers: list[str], *,
         warm_s = d.wait_warm()
         cpu_before, sim_before = d.cpu(), sim.cpu()
         kinds_before = d.cpu_by_kind()
-        dropped = d.drop(f"{name}.csv", csv_of(numbers))
+        dropped = d.drop_timed(f"{name}.csv", csv_of(numbers))
         summary = d.wait_summary(name, timeout)
         wall = time.monotonic() - dropped
         cpu = d.cpu() - cpu_before

@@ -164,7 +164,7 @@ def _batch(root: Path, base_url: str, numbers: list[str], on: bool) -> dict[str,
                 downloads={"msg_to_pdf": on}) as d:
         d.wait_warm()
         cpu_before = d.cpu()
-        dropped = d.drop("mails.csv", csv_of(numbers))
+        dropped = d.drop_timed("mails.csv", csv_of(numbers))
         peak = 0.0
         found: list[Path] = []
         while not found:

@@ -51,7 +51,7 @@ def drop(ctx: Context) -> dict[str, Any]:
             name = f"round{k}"
             baseline = sim.po_pages()
             if k < DROP_ROUNDS:
-                dropped = d.drop(f"{name}.csv", csv_of(numbers))
+                dropped = d.drop_timed(f"{name}.csv", csv_of(numbers))
                 times.append(_first_page_after(sim, baseline, dropped))
             else:
                 source = root / f"{name}.csv"
@@ -78,7 +78,7 @@ def kill9(ctx: Context) -> dict[str, Any]:
     numbers = scenarios.numbers(scenarios.MIX, count)
     with daemon(root, sim.base_url, pool={"workers": 2, "tabs_per_worker": 3}) as d:
         d.wait_warm()
-        d.drop("killed.csv", csv_of(numbers))
+        d.drop_timed("killed.csv", csv_of(numbers))
 
         def some_done() -> bool:
             batches = d.status()["batches"]

@@ -51,7 +51,7 @@ def run(ctx: Context) -> dict[str, Any]:
         report = _report(d.journal, root / "report-outbox")
         journal = _journal_costs(d.journal)
     finally:
-        if d.reaper is not None and d.reaper.poll() is None:
+        if d.proc is not None and d.proc.poll() is None:
             d.stop()
     return {"ingest": {**ingest, **split}, "fill": filled, "status": status,
             "report": report, "journal": journal, "load_average": load_average()}

@@ -13,7 +13,6 @@ import argparse
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coupad.control import ControlClient
 from coupad.ctl import bar, submit_files
-from coupad.errors import CoupadError, DaemonNotRunning
+from coupad.errors import CoupadError
+from coupad.running import DaemonExited, DaemonRun
 
 # Which simulator cases the sample CSV draws on, and how many POs of each.
 SAMPLE_CASES = {
@@ -99,23 +98,20 @@ def main(args: argparse.Namespace) -> int:
         print(f"simulated Coupa tenant at {sim.base_url} (sign-in by form)")
         config = write_config(work, sim.base_url, sim.username, sim.password,
                               args.workers, args.tabs)
-        log_path = work / "daemon.log"
-        with open(log_path, "wb") as log_file:
-            daemon = subprocess.Popen(
-                [sys.executable, "-m", "coupad", "run", "-c", str(config)],
-                stdout=log_file, stderr=subprocess.STDOUT, cwd=work,
-            )
-            try:
-                return _drive(work, config, daemon, examples(), args.timeout, log_path)
-            finally:
-                _stop(daemon)
+        daemon = DaemonRun(work, config)
+        try:
+            daemon.start(timeout=args.timeout, running=False)
+            return _drive(work, daemon, examples(), args.timeout)
+        except DaemonExited:
+            print(f"\nthe daemon stopped; see {daemon.log_path}")
+            return 1
+        finally:
+            _stop(daemon)
 
 
-def _drive(work: Path, config: Path, daemon: subprocess.Popen[bytes],
-           cases: dict[str, list[str]], timeout: float, log_path: Path) -> int:
-    socket_path = work / "state" / "coupad.sock"
+def _drive(work: Path, daemon: DaemonRun, cases: dict[str, list[str]], timeout: float) -> int:
+    log_path = daemon.log_path
     deadline = time.monotonic() + timeout
-    client = _connect(socket_path, daemon, deadline, log_path)
     sample = work / "sample-pos.csv"
     rows = sample_rows(cases)
     with open(sample, "w", newline="", encoding="utf-8") as handle:
@@ -131,14 +127,14 @@ def _drive(work: Path, config: Path, daemon: subprocess.Popen[bytes],
         if time.monotonic() > deadline:
             print(f"\ngave up after {timeout:.0f} s; the daemon log is {log_path}")
             return 1
-        if daemon.poll() is not None:
-            print(f"\nthe daemon stopped (status {daemon.returncode}); see {log_path}")
-            return 1
-        shown = _show_progress(client, shown)
+        daemon.check_alive()
+        try:
+            shown = _show_progress(daemon, shown)
+        except CoupadError:
+            pass  # a busy or restarting socket: the next look shows progress
         found = sorted(outbox.glob("sample-pos.*.summary.json"))
         summary_path = found[0] if found else None
         time.sleep(0.5)
-    client.close()
     summary = json.loads(summary_path.read_text(encoding="utf-8"))
     print("\nbatch done:")
     for status, count in sorted(summary.get("counts", {}).items()):
@@ -177,25 +173,9 @@ def _show_a_mail(downloads: Path) -> None:
                 return
 
 
-def _connect(socket_path: Path, daemon: subprocess.Popen[bytes], deadline: float,
-             log_path: Path) -> ControlClient:
-    while True:
-        if daemon.poll() is not None:
-            raise CoupadError(f"the daemon did not start (status {daemon.returncode}); "
-                              f"see {log_path}")
-        try:
-            client = ControlClient(socket_path)
-            client.connect()
-            return client
-        except DaemonNotRunning:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def _show_progress(client: ControlClient, shown: str) -> str:
+def _show_progress(daemon: DaemonRun, shown: str) -> str:
     """Print the progress line when it changed: in place on a terminal, else one per line."""
-    snap: dict[str, Any] = client.call("status")
+    snap: dict[str, Any] = daemon.status()
     workers = snap["workers"]
     up = sum(1 for w in workers if w["state"] in ("READY", "BUSY"))
     busy = sum(w["busy"] for w in workers)
@@ -213,12 +193,10 @@ def _show_progress(client: ControlClient, shown: str) -> str:
     return line
 
 
-def _stop(daemon: subprocess.Popen[bytes]) -> None:
-    if daemon.poll() is None:
-        daemon.send_signal(signal.SIGTERM)
+def _stop(daemon: DaemonRun) -> None:
+    if daemon.proc is not None:
         try:
-            daemon.wait(timeout=90)
+            daemon.terminate(timeout=90)
         except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
+            daemon.kill9()
     os.sync()

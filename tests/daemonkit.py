@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from coupad.config import write_toml
-from coupad.control import ControlClient
-from coupad.errors import CoupadError
+from coupad.running import DaemonExited, DaemonRun
 from util import wait_until
 
 TESTS = Path(__file__).resolve().parent
@@ -38,84 +32,15 @@ def write_config(root: Path, base_url: str, **sections: dict[str, Any]) -> Path:
     return write_toml(root / "coupad.toml", values)
 
 
-@dataclass
-class DaemonProc:
-    """A running `coupad run` and the folders it works in."""
-
-    root: Path
-    config: Path
-    env: dict[str, str]
-    proc: subprocess.Popen[bytes] | None = None
-    log_path: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.log_path = self.root / "daemon.log"
-
-    @property
-    def inbox(self) -> Path:
-        return self.root / "inbox"
-
-    @property
-    def outbox(self) -> Path:
-        return self.root / "outbox"
-
-    @property
-    def downloads(self) -> Path:
-        return self.root / "downloads"
-
-    @property
-    def socket(self) -> Path:
-        return self.root / "state" / "coupad.sock"
-
-    def start(self, timeout: float = 60) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "coupad", "run", "-c", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.root,
-            )
-        wait_until(self._answers, timeout, what="the daemon's control socket")
-
-    def _answers(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
-        try:
-            # "starting": the socket answers before the inbox and journal are open.
-            return bool(self.status()["daemon"]["state"] != "starting")
-        except CoupadError:
-            return False
-
-    def status(self) -> dict[str, Any]:
-        with ControlClient(self.socket, timeout=10) as client:
-            return dict(client.call("status"))
-
-    def call(self, command: str, **args: Any) -> Any:
-        with ControlClient(self.socket, timeout=10) as client:
-            return client.call(command, **args)
-
-    def drop(self, name: str, text: str, folder: str = "") -> Path:
-        """Write a file into the inbox atomically (as coupactl submit does)."""
-        target_dir = self.inbox / folder if folder else self.inbox
-        target_dir.mkdir(parents=True, exist_ok=True)
-        temp = target_dir / f".{name}.{uuid.uuid4().hex[:6]}.tmp"
-        temp.write_text(text, encoding="utf-8")
-        final = target_dir / name
-        os.replace(temp, final)
-        return final
-
-    def wait_report(self, stem: str, timeout: float = 120) -> dict[str, Any]:
-        def summary() -> Path | None:
-            self.check_alive()
-            found = sorted(self.outbox.glob(f"{stem}.*.summary.json"))
-            return found[0] if found else None
-
-        path = wait_until(summary, timeout, interval=0.1, what=f"the report of {stem}")
-        return dict(json.loads(path.read_text(encoding="utf-8")))
+class DaemonProc(DaemonRun):
+    """The harness's `coupad run` (coupad.running), with what tests look at besides: report
+    rows and final folders. A daemon that ends while it should run fails the test at once."""
 
     def check_alive(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+        try:
+            super().check_alive()
+        except DaemonExited as exc:
+            raise AssertionError(str(exc)) from None
 
     def report_rows(self, stem: str) -> list[dict[str, str]]:
         import csv
@@ -123,25 +48,6 @@ class DaemonProc:
         path = sorted(self.outbox.glob(f"{stem}.*.report.csv"))[0]
         with open(path, encoding="utf-8-sig", newline="") as handle:
             return list(csv.DictReader(handle))
-
-    def terminate(self, timeout: float = 60) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def log(self, tail: int | None = 6000) -> str:
-        """The daemon's log: its last ``tail`` characters (None: all of it)."""
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-            return text if tail is None else text[-tail:]
-        except OSError:
-            return ""
 
     def finals(self) -> dict[str, str]:
         return final_folders(self.downloads)
