@@ -38,7 +38,8 @@ from coupad import manifest
 from coupad.durable import fsync_dir
 from coupad.errors import CoupadError
 from coupad.faults import crash_point
-from coupad.manifest import MANIFEST, ManifestEntry
+from coupad.manifest import MANIFEST
+from coupad.records import FileRecord
 from coupad.names import safe_name, unique_name
 from coupad.ponumber import PoNumber
 from coupad.states import FINAL, TaskState
@@ -59,7 +60,7 @@ class FolderError(CoupadError):
 class PoFolder:
     """The folder of one PO while it is being processed, and its manifest."""
 
-    def __init__(self, path: Path, po: PoNumber, entries: list[ManifestEntry]) -> None:
+    def __init__(self, path: Path, po: PoNumber, entries: list[FileRecord]) -> None:
         self.path = path
         self.po = po
         self._entries = entries
@@ -101,7 +102,7 @@ class PoFolder:
         return folder
 
     @property
-    def entries(self) -> list[ManifestEntry]:
+    def entries(self) -> list[FileRecord]:
         """The files recorded so far, in the order they were added."""
         with self._lock:
             return list(self._entries)
@@ -113,7 +114,7 @@ class PoFolder:
         path.mkdir(parents=True)
         return path
 
-    def entry_for(self, key: str) -> ManifestEntry | None:
+    def entry_for(self, key: str) -> FileRecord | None:
         """The recorded file for ``key`` if it is still on disk with its recorded size."""
         with self._lock:
             entry = next((e for e in self._entries if e.key == key), None)
@@ -127,7 +128,7 @@ class PoFolder:
         source: str,
         key: str,
         sha256: str | None = None,
-    ) -> ManifestEntry:
+    ) -> FileRecord:
         """Move a complete download into place under a safe, unique name and record it.
 
         Idempotent by ``key``: a key already recorded (and still on disk) returns the existing
@@ -152,7 +153,7 @@ class PoFolder:
             taken = [e.name for e in self._entries] + [MANIFEST]
             name = unique_name(safe_name(original_name), taken)
             self._move_into_place(tmp, self.path / name)
-            entry = ManifestEntry(
+            entry = FileRecord(
                 name=name,
                 original_name=original_name,
                 source_url=source_url,
@@ -192,7 +193,7 @@ class PoFolder:
         if self._final_path is not None:
             raise FolderError(f"{self._final_path} is already finished")
 
-    def _on_disk(self, entry: ManifestEntry) -> bool:
+    def _on_disk(self, entry: FileRecord) -> bool:
         return manifest.on_disk(self.path, entry)
 
     def _move_into_place(self, tmp: Path, target: Path) -> None:

@@ -1083,7 +1083,8 @@ class Journal:
                 "SELECT name, original_name, size, sha256, source_url, source FROM attachments "
                 "WHERE task_id = ? ORDER BY id", (task_id,)
             ).fetchall()
-        return [FileRecord(*r) for r in rows]
+        return [FileRecord(name=r[0], original_name=r[1], size=r[2], sha256=r[3], source_url=r[4],
+                           source=r[5]) for r in rows]
 
     def report_rows(self, batch_id: str) -> list[ReportRow]:
         """Every input row in input order, with its task (None for an invalid row)."""

@@ -15,13 +15,14 @@ import json
 import logging
 import re
 import stat
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from coupad.durable import atomic_write, fsync_dir
 from coupad.names import safe_name, unique_name
 from coupad.ponumber import PoNumber
+from coupad.records import FileRecord
 
 log = logging.getLogger("coupad.folders")
 
@@ -32,37 +33,10 @@ _TEXT_FIELDS = ("name", "original_name", "source_url", "sha256", "source", "key"
 
 
 @dataclass(frozen=True)
-class ManifestEntry:
-    """One file on disk, as listed in manifest.json."""
-
-    name: str  # the file's name in the PO folder (safe, unique in the folder)
-    original_name: str  # the name Coupa gave it (for a derived file: the original's + ".pdf")
-    source_url: str
-    size: int
-    sha256: str
-    source: str  # "po" | "requisition" | "derived"
-    key: str  # stable identity of the attachment across retries (the engine supplies it)
-    derived_from: str | None = None  # a derived file: the name of the file it was made from
-    pdf_error: str | None = None  # a mail: why no PDF could be made of it
-
-    @property
-    def derived(self) -> bool:
-        return self.derived_from is not None
-
-    def to_json(self) -> dict[str, Any]:
-        """The entry as manifest.json spells it: the optional fields only when set."""
-        document = {f.name: getattr(self, f.name) for f in fields(self)}
-        for optional in ("derived_from", "pdf_error"):
-            if document[optional] is None:
-                del document[optional]
-        return document
-
-
-@dataclass(frozen=True)
 class Manifest:
     """What manifest.json said: its trustworthy entries, and whether it needs rewriting."""
 
-    entries: list[ManifestEntry]
+    entries: list[FileRecord]
     status: str | None = None
     finished_at: str | None = None
     rewrite: bool = False  # something was dropped, or the file could not be read
@@ -82,7 +56,7 @@ def read(path: Path, po: PoNumber) -> Manifest:
     if not isinstance(files, list):
         log.warning("%s: ignoring %s without a list of files", po, manifest)
         return Manifest([], rewrite=True)
-    entries: list[ManifestEntry] = []
+    entries: list[FileRecord] = []
     names: list[str] = [MANIFEST]
     keys: set[str] = set()
     for raw in files:
@@ -112,7 +86,7 @@ def read(path: Path, po: PoNumber) -> Manifest:
     )
 
 
-def write(path: Path, po: PoNumber, entries: list[ManifestEntry], status: str | None,
+def write(path: Path, po: PoNumber, entries: list[FileRecord], status: str | None,
           finished_at: str | None = None) -> None:
     """Replace manifest.json atomically, or remove it when the folder holds no files."""
     manifest = path / MANIFEST
@@ -131,7 +105,7 @@ def write(path: Path, po: PoNumber, entries: list[ManifestEntry], status: str | 
     atomic_write(manifest, lambda stream: stream.write(text.encode("utf-8")))
 
 
-def on_disk(path: Path, entry: ManifestEntry) -> bool:
+def on_disk(path: Path, entry: FileRecord) -> bool:
     """Whether the entry's file is in the folder ``path``: a regular file of the listed size."""
     try:
         info = (path / entry.name).lstat()
@@ -140,7 +114,7 @@ def on_disk(path: Path, entry: ManifestEntry) -> bool:
     return stat.S_ISREG(info.st_mode) and info.st_size == entry.size
 
 
-def entry_from_json(raw: object) -> ManifestEntry | None:
+def entry_from_json(raw: object) -> FileRecord | None:
     """A manifest entry from JSON, or None when a field is missing, mistyped or unsafe."""
     if not isinstance(raw, dict):
         return None
@@ -157,7 +131,7 @@ def entry_from_json(raw: object) -> ManifestEntry | None:
     if derived_from is not None and (not isinstance(derived_from, str) or derived_from == name):
         return None
     pdf_error = raw.get("pdf_error")
-    return ManifestEntry(
+    return FileRecord(
         name=name,
         original_name=raw["original_name"],
         source_url=raw["source_url"],
@@ -171,7 +145,7 @@ def entry_from_json(raw: object) -> ManifestEntry | None:
     )
 
 
-def _with_sources(entries: list[ManifestEntry], po: PoNumber) -> list[ManifestEntry]:
+def _with_sources(entries: list[FileRecord], po: PoNumber) -> list[FileRecord]:
     """Drop derived files whose source is not a kept, downloaded file of the folder."""
     sources = {e.name for e in entries if not e.derived}
     kept = []

@@ -42,7 +42,7 @@ from pathlib import Path
 from coupad import manifest
 from coupad.faults import crash_point
 from coupad.folders import file_sha256
-from coupad.manifest import DERIVED, MANIFEST, ManifestEntry
+from coupad.manifest import DERIVED, MANIFEST
 from coupad.msg import Converter, pdf_name
 from coupad.names import safe_name, unique_name
 from coupad.offloop import Offloop
@@ -71,7 +71,7 @@ def mails_of(files: Iterable[FileRecord]) -> tuple[str, ...]:
 class Made:
     """What became of one mail: its PDF's entry, or the reason there is none."""
 
-    pdf: ManifestEntry | None
+    pdf: FileRecord | None
     reason: str | None = None
 
     def record(self, pending: PdfRecord) -> PdfRecord:
@@ -133,7 +133,7 @@ def make(folder: Path, po: PoNumber, mails: Sequence[str], converter: Converter,
         if result.ok:
             crash_point("pdf")
             assert result.sha256 is not None
-            made = ManifestEntry(
+            made = FileRecord(
                 name=name, original_name=pdf_name(Path(source.original_name)),
                 source_url=source.source_url, size=result.size, sha256=result.sha256,
                 source=DERIVED, key=f"{DERIVED}:{source.key}", derived_from=mail)

@@ -6,6 +6,7 @@ back (tasks, batches, report rows, events), plus the retry policy that spaces at
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,14 +28,32 @@ class RowIn:
 
 @dataclass(frozen=True)
 class FileRecord:
-    """One attachment on disk, as the PO folder's manifest lists it."""
+    """One file of a PO folder: as its manifest.json lists it (coupad.manifest), as a worker
+    reports it, and as the journal keeps it for the report."""
 
-    name: str
-    original_name: str
+    name: str  # the file's name in the PO folder (safe, unique in the folder)
+    original_name: str  # the name Coupa gave it (for a derived file: the original's + ".pdf")
     size: int
     sha256: str
     source_url: str
-    source: str = "po"  # "po" or "requisition"
+    source: str = "po"  # "po" | "requisition" | "derived"
+    # The attachment's identity across retries (the engine's); "" where it is not kept, as in
+    # the journal, which records files for the report only.
+    key: str = ""
+    derived_from: str | None = None  # a derived file: the name of the file it was made from
+    pdf_error: str | None = None  # a mail: why no PDF could be made of it
+
+    @property
+    def derived(self) -> bool:
+        return self.derived_from is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as manifest.json spells it: the optional fields only when set."""
+        document = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for optional in ("derived_from", "pdf_error"):
+            if document[optional] is None:
+                del document[optional]
+        return document
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ from coupad.messages import (
 )
 from coupad.ponumber import PoNumber
 from coupad.processes import kill_group
+from coupad.manifest import entry_from_json
 from coupad.records import FileRecord
 
 FATAL_EXIT = 3  # the browser could not start: restarting at once will not help
@@ -135,13 +136,9 @@ def _manifest_files(folder: Path | None) -> tuple[FileRecord, ...]:
         return ()
     try:
         data = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        return tuple(
-            FileRecord(name=str(f.get("name", "")), original_name=str(f.get("original_name", "")),
-                       size=int(f.get("size", 0)), sha256=str(f.get("sha256", "")),
-                       source_url=str(f.get("source_url", "")), source=str(f.get("source", "po")))
-            for f in data.get("files", [])
-            if not f.get("derived_from")  # a PDF made of a mail: not an attachment of the PO
-        )
+        records = (entry_from_json(raw) for raw in data.get("files", []))
+        # A PDF made of a mail is not an attachment of the PO.
+        return tuple(r for r in records if r is not None and not r.derived)
     except (OSError, ValueError, AttributeError, TypeError):
         return ()
 

@@ -9,28 +9,29 @@ import pytest
 
 from coupad import manifest
 from coupad.folders import MANIFEST, PoFolder
-from coupad.manifest import DERIVED, ManifestEntry
+from coupad.manifest import DERIVED
+from coupad.records import FileRecord
 from coupad.ponumber import PoNumber
 
 PO = PoNumber("15262984")
 
 
-def add(folder: PoFolder, name: str, data: bytes) -> ManifestEntry:
+def add(folder: PoFolder, name: str, data: bytes) -> FileRecord:
     staged = folder.staging_dir("t") / "download.part"
     staged.write_bytes(data)
     return folder.add_file(staged, name, f"http://coupa.test/{name}", "po", f"po:{name}")
 
 
-def derived_of(folder: Path, mail: ManifestEntry, data: bytes = b"%PDF-1.4 made") -> ManifestEntry:
+def derived_of(folder: Path, mail: FileRecord, data: bytes = b"%PDF-1.4 made") -> FileRecord:
     name = mail.name + ".pdf"
     (folder / name).write_bytes(data)
-    return ManifestEntry(name=name, original_name=mail.original_name + ".pdf",
+    return FileRecord(name=name, original_name=mail.original_name + ".pdf",
                          source_url=mail.source_url, size=len(data),
                          sha256=hashlib.sha256(data).hexdigest(), source=DERIVED,
                          key=f"derived:{mail.key}", derived_from=mail.name)
 
 
-def final_folder_with_a_pdf(root: Path) -> tuple[Path, ManifestEntry, ManifestEntry]:
+def final_folder_with_a_pdf(root: Path) -> tuple[Path, FileRecord, FileRecord]:
     folder = PoFolder.open(root, PO)
     mail = add(folder, "approval.msg", b"an Outlook mail")
     add(folder, "quote.pdf", b"%PDF-1.4 quote")
