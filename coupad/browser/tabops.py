@@ -148,6 +148,7 @@ class TabOps:
         handle = None
         conn = self._conn
         if conn is not None and not conn.closed:
+            self._close_crashed(conn)
             try:
                 handle = str(conn.call("Target.createTarget",
                                        {"url": BLANK, "background": True})["targetId"])
@@ -163,6 +164,21 @@ class TabOps:
         self._driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": HOOK_JS})
         self._driver.execute_cdp_cmd("Emulation.setFocusEmulationEnabled", {"enabled": True})
         return handle
+
+    def _close_crashed(self, conn: Connection) -> None:
+        """Close, over DevTools, the crashed tabs no PO holds before WebDriver switches tabs:
+        chromedriver can wait without end on a browser that still holds a crashed tab. A
+        crashed first tab (the engine's home, where it signs in) is replaced by a blank one."""
+        conn.pump()
+        held = {t.handle for t in self._runs}
+        for target in conn.targets.pages():
+            if target in held or not conn.targets.crashed(target):
+                continue
+            log.info("tab %s crashed; closing it", target)
+            if target == self._home:
+                self._home = str(conn.call("Target.createTarget",
+                                           {"url": BLANK, "background": True})["targetId"])
+            self._close_handle(target)
 
     def _close_handle(self, handle: str) -> None:
         closed = self._tab_pool.forget(handle)
