@@ -5,7 +5,7 @@
   close to its move into ``inbox/accepted/``, which the daemon does once the batch and its
   tasks are committed to the journal. The same file is also parsed (coupad.intake) and
   journaled (Journal.create_batch) in this process, to split the time between the two.
-- Status: the journal is filled to 1,000,000 tasks (paused batches of 100,000), the daemon
+- Status: the journal is filled to 1,000,000 tasks (batches of 100,000, the daemon paused), the daemon
   started on it, and the real ``coupactl status --json`` timed end to end, process start
   included (median of several); the control-socket round trip alone is timed too.
 - Report: the end of a 100,000-row batch as the daemon's loop does it — rows read from the
@@ -117,7 +117,8 @@ def _split(root: Path, rows: int) -> dict[str, Any]:
 
 
 def _fill(journal_path: Path, total: int, per_batch: int) -> dict[str, Any]:
-    """Add paused batches of ``per_batch`` tasks until the journal holds ``total`` tasks."""
+    """Add batches of ``per_batch`` tasks until the journal holds ``total`` tasks (the daemon
+    is paused: nothing of them runs, the figures are about size)."""
     times = []
     with Journal.open(journal_path) as journal:
         have = sum(journal.totals().values())
@@ -139,7 +140,6 @@ def _fill(journal_path: Path, total: int, per_batch: int) -> dict[str, Any]:
             times.append(time.perf_counter() - started)
             have += n
             k += 1
-        journal.set_paused(None, True)  # nothing of this runs: the figures are about size
         tasks = sum(journal.totals().values())
     size_mb = journal_path.stat().st_size / 1e6
     return {"tasks": tasks, "journal_mb": round(size_mb), "batches_added": len(times),
@@ -217,7 +217,6 @@ def _report(journal_path: Path, outbox: Path) -> dict[str, Any]:
 def _journal_costs(journal_path: Path, tasks: int = 2000) -> dict[str, Any]:
     """claim + record per task and heartbeat cost, on the big journal, as the daemon calls them."""
     with Journal.open(journal_path) as journal:
-        journal.set_paused(None, False)
         now = time.time()
         files = (FileRecord(name="a.pdf", original_name="a.pdf", size=1000, sha256="0" * 64,
                             source_url="http://sim/a"),)
@@ -236,7 +235,6 @@ def _journal_costs(journal_path: Path, tasks: int = 2000) -> dict[str, Any]:
                     timings={"page": 0.1, "total": 0.2}), now)
                 done += 1
         elapsed = time.perf_counter() - started - sum(beat)
-        journal.set_paused(None, True)
     result = {"tasks": done, "claim_record_ms_per_task": round(elapsed / done * 1000, 3),
               "heartbeat_ms": round(statistics.median(beat) * 1000, 3)}
     log(f"scale: journal claim+record {result['claim_record_ms_per_task']} ms per task")
