@@ -164,7 +164,19 @@ def grid(root: Path, *, nodes: int = 2, max_sessions: int = 3, session_timeout: 
         g.start_hub()
         for _ in range(nodes):
             g.start_node()
-        g.wait_ready(nodes)
+        try:
+            g.wait_ready(nodes)
+        except AssertionError:
+            # Seen once on a loaded machine: the hub up, no node registered in 60 s (a port
+            # taken between its choice and the node's bind, or a slow JVM). The nodes are
+            # started once more, on new ports, before the tests are given up.
+            for proc in g.nodes:
+                g.kill(proc)
+            g.nodes.clear()
+            g.node_ports.clear()
+            for _ in range(nodes):
+                g.start_node()
+            g.wait_ready(nodes, timeout=120)
         yield g
     finally:
         g.stop()
