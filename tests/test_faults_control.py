@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from coupad.control import MAX_CLIENTS, PROTOCOL, ControlClient, ControlServer
+from coupad.control import ACCEPT_BACKOFF, MAX_CLIENTS, PROTOCOL, ControlClient, ControlServer
 from daemonkit import DaemonProc, daemon
 from util import wait_until
 
@@ -192,10 +192,17 @@ def test_connections_beyond_the_cap_are_refused_at_once_and_a_low_fd_limit_kills
 
 
 SERVER = """
-import logging, os, sys
+import logging, os, socket, sys
 from pathlib import Path
 from coupad import logs
 from coupad.control import ControlServer
+attempts = 0
+accept = socket.socket.accept
+def counted(self):
+    global attempts
+    attempts += 1
+    return accept(self)
+socket.socket.accept = counted  # how often the server tries while it cannot accept
 logs.setup("info")
 srv = ControlServer(Path(sys.argv[1]), lambda: {"n": 1})
 srv.start()
@@ -206,7 +213,8 @@ try:
 except OSError:
     pass
 print("full", flush=True)
-sys.stdin.readline()
+while sys.stdin.readline() == "attempts\\n":
+    print(attempts, flush=True)
 for fd in hoard:
     os.close(fd)
 print("freed", flush=True)
@@ -231,11 +239,18 @@ def test_accept_survives_emfile_logging_once_and_backing_off(tmp_path):
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.connect(str(path))
             waiting.append(sock)
-        proc = psutil.Process(server.pid)
-        cpu = sum(proc.cpu_times()[:2])
-        time.sleep(1.5)  # measuring: how much CPU does the server burn while it cannot accept
-        burnt = sum(proc.cpu_times()[:2]) - cpu
-        assert burnt < 0.5, f"the accept loop spins: {burnt:.2f} CPU s in 1.5 s"
+        def attempts() -> int:
+            server.stdin.write("attempts\n")
+            server.stdin.flush()
+            return int(server.stdout.readline())
+
+        # It keeps trying (at least 4 attempts), but paced: a loop that spun on the readable
+        # socket would make thousands of attempts in the time these take.
+        started, first = time.monotonic(), attempts()
+        wait_until(lambda: attempts() >= first + 4, 10, what="the server retrying accept")
+        elapsed = time.monotonic() - started
+        made = attempts() - first
+        assert made <= elapsed / ACCEPT_BACKOFF + 3, f"{made} accept attempts in {elapsed:.1f} s"
         server.stdin.write("free\n")
         server.stdin.flush()
         assert server.stdout.readline() == "freed\n"
