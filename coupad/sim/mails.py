@@ -146,8 +146,8 @@ def big_compressed_rtf(size: int) -> bytes:
     """Compressed RTF (LZFu) whose text is ``size`` bytes: a prefix, then one 16-byte phrase.
 
     Built by hand and fast: after the phrase is written once, every token is a reference to
-    the 16 bytes before it, so a 20 MB body takes ~2.8 MB (the OLE writer's files stay under
-    its size limit) and no compressor has to run over 20 MB.
+    the 16 bytes before it, so the body costs about 2 bytes per 16 of text (the OLE writer's
+    files stay under its size limit) and no compressor runs over the whole body.
     """
     prefix = b"{\\rtf1\\ansi     big mail bodies "  # 32 literals; the last 16 repeat
     assert len(prefix) % 8 == 0
