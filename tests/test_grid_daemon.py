@@ -29,7 +29,7 @@ from test_daemon_browser import (
     sim_config,
     verify,
 )
-from test_pool_browser import events, slow_pos
+from test_pool_browser import recycled_over_the_memory_limit, slow_pos
 from util import csv_of, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
@@ -184,19 +184,6 @@ def test_remote_browsers_over_their_memory_limit_are_recycled_between_pos(
         the_grid: Grid, tmp_path: Path) -> None:
     """No PSS on a node: recycling reads the heaps the remote tabs report (every tab has some,
     so a 1 MB limit recycles each browser after its POs) and still loses and repeats nothing."""
-    first = 77_002_100
-    pos = [str(n) for n in range(first, first + 8)]
-    with sim_server(scenario=slow_pos(first, 8, 0.8)) as sim:
-        config = grid_config(sim, tmp_path, the_grid)
-        config["pool"]["max_browser_mb"] = 1
-        with daemon(tmp_path, "", **config) as d:
-            d.drop("mem.csv", csv_of(*pos))
-            d.wait_report("mem", timeout=240)
-            verify(d, sim, "mem", pos)
-            recycled = [detail for kind, detail in events(d)
-                        if kind == "worker_exit" and '"expected": true' in detail]
-            assert recycled and all("remote browser's tabs report" in r
-                                    for r in recycled), recycled
-            assert fetched_twice(sim) == []  # recycling waits for in-flight POs
-            assert d.terminate() == 0
-        wait_until(lambda: ours(the_grid) == [], 30, what="no session of ours left")
+    recycled_over_the_memory_limit(tmp_path, {**on(the_grid), "pool": {"restart_backoff_max": 2.0}},
+                                   "remote browser's tabs report", first=77_002_100)
+    wait_until(lambda: ours(the_grid) == [], 30, what="no session of ours left")

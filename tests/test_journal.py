@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,15 +34,6 @@ from util import wait_until
 
 T = TaskState
 NOW = 1_795_000_000.0  # a fixed clock: tests step time, never sleep
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    j = Journal.open(tmp_path / "state" / "journal.sqlite")
-    try:
-        yield j
-    finally:
-        j.close()
 
 
 def rows_for(pos: list[str | None], errors: dict[int, str] | None = None) -> list[RowIn]:

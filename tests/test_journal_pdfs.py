@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,15 +13,6 @@ from coupad.states import PdfState, TaskState
 from test_journal import NOW, claim_one, make_batch
 
 P = PdfState
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    j = Journal.open(tmp_path / "state" / "journal.sqlite")
-    try:
-        yield j
-    finally:
-        j.close()
 
 
 def files(*names: str) -> tuple[FileRecord, ...]:

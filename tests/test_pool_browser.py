@@ -119,18 +119,26 @@ def test_a_page_that_never_answers_times_out_and_is_retried(tmp_path):
 
 
 def test_browsers_over_their_memory_limit_are_recycled_between_pos(tmp_path):
-    first = 74_000_400
+    recycled_over_the_memory_limit(tmp_path, {}, "browser uses")
+
+
+def recycled_over_the_memory_limit(tmp_path: Path, where: dict[str, Any], reason: str,
+                                   first: int = 74_000_400) -> None:
+    """With ``pool.max_browser_mb = 1`` every browser is recycled between POs, for ``reason``,
+    and nothing is lost or fetched twice; ``where`` puts the browsers elsewhere (a Grid)."""
     pos = [str(n) for n in range(first, first + 10)]
     with sim_server(scenario=slow_pos(first, 10, 0.8)) as sim:
-        config = sim_config(sim, tmp_path, pool={"max_browser_mb": 1})
+        pool = {**where.get("pool", {}), "max_browser_mb": 1}
+        config = sim_config(sim, tmp_path, **{**where, "pool": pool})
         with daemon(tmp_path, "", **config) as d:
             d.drop("mem.csv", csv_of(*pos))
             d.wait_report("mem", timeout=240)
             verify(d, sim, "mem", pos)
             recycled = [detail for kind, detail in events(d)
                         if kind == "worker_exit" and '"expected": true' in detail]
-            assert recycled and all("browser uses" in r for r in recycled), recycled
+            assert recycled and all(reason in r for r in recycled), recycled
             assert fetched_twice(sim) == []  # recycling waits for in-flight POs
+            assert d.terminate() == 0
 
 
 def test_a_429_storm_slows_the_whole_pool_then_the_batch_completes(tmp_path):
