@@ -779,11 +779,12 @@ class Daemon:
     def _publish(self, now: float) -> None:
         assert self.journal is not None
         line = status_line(self._set_snapshot(build_snapshot(self, now)))
-        if not self._ready_sent and not any(
+        if not self._ready_sent and self.stopping_since is None and not any(
             s.state == WorkerState.STARTING for s in self.pool.slots
         ):
             # Ready once every slot's first browser is warm (or has failed and is backing
-            # off: the daemon serves its socket and inbox even when no browser can start).
+            # off: the daemon serves its socket and inbox even when no browser can start);
+            # never after a stop began (its workers ended while starting).
             self._ready_sent = True
             self.notifier.ready(line)
             log.info("ready: %s", line)

@@ -86,7 +86,7 @@ from coupad.config import Config
 from coupad.download import (
     DirectFetcher,
 )
-from coupad.errors import BrowserError, CoupadError
+from coupad.errors import BrowserError, CoupadError, StartStopped
 from coupad.folders import STAGING, PoFolder
 from coupad.page import (
     PageKind,
@@ -123,6 +123,7 @@ class Engine(ClickOps, FetchOps):
         config: Config,
         browser_factory: Callable[[], BrowserLike],
         tabs: int = 1,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         if tabs < 1:
             raise ValueError("an engine needs at least one tab")
@@ -131,6 +132,7 @@ class Engine(ClickOps, FetchOps):
         self.tabs = tabs
         self.browser: BrowserLike | None = None
         self._factory = browser_factory
+        self._stopping = stopping  # asked to stop: :meth:`start` ends once the browser is up
         self._runs: list[PoRun] = []
         self._home = ""
         self._current = ""
@@ -162,6 +164,8 @@ class Engine(ClickOps, FetchOps):
     def start(self) -> None:
         """Launch the browser and, with ``sign_in = "form"``, sign in on Coupa's form."""
         self.browser = self._factory()
+        if self._stopping():
+            raise StartStopped("asked to stop while the browser was starting")
         self._home = self._driver.current_window_handle
         self._current = self._home
         self._user_agent = str(self._driver.execute_script("return navigator.userAgent"))
@@ -176,6 +180,8 @@ class Engine(ClickOps, FetchOps):
             self._heap = HeapSampler()
             if self.config.coupa.sign_in == "profile":
                 self._carry_profile(self.browser)
+        if self._stopping():
+            raise StartStopped("asked to stop before signing in")
         if self.config.coupa.sign_in == "form":
             self.sign_in()
         self._open_spare_tabs()

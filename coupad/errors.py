@@ -34,6 +34,11 @@ class BrowserError(CoupadError):
     """Chromium or chromedriver could not be started or stopped working."""
 
 
+class StartStopped(CoupadError):
+    """The worker was asked to stop while its browser was starting: the browser is closed
+    before it signs in (nothing was in flight, nothing is lost)."""
+
+
 class SignInRequired(CoupadError):
     """Coupa redirected to its sign-in page or an identity provider."""
 

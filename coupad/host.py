@@ -57,6 +57,11 @@ class Host(Protocol):
         """Start ``target(spec, pipe)`` in a new process; its process and the daemon's pipe end."""
         ...
 
+    def stop_worker(self, pid: int) -> None:
+        """SIGTERM a worker process: it stops at its next step (a process that is gone is no
+        error). Only a starting worker needs it; a ready one reads its pipe."""
+        ...
+
     def kill_worker(self, pid: int) -> None:
         """SIGKILL a worker process (a process that is gone is no error)."""
         ...
@@ -83,6 +88,12 @@ class System:
         process.start()
         child_conn.close()
         return process, parent_conn
+
+    def stop_worker(self, pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
     def kill_worker(self, pid: int) -> None:
         try:

@@ -220,7 +220,8 @@ class Pool:
                 on_message(slot, message)
             code = process.exitcode
             held = dict(slot.in_flight)
-            expected = slot.draining and not held and code == 0
+            # A starting worker the pool sent SIGTERM may end by it before its handler is set.
+            expected = slot.draining and not held and code in (0, -signal.SIGTERM)
             self._cleanup(slot)
             exits.append(Exit(slot=slot, exitcode=code, in_flight=held, expected=expected))
             if expected:
@@ -385,6 +386,11 @@ class Pool:
         if slot.state in (WorkerState.READY, WorkerState.BUSY):
             self.move(slot, WorkerState.RECYCLING)
         self.send(slot, Drain())
+        if slot.state == WorkerState.STARTING and slot.process.pid is not None:
+            # It reads its pipe only once ready: told now, it closes its browser as soon as
+            # the browser is up, without signing in (a Grid session can wait long in the
+            # hub's queue; a shutdown need not wait for a sign-in as well).
+            self.host.stop_worker(slot.process.pid)
 
     def stop_all(self, reason: str) -> None:
         """Stop every worker now (a forced stop): each is asked to release its POs and exit,

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from coupad import logs
 from coupad.config import Config
-from coupad.errors import BrowserError, CoupadError
+from coupad.errors import BrowserError, CoupadError, StartStopped
 from coupad.messages import (
     Drain,
     Fatal,
@@ -144,9 +144,11 @@ def _manifest_files(folder: Path | None) -> tuple[FileRecord, ...]:
 
 
 def make_engine(spec: WorkerSpec,
-                on_launch: Callable[[int | None], None] | None = None) -> EngineLike:
+                on_launch: Callable[[int | None], None] | None = None,
+                stopping: Callable[[], bool] = lambda: False) -> EngineLike:
     """Build the engine a spec asks for; ``on_launch`` is told the browser's process group as
-    soon as its processes run, before the engine signs in."""
+    soon as its processes run, before the engine signs in; while ``stopping()`` says so, the
+    engine's start ends (:class:`StartStopped`) as soon as its browser is up."""
     if spec.engine != "chromium":
         import importlib
 
@@ -178,7 +180,8 @@ def make_engine(spec: WorkerSpec,
             on_launch(pgid)
         return browser
 
-    return _ChromiumEngine(Engine(config, browser_factory=factory, tabs=spec.tabs))
+    return _ChromiumEngine(Engine(config, browser_factory=factory, tabs=spec.tabs,
+                                  stopping=stopping))
 
 
 class _ChromiumEngine:
@@ -240,11 +243,20 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
             send(Launched(pgid))
         _watch_start(spec.config, started, ending, send, engine.browser_pgid, log)
 
-    engine = make_engine(spec, on_launch)
+    engine = make_engine(spec, on_launch, stopping=lambda: draining.asked)
     _watch_parent(conn, engine.browser_pgid, log)
     try:
         engine.start()
         started.set()
+        if draining.asked:
+            raise StartStopped("asked to stop while starting")
+    except StartStopped as exc:
+        # Told to stop (shutdown, drain, recycling) before it was ready: nothing in flight.
+        started.set()
+        log.info("%s: closing the browser without using it", exc)
+        _safe_close(engine, log)
+        _remove_profile(spec.profile_dir, log)
+        return
     except Exception as exc:
         if ending.is_set():
             threading.Event().wait()  # killing the browser broke the start: the watch exits

@@ -24,6 +24,7 @@ class FakeWorker:
     exitcode: int | None = None
     sent: list[Any] = field(default_factory=list)  # messages from the daemon, decoded
     killed: bool = False
+    terminated: bool = False  # sent SIGTERM
 
     def is_alive(self) -> bool:
         return self.exitcode is None
@@ -68,6 +69,11 @@ class FakeHost:
             worker.exit(self.exit_at_once)
         self.started.append(worker)
         return worker, worker
+
+    def stop_worker(self, pid: int) -> None:
+        for worker in self.started:
+            if worker.pid == pid and worker.exitcode is None:
+                worker.terminated = True
 
     def kill_worker(self, pid: int) -> None:
         for worker in self.started:

@@ -189,6 +189,21 @@ def session_expiry_mid_batch(tmp_path: Path, where: dict[str, Any], first: int =
             assert events.index("signed_in") > events.index("sign_in_needed")
 
 
+def test_a_daemon_stopped_while_its_browsers_start_ends_them_before_they_sign_in(tmp_path):
+    """SIGTERM as soon as the daemon answers (its workers are still launching): each starting
+    worker is told at once, closes its browser before signing in, and the stop is clean. The
+    tenant never sees a sign-in; before, each worker signed in and opened its tabs first."""
+    with sim_server() as sim:
+        config = sim_config(sim, tmp_path, pool={"workers": 2, "tabs_per_worker": 2})
+        with daemon(tmp_path, "", **config) as d:
+            states = [w["state"] for w in d.status()["workers"]]
+            assert states == ["STARTING", "STARTING"], "the workers are still starting"
+            assert d.terminate() == 0
+        log = d.log(tail=None)
+        assert "ready with" not in log
+        assert sim.counters()["paths"] == {}, "no request reached the tenant"
+
+
 def _events(d: DaemonProc) -> list[str]:
     import sqlite3
 

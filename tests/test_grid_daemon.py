@@ -113,6 +113,10 @@ def test_a_node_killed_mid_batch_loses_nothing(the_grid: Grid, tmp_path: Path) -
             finally:
                 the_grid.start_node()
                 the_grid.wait_ready(2, timeout=120)
+            # The pool heals: the worker whose node died gets a session on the new node.
+            wait_until(lambda: [w["state"] for w in d.status()["workers"]] == ["READY"] * 2,
+                       120, what="both workers ready again")
+            assert len(ours(the_grid)) == 2
             assert d.terminate() == 0
         assert ours(the_grid) == []
 
@@ -155,6 +159,25 @@ def test_a_full_session_queue_backs_off_without_spending_po_attempts(tmp_path: P
             batch = d.call("batches")[0]["id"]
             assert {t["attempts"] for t in d.call("batch", id=batch)["tasks"]} == {1}
             assert d.terminate() == 0
+
+
+def test_a_stop_while_a_session_waits_in_the_hubs_queue_is_clean(
+        the_grid: Grid, tmp_path: Path) -> None:
+    """Three workers, two slots on the Grid: the third's session request waits in the hub's
+    queue. SIGTERM then: the two ready workers quit, the queued request gets a slot, and that
+    browser is closed before it signs in; the stop is clean and leaves no session."""
+    with sim_server() as sim:
+        config = grid_config(sim, tmp_path, the_grid)
+        config["pool"]["workers"] = 3
+        with daemon(tmp_path, "", **config) as d:
+            wait_until(lambda: sorted(w["state"] for w in d.status()["workers"])
+                       == ["READY", "READY", "STARTING"], 120,
+                       what="two workers ready, the third's request queued")
+            assert d.terminate() == 0
+        log = d.log(tail=None)
+        assert log.count("signed in on the native form") == 2
+        assert "closing the browser without using it" in log
+        wait_until(lambda: ours(the_grid) == [], 30, what="no session of ours left")
 
 
 # ---- the local daemon tests of test_daemon_browser.py, once with the browsers on the Grid ----

@@ -325,3 +325,24 @@ def test_results_before_a_pass_free_their_tabs_for_it(rig: Rig) -> None:
     rig.result(slot, rig.runs(slot)[0])
     rig.step(0.0)
     assert len(rig.runs(slot)) == 3
+
+
+def test_a_stop_signals_a_worker_still_starting_and_its_clean_exit_ends_the_stop(rig: Rig) -> None:
+    """A starting worker reads its pipe only once ready: a stop also sends it SIGTERM (it then
+    closes its browser without signing in), a ready one only the Drain message; a starting
+    worker that exits 0 while stopping is an expected end, so the stop is clean, and the
+    daemon does not announce itself ready after its stop began."""
+    starting, ready = rig.slots
+    rig.ready(ready)
+    rig.daemon.flags.stop_requests = 1
+    rig.step(0.1)
+    assert rig.worker(starting).terminated
+    assert not rig.worker(ready).terminated
+    assert Drain() in rig.worker(ready).sent
+    for slot in rig.slots:
+        rig.worker(slot).exit(0)
+    rig.step(0.1)
+    assert not rig.daemon.forced
+    assert rig.daemon.pool.alive == []
+    assert [s.state for s in rig.slots] == [WorkerState.STOPPED] * 2
+    assert not rig.daemon._ready_sent, "no READY=1 once a stop began"
