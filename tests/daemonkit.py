@@ -94,6 +94,10 @@ def daemon(root: Path, base_url: str, *, engine: str | None = None,
     proc.start()
     try:
         yield proc
+    except BaseException:
+        # A failing test shows what the daemon said (pytest prints a failed test's output).
+        print(f"--- the daemon's log ends:\n{proc.log(tail=8000)}")
+        raise
     finally:
         if proc.proc is not None and proc.proc.poll() is None:
             try:
