@@ -936,11 +936,17 @@ class Daemon:
         self._write(release)
 
     def base_profile_updated(self, now: float) -> None:
-        """`coupad login` signed the base profile in: give every worker a fresh copy."""
-        if self.sign_in.needed:
-            for slot in self.pool.slots:
-                self.pool.drain(slot, "picking up the new sign-in")
-            self.sign_in.profile_stamp = -1.0  # any stamp now counts as changed
+        """`coupad login` signed the base profile in: give every worker a fresh copy, once per
+        new profile (workers started since then already carry it)."""
+        if not self.sign_in.needed:
+            return
+        stamp = self._profile_stamp()
+        if self.sign_in.replaced_for == stamp:
+            return
+        self.sign_in.replaced_for = stamp
+        for slot in self.pool.slots:
+            self.pool.drain(slot, "picking up the new sign-in")
+        self.sign_in.profile_stamp = -1.0  # any stamp now counts as changed
 
 
 def lock_state(state: Path, socket_path: Path) -> int:

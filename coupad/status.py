@@ -41,6 +41,9 @@ class SignIn:
     detail: str = ""
     profile_stamp: float = 0.0  # base profile cookie mtime when sign-in was found missing
     failed: bool = False  # the form sign-in itself was refused (wrong password): no retries
+    # The base profile stamp whose sign-in the workers were last replaced for: once per
+    # new profile, not at every pass while the first fresh worker starts.
+    replaced_for: float | None = None
 
 
 class Observed(Protocol):

@@ -33,12 +33,13 @@ MARGIN = 5.0  # the daemon exits within shutdown_timeout + this after SIGTERM
 
 
 @contextmanager
-def silent_tenant() -> Iterator[str]:
-    """A server that accepts TCP connections and never answers; yields its base URL."""
+def silent_tenant(held: list[socket.socket] | None = None) -> Iterator[str]:
+    """A server that accepts TCP connections and never answers; yields its base URL. The
+    connections it accepted are in ``held`` (pass a list to watch them)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(64)
-    held: list[socket.socket] = []
+    held = [] if held is None else held
     stop = threading.Event()
 
     def accept() -> None:
@@ -107,8 +108,13 @@ def test_browser_of_a_worker_killed_while_starting_against_a_silent_tenant_dies_
 
 def test_sigterm_while_a_worker_starts_against_a_silent_tenant_exits_in_time_leaving_no_browser(
         tmp_path: Path) -> None:
-    with silent_tenant() as url, daemon(tmp_path, "", **form_sign_in(tmp_path, url, 60.0)) as d:
-        wait_until(lambda: browsers(tmp_path), 30, what="the worker's browser to start")
+    held: list[socket.socket] = []
+    with silent_tenant(held) as url, \
+            daemon(tmp_path, "", **form_sign_in(tmp_path, url, 60.0)) as d:
+        # The worker is signing in (its browser's request is held): a stop told to it now
+        # cannot end its start before the deadline. (Before the sign-in began, it would end
+        # the start cleanly as soon as the browser is up: test_daemon_browser.py.)
+        wait_until(lambda: held, 30, what="the worker's browser to ask the tenant for sign-in")
         assert d.status()["workers"][0]["state"] == "STARTING"
         assert d.proc is not None
         started = time.monotonic()

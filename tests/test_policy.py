@@ -346,3 +346,35 @@ def test_a_stop_signals_a_worker_still_starting_and_its_clean_exit_ends_the_stop
     assert rig.daemon.pool.alive == []
     assert [s.state for s in rig.slots] == [WorkerState.STOPPED] * 2
     assert not rig.daemon._ready_sent, "no READY=1 once a stop began"
+
+
+def test_a_new_base_profile_replaces_each_worker_once_and_its_fresh_workers_sign_in(
+        rig: Rig) -> None:
+    """Profile sign-in: after a sign-out, a newer base profile drains the workers once; the
+    workers started from it are left to start (they carry the new sign-in) and the first one
+    ready ends the wait for sign-in."""
+    assert rig.daemon.config.coupa.sign_in == "profile"
+    rig.ready()
+    rig.batch("100001")
+    rig.step(0.1)
+    holder = next(s for s in rig.slots if rig.runs(s))
+    rig.daemon.on_message(holder, Result(
+        key=rig.runs(holder)[0], outcome="SIGNED_OUT", reason="sign-in page", supplier=None,
+        found=0, downloaded=0, names=(), folder=None, url="", timings={}, retry_after=None),
+        rig.now)
+    assert rig.daemon.sign_in.needed
+    cookies = rig.daemon.config.paths.base_profile / "Default" / "Cookies"
+    cookies.parent.mkdir(parents=True, exist_ok=True)
+    cookies.write_bytes(b"signed in")
+    rig.step(0.1)
+    old = [rig.worker(s) for s in rig.slots]
+    assert all(Drain() in w.sent for w in old)
+    for worker in old:
+        worker.exit(0)
+    rig.step(0.1)
+    fresh = [rig.worker(s) for s in rig.slots]
+    assert not set(map(id, fresh)) & set(map(id, old))
+    rig.idle(3.0)
+    assert all(w.exitcode is None and not w.terminated and w.sent == [] for w in fresh)
+    rig.ready(rig.slots[0])
+    assert not rig.daemon.sign_in.needed
