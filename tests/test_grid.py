@@ -1,7 +1,8 @@
 """Browsers on a real Selenium Grid 4 (hub + 2 nodes on this machine, Debian's Chromium): the
 same engine over ``se:cdp``, click downloads brought back through managed downloads, sessions
-tagged and swept, idle sessions kept alive, a node dying under a PO, and the Grid's answers
-checked as hostile input."""
+tagged and swept, the keep-alive interval an idle session needs, a node dying under a PO, and
+the Grid's answers checked as hostile input. An idle pool outliving the nodes' session-timeout
+runs with the whole daemon in test_grid_daemon.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -148,26 +148,6 @@ def test_the_sweep_ends_only_this_daemons_sessions(the_grid: Grid, tmp_path: Pat
     finally:
         ours.quit()
         other.quit()
-
-
-@pytest.mark.timeout(150)
-def test_an_idle_session_outlives_a_short_node_session_timeout(sim: SimHandle, tmp_path: Path) -> None:
-    with grid(tmp_path / "grid", nodes=1, max_sessions=1, session_timeout=3) as short:
-        limit = grid_status(short.url).session_timeout  # Grid raises it to its minimum, 10 s
-        assert limit is not None and limit <= 10
-        eng = remote_engine(sim, tmp_path, short.url, tabs=1)
-        try:
-            eng.start()
-            assert eng.keepalive == pytest.approx(limit / 3)
-            # Idle, polled as a worker polls, for half as long again as the time-out.
-            deadline = time.monotonic() + 1.5 * limit
-            wait_until(lambda: eng.poll(0.2) == [] and time.monotonic() > deadline,
-                       3 * limit, what="one and a half session time-outs idle")
-            assert eng.broken is None
-            result = run_all(eng, [job("36000001")])["36000001"]
-            assert result.outcome is Outcome.COMPLETED, result.reason
-        finally:
-            eng.close()
 
 
 @pytest.mark.timeout(180)
