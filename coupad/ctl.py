@@ -9,10 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -117,6 +115,9 @@ def render_batch(batch: dict[str, Any]) -> str:
 def submit_files(inbox: Path, files: Sequence[Path], priority: str) -> list[Path]:
     """Copy files into the inbox under a hidden name, then rename: the daemon never sees a
     half-copied file."""
+    import shutil  # here, not at the top: `coupactl status` is started often and needs neither
+    import uuid
+
     for source in files:  # all checked before any is copied: all or nothing
         if source.suffix.lower() not in (".csv", ".xlsx"):
             raise CoupadError(f"{source}: only .csv and .xlsx files can be submitted")
