@@ -81,7 +81,15 @@ def test_the_simulators_frame_and_visible_pages_show_nothing_in_a_background_tab
             conn.call("Page.navigate", {"url": f"{sim.base_url}/order_headers/{digits}"},
                       session=session)
             hidden[digits] = session
-        time.sleep(0.3 + 1.5)  # past the render delay, with a margin: nothing may come
+        def page_age_ms(session: str) -> float:
+            return float(conn.call("Runtime.evaluate", {
+                "expression": "document.readyState === 'complete' ? performance.now() : 0",
+                "returnByValue": True}, session=session)["result"]["value"])
+
+        # Each page has lived past the render delay, with a margin, by its own clock: what
+        # would have rendered has had its time; nothing may have come.
+        wait_until(lambda: all(page_age_ms(s) > (0.3 + 1.5) * 1000 for s in hidden.values()),
+                   20, what="the hidden pages past their render delay")
         for digits, session in hidden.items():
             conn.wait_session(conn.targets.target_of(session) or "")
             state = conn.call("Runtime.evaluate", {
