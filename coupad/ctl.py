@@ -80,9 +80,11 @@ def render_status(data: dict[str, Any]) -> str:
     for b in snap.batches:
         counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(b.counts.items()))
         eta = f", ETA {_duration(b.eta_seconds)}" if b.eta_seconds is not None else ""
+        pdfs = (f", {b.pdfs_pending} PDF(s) of mails to make before the report"
+                if b.pdfs_pending else "")
         lines.append(
             f"batch {b.id} {b.name} ({b.priority}) {bar(b.done, b.total)} "
-            f"{b.done}/{b.total}  {b.rate_per_min:.1f}/min{eta}"
+            f"{b.done}/{b.total}  {b.rate_per_min:.1f}/min{eta}{pdfs}"
         )
         lines.append(f"    {counts}")
     return "\n".join(lines)

@@ -90,6 +90,7 @@ class BatchInfo:
     created_at: float
     rate_per_min: float
     eta_seconds: float | None
+    pdfs_pending: int  # PDFs of its mails still to be made: its report waits for them
 
 
 @dataclass(frozen=True)

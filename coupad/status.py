@@ -149,6 +149,9 @@ def build_snapshot(daemon: Observed, now: float) -> Snapshot:
             state=batch.state.value if hasattr(batch.state, "value") else str(batch.state),
             total=total, done=done, counts=per_state, created_at=batch.created_at,
             rate_per_min=round(rate, 2), eta_seconds=round(eta, 1) if eta is not None else None,
+            # The report waits for these only while mails are converted (msg_to_pdf).
+            pdfs_pending=(daemon.journal.pdfs_pending(batch.id)
+                          if daemon.config.downloads.msg_to_pdf else 0),
         ))
     found, problems = troubles(daemon, now)
     if daemon.stopping_since is not None:

@@ -15,14 +15,18 @@ from typing import Any
 import pytest
 
 from coupad.config import load
+from coupad.ctl import render_status
 from coupad.daemon import MEMORY_SAMPLE_SECONDS, Daemon
 from coupad.messages import Drain, Heartbeat, Ready, Result, Run
 from coupad.pool import FAST_FAILURE_SECONDS, Slot
 from coupad.records import RowIn
 from coupad.states import TaskState, WorkerState
+from coupad.status import build_snapshot
 from coupad.throttle import FIRST_PAUSE
 from daemonkit import write_config
 from fakehost import FakeHost, FakeWorker
+from test_journal import claim_one
+from test_journal_pdfs import completed, made
 
 pytestmark = [pytest.mark.timeout(30)]
 
@@ -378,3 +382,21 @@ def test_a_new_base_profile_replaces_each_worker_once_and_its_fresh_workers_sign
     assert all(w.exitcode is None and not w.terminated and w.sent == [] for w in fresh)
     rig.ready(rig.slots[0])
     assert not rig.daemon.sign_in.needed
+
+
+def test_status_counts_a_batchs_pdfs_still_to_make_and_says_its_report_waits(rig: Rig) -> None:
+    """Every PO of the batch is final but a mail's PDF is still to be made: the report waits,
+    and status says why instead of a finished-looking bar alone."""
+    journal = rig.daemon.journal
+    assert journal is not None
+    rig.batch("100001")
+    task = claim_one(journal, now=rig.now)
+    journal.record(task.id, "w1", completed("a.msg", "q.pdf"), rig.now)
+    snap = build_snapshot(rig.daemon, rig.now)
+    (info,) = snap.batches
+    assert (info.done, info.total, info.pdfs_pending) == (1, 1, 1)
+    assert "1/1" in render_status(snap.plain())
+    assert "1 PDF(s) of mails to make before the report" in render_status(snap.plain())
+    (record,) = journal.pending_pdfs(10)
+    journal.pdf_done(made(record), rig.now)
+    assert build_snapshot(rig.daemon, rig.now).batches[0].pdfs_pending == 0
