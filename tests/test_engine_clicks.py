@@ -218,3 +218,21 @@ def test_devtools_connection_cut_mid_batch_loses_and_doubles_nothing(
         assert finals[digits].outcome is Outcome.COMPLETED, finals[digits].reason
         check_folder(engine, digits)
     print(f"attempts after the cut: {attempts}; files served: {tenant.served}")
+
+
+def test_a_tab_opened_just_after_the_connection_was_cut_opens_and_the_next_po_completes(
+        engine: Engine, tenant: Tenant) -> None:
+    """A new tab is opened (a PO retried after the cut needs one) before the engine's poll has
+    noticed the cut: looking for crashed tabs meets the lost connection. The tab opens anyway
+    (over WebDriver), the connection is reopened at the next poll, and a PO completes; before,
+    the lost connection escaped ``submit`` and would have ended the worker."""
+    assert engine._conn is not None
+    cut_socket(engine._conn)
+    handle = engine._new_tab()
+    assert handle in engine._driver.window_handles
+    done: list[PoResult] = []
+    engine.submit(job("34000005"))
+    wait_until(lambda: done.extend(engine.poll(0.05)) or done, 60, what="the PO's result")
+    assert [r.outcome for r in done] == [Outcome.COMPLETED], done[0].reason
+    assert engine._conn is not None and not engine._conn.closed, "the connection was reopened"
+    check_folder(engine, "34000005")

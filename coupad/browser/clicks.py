@@ -29,6 +29,11 @@ from coupad.page import CLICK_POINT_JS, CLICK_TARGET_JS, SCROLL_TO_CENTRE_JS, Pa
 log = logging.getLogger("coupad.engine")
 
 CLICK_START_TIMEOUT = 30.0  # a click must start its download within this (bounded by download_timeout)
+# A click made before the DevTools connection was re-established may have begun its download
+# meanwhile: that event went with the old connection (and the browser's download behaviour
+# with it, so the file went elsewhere). Its start is awaited this long after the reconnect,
+# then the PO is tried again, instead of the whole CLICK_START_TIMEOUT.
+CLICK_START_AFTER_RECONNECT = 5.0
 STALL_TIMEOUT = 120.0  # a browser download whose size does not move for this long has failed
 
 
@@ -137,7 +142,8 @@ class ClickOps(TabOps):
                     if not isinstance(point, dict):
                         return False
                     if "x" in point and "y" in point:
-                        self._mouse_click(channel.session, float(point["x"]), float(point["y"]))
+                        self._mouse_click(channel.live_session(), float(point["x"]),
+                                          float(point["y"]))
                     return True
         self._switch(tab.handle)
         element = self._driver.execute_script(CLICK_TARGET_JS, *args)
@@ -162,6 +168,10 @@ class ClickOps(TabOps):
         download = tab.clicking
         assert download is not None
         limit = min(CLICK_START_TIMEOUT, self.config.coupa.download_timeout)
+        router = self._router
+        if router is not None and router.reconnected_at > download.clicked_at:
+            limit = min(limit, router.reconnected_at - download.clicked_at
+                        + CLICK_START_AFTER_RECONNECT)
         if now - download.clicked_at < limit:
             return None  # its Began event moves it on (see _route_downloads)
         tab.clicking = None

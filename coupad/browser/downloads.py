@@ -110,6 +110,7 @@ class DownloadRouter:
         self._progress: dict[str, Progress] = {}
         self._registered = False
         self._armed = 0  # how many times the behaviour was set: more than once means reconnects
+        self.reconnected_at = 0.0  # monotonic time of the last reconnect's re-arming
         listen = connection.listen
         listen("Target.attachedToTarget", self._on_attached)
         listen("Target.targetCreated", self._frames.on_target_created)
@@ -175,6 +176,7 @@ class DownloadRouter:
         if self._armed:
             # A reconnect: running downloads go on, but their events went with the old socket.
             now = time.monotonic()
+            self.reconnected_at = now
             for download in self._downloads.values():
                 download.on_disk = True
                 download.seen = now

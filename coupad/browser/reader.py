@@ -49,11 +49,16 @@ class TabReader:
         except CdpError as exc:
             raise ChannelError(str(exc)) from None
 
+    def live_session(self) -> str:
+        """The tab's session id now: after a reconnect the tab is attached again under a new
+        one, and a command sent under the old one finds no session."""
+        self.session = self._conn.targets.session_for(self.handle) or self.session
+        return self.session
+
     def send(self, script: str, *args: Any) -> None:
         """Evaluate ``script`` (``arguments[i]``, ``return``); an earlier unanswered one is dropped."""
         self.forget()
-        # After a reconnect the tab is attached again under a new session id.
-        self.session = self._conn.targets.session_for(self.handle) or self.session
+        self.live_session()
         try:
             self.pending = self._conn.evaluate(self.session, script, *args, timeout=self.hold)
         except TargetCrashed:

@@ -107,7 +107,7 @@ class TabOps:
                     log.debug("tab %s: navigating to %s: %s", handle, url, error)
 
             try:
-                self._conn.send("Page.navigate", {"url": url}, session=channel.session,
+                self._conn.send("Page.navigate", {"url": url}, session=channel.live_session(),
                                 then=navigated)
                 return
             except CdpError as exc:
@@ -148,7 +148,10 @@ class TabOps:
         handle = None
         conn = self._conn
         if conn is not None and not conn.closed:
-            self._close_crashed(conn)
+            try:
+                self._close_crashed(conn)
+            except CdpError as exc:  # a lost connection: the engine's next poll reopens it
+                log.info("looking for crashed tabs over DevTools failed (%s)", exc)
             try:
                 handle = str(conn.call("Target.createTarget",
                                        {"url": BLANK, "background": True})["targetId"])
