@@ -142,8 +142,7 @@ class ClickOps(TabOps):
                     if not isinstance(point, dict):
                         return False
                     if "x" in point and "y" in point:
-                        self._mouse_click(channel.live_session(), float(point["x"]),
-                                          float(point["y"]))
+                        self._mouse_click(channel.session, float(point["x"]), float(point["y"]))
                     return True
         self._switch(tab.handle)
         element = self._driver.execute_script(CLICK_TARGET_JS, *args)

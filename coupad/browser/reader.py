@@ -36,7 +36,7 @@ class TabReader:
         self.handle = handle
         self.hold = hold
         try:
-            self.session = connection.targets.session_for(handle) or connection.wait_session(
+            self._session = connection.targets.session_for(handle) or connection.wait_session(
                 handle, timeout=SESSION_WAIT)
         except CdpError as exc:
             raise ChannelError(f"the tab has no DevTools session: {exc}") from None
@@ -49,16 +49,16 @@ class TabReader:
         except CdpError as exc:
             raise ChannelError(str(exc)) from None
 
-    def live_session(self) -> str:
+    @property
+    def session(self) -> str:
         """The tab's session id now: after a reconnect the tab is attached again under a new
         one, and a command sent under the old one finds no session."""
-        self.session = self._conn.targets.session_for(self.handle) or self.session
-        return self.session
+        self._session = self._conn.targets.session_for(self.handle) or self._session
+        return self._session
 
     def send(self, script: str, *args: Any) -> None:
         """Evaluate ``script`` (``arguments[i]``, ``return``); an earlier unanswered one is dropped."""
         self.forget()
-        self.live_session()
         try:
             self.pending = self._conn.evaluate(self.session, script, *args, timeout=self.hold)
         except TargetCrashed:

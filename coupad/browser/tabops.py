@@ -107,7 +107,7 @@ class TabOps:
                     log.debug("tab %s: navigating to %s: %s", handle, url, error)
 
             try:
-                self._conn.send("Page.navigate", {"url": url}, session=channel.live_session(),
+                self._conn.send("Page.navigate", {"url": url}, session=channel.session,
                                 then=navigated)
                 return
             except CdpError as exc:
