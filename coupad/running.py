@@ -3,8 +3,9 @@ socket, drop input files, wait for a batch's report, stop it.
 
 One harness for everything that runs the real daemon from outside: `coupad demo`, the tests
 (``tests/daemonkit.py`` adds what only tests look at) and ``make bench`` (``bench/kit.py``
-runs the daemon under its reaper through ``wrapper``). The folders are the config's defaults
-relative to ``root``: ``inbox``, ``outbox``, ``downloads`` and ``state``.
+runs the daemon under its reaper through ``wrapper``). The folders and the socket are the
+ones the daemon itself reads from its config file (with its environment), and its log is
+``<root>/daemon.log``.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
 
+from coupad import config as configuration
 from coupad.control import ControlClient
 from coupad.errors import CoupadError
 
@@ -43,25 +46,30 @@ class DaemonRun:
     def __post_init__(self) -> None:
         self.log_path = self.root / "daemon.log"
 
+    @cached_property
+    def _config(self) -> configuration.Config:
+        """The daemon's configuration, as it loads it (ConfigError for one it would refuse)."""
+        return configuration.load(self.config, env=self.env)
+
     @property
     def inbox(self) -> Path:
-        return self.root / "inbox"
+        return self._config.paths.inbox
 
     @property
     def outbox(self) -> Path:
-        return self.root / "outbox"
+        return self._config.paths.outbox
 
     @property
     def downloads(self) -> Path:
-        return self.root / "downloads"
+        return self._config.paths.downloads
 
     @property
     def socket(self) -> Path:
-        return self.root / "state" / "coupad.sock"
+        return self._config.socket_path
 
     @property
     def journal(self) -> Path:
-        return self.root / "state" / "journal.sqlite"
+        return self._config.paths.journal
 
     # -- life ------------------------------------------------------------------------------
 
