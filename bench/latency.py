@@ -10,10 +10,11 @@ table); the bench's zero-latency simulator serves the very same POs with no late
 Measured, each through the real daemon as throughput.py does (``kit.measure_batch``: a warm
 daemon, a CSV dropped, wall and CPU of the whole process tree until the report is written):
 
-- ``one-shot`` (1×1, ``pool.recycle_after_pos = 1``: a fresh worker, browser and sign-in per
-  PO) and ``pool 2x3`` on the latency-bound preset; the pool's efficiency against its limit —
-  the best possible time is POs × (0.8 + 0.4) s / 6 tabs, since no client can avoid a page's
-  server and render time — and its speed-up over one-shot;
+- ``one-shot`` (1×1, ``pool.recycle_after_pos = 1`` and ``pool.watching_tabs = 0``: a fresh
+  worker, browser and sign-in per PO, one PO at a time) and ``pool 2x3`` on the
+  latency-bound preset; the pool's efficiency against its limit — the best possible time
+  is POs × (0.8 + 0.4) s / 6 tabs, since no client can avoid a page's server and render
+  time — and its speed-up over one-shot;
 - the competitor with the same concurrency (6 pages) on the same simulator and POs, under
   bench/reaper.py like a daemon so that its CPU counts the same way (the script, Playwright's
   node driver, Chromium; children included). It signs in and opens its pages, says ready; its
@@ -52,6 +53,8 @@ ZERO_POS = (120, 18)
 ZERO_POS_IN_SCENARIO = max(ZERO_POS)  # what bench.py loads into the zero-latency simulator
 USERNAME = "buyer@example.com"
 PASSWORD = "coupa-sim"
+# One PO per browser: no second PO may start in a tab beside one that only watches.
+ONE_SHOT_POOL = {"workers": 1, "tabs_per_worker": 1, "recycle_after_pos": 1, "watching_tabs": 0}
 BEST_S_PER_PAGE = scenarios.LATENCY_PAGE_DELAY + scenarios.LATENCY_RENDER_DELAY
 
 
@@ -78,7 +81,7 @@ def run(ctx: Context) -> dict[str, Any]:
         log(f"latency: one-shot with {one_shot_count} POs")
         one_shot = _coupad(ctx.folder("latency-one-shot"), slow, "one-shot",
                            "coupad one-shot (1×1, a new browser per PO)", numbers[:one_shot_count],
-                           {"workers": 1, "tabs_per_worker": 1, "recycle_after_pos": 1})
+                           ONE_SHOT_POOL)
         log(f"latency: pool {workers}x{tabs} with {count} POs")
         pool = _coupad(ctx.folder("latency-pool"), slow, "pool-2x3", "coupad pool 2×3", numbers,
                        {"workers": workers, "tabs_per_worker": tabs})

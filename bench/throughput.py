@@ -2,8 +2,9 @@
 
 Throughput, on the realistic preset with the MIX POs, in four daemon modes set only by config:
 
-- ``one-shot``: 1 worker × 1 tab, ``pool.recycle_after_pos = 1`` — a fresh worker, browser and
-  sign-in for every PO, through the real daemon (how earlier tools worked);
+- ``one-shot``: 1 worker × 1 tab, ``pool.recycle_after_pos = 1``, ``pool.watching_tabs = 0`` —
+  a fresh worker, browser and sign-in for every PO, one PO at a time, through the real daemon
+  (how earlier tools worked);
 - ``warm 1×1``: one warm browser with one tab;
 - ``pool 2×3``: the default pool; ``pool 2×4``: one tab more per browser.
 
@@ -41,7 +42,9 @@ def run(ctx: Context) -> dict[str, Any]:
         measured = measure_batch(
             ctx.folder(f"throughput-{name.replace(' ', '-')}"), ctx.realistic,
             name.replace(" ", "-"), numbers,
-            pool={"workers": workers, "tabs_per_worker": tabs, "recycle_after_pos": recycle},
+            pool={"workers": workers, "tabs_per_worker": tabs, "recycle_after_pos": recycle,
+                  # one-shot: one PO per browser, none started beside one that only watches
+                  **({"watching_tabs": 0} if recycle == 1 else {})},
             timeout=60 + 15 * count,
         )
         measured.update(mode=name, workers=workers, tabs=tabs, recycle_after_pos=recycle,

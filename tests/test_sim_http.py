@@ -496,6 +496,19 @@ def test_realistic_preset_takes_about_a_second_per_page() -> None:
         assert 0.9 <= time.monotonic() - started < 3
 
 
+def test_the_sign_in_pages_cost_server_time_like_any_page() -> None:
+    delay = 0.4
+    with sim_server(scenario={"latency": {"page_delay": delay}}) as slow:
+        started = time.monotonic()
+        form = requests.get(slow.base_url + "/sessions/new", timeout=10)
+        between = time.monotonic()
+        answer = form_sign_in(slow)
+        ended = time.monotonic()
+        assert form.status_code == 200 and "user[password]" in form.text
+        assert answer.status_code == 302, answer.status_code
+        assert between - started >= delay and ended - between >= delay
+
+
 # ---- trouble -----------------------------------------------------------------------------
 
 

@@ -247,8 +247,12 @@ class Simulator:
     async def root(self, request: web.Request) -> web.Response:
         return _redirect(HOME)
 
+    # The sign-in pages cost the tenant's server time like any other page: a browser that
+    # signs in for every PO (the one-shot way) pays it two or three times per PO.
+
     async def sign_in_page(self, request: web.Request) -> web.Response:
         return_to = safe_return_to(request.query.get("return_to"))
+        await self._page_delay()
         if self.config.sign_in is SignInMode.SSO:
             query = urlencode({"redirect_uri": f"{self.base_url}/sso/callback", "state": return_to})
             return _redirect(f"{self.idp_url}/sso/authorize?{query}")
@@ -257,6 +261,7 @@ class Simulator:
     async def sign_in_submit(self, request: web.Request) -> web.Response:
         form = await request.post()
         return_to = safe_return_to(str(form.get("return_to", "")))
+        await self._page_delay()
         if self.config.sign_in is SignInMode.FORM and (
             form.get("user[login]") == self.config.username
             and form.get("user[password]") == self.config.password
@@ -266,6 +271,7 @@ class Simulator:
 
     async def sso_callback(self, request: web.Request) -> web.Response:
         code = request.query.get("code", "")
+        await self._page_delay()
         if code not in self._sso_codes:
             return _redirect("/sessions/new")
         self._sso_codes.discard(code)
