@@ -137,7 +137,8 @@ def check_sign_in(config: Config) -> Check:
 
 def check_grid(config: Config) -> Check:
     from coupad.browser import BrowserSpec
-    from coupad.browser.remote import RemoteBrowser, grid_status
+    from coupad.browser.hub import grid_status
+    from coupad.browser.remote import RemoteBrowser
     from coupad.config import redact_url
     from coupad.signin import form_sign_in, read_password
 

@@ -54,7 +54,8 @@ from typing import Any
 from coupad import __version__, logs, reload
 from coupad import config as configuration
 from coupad.browser import sweep_leftovers
-from coupad.browser.remote import SessionSweeper, instance_id
+from coupad.browser.hub import SessionSweeper
+from coupad.browser.remote import instance_id
 from coupad import commands
 from coupad.config import Config
 from coupad.control import CommandFailed, ControlServer

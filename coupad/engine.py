@@ -73,13 +73,8 @@ from coupad.browser.clicks import ClickOps, settle
 from coupad.browser.downloads import DownloadRouter
 from coupad.browser.po import Outcome, Planned, PoJob, PoResult, PoRun, Stage
 from coupad.browser.reader import ChannelError, TabCrashed
-from coupad.browser.remote import (
-    GridDownloadRouter,
-    RemoteBrowser,
-    grid_status,
-    keepalive_interval,
-    profile_cookies,
-)
+from coupad.browser.hub import grid_status, keepalive_interval
+from coupad.browser.remote import GridDownloadRouter, RemoteBrowser, profile_cookies
 from coupad.browser.tabops import BLANK, LOOK_INTERVAL, SPARE_IDLE, is_web, short
 from coupad.browser.tabs import TabPool, TabState
 from coupad.config import Config

@@ -19,13 +19,8 @@ import pytest
 
 from coupad.browser import Browser, BrowserSpec, keep_session_cookies
 from coupad.browser.heap import heap_bytes
-from coupad.browser.remote import (
-    INSTANCE_CAP,
-    RemoteBrowser,
-    grid_status,
-    keepalive_interval,
-    sweep_sessions,
-)
+from coupad.browser.hub import INSTANCE_CAP, grid_status, keepalive_interval, sweep_sessions
+from coupad.browser.remote import RemoteBrowser
 from coupad.config import redact_url
 from coupad.engine import Engine, Outcome
 from coupad.errors import BrowserError, ConfigError

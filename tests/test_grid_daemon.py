@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from coupad.browser.remote import INSTANCE_CAP
+from coupad.browser.hub import INSTANCE_CAP
 from coupad.sim.testing import SimHandle, sim_server
 from daemonkit import daemon
 from gridkit import Grid, grid, sessions

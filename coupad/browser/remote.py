@@ -12,8 +12,9 @@ so pages are read, tabs opened and clicks dispatched exactly as locally. What di
   learns the node-side path from the ``completed`` event and :meth:`RemoteBrowser.bring`
   copies the file here, into the same staging folder a local browser writes to.
 - **Ownership.** Every session carries the capability ``coupad:instance`` (one value per
-  state folder) and ``coupad:worker``, which Grid echoes in ``/status``: :func:`sweep_sessions`
-  ends the sessions a killed worker or daemon left behind, never anybody else's.
+  state folder) and ``coupad:worker``, which Grid echoes in ``/status``:
+  :func:`coupad.browser.hub.sweep_sessions` ends the sessions a killed worker or daemon left
+  behind, never anybody else's.
 - **No local processes.** :meth:`RemoteBrowser.pids` is empty: memory recycling reads what
   the tabs report of their heaps (:mod:`coupad.browser.heap`) instead of local PSS, and
   ``pool.recycle_after_pos`` still bounds a session.
@@ -22,7 +23,7 @@ so pages are read, tabs opened and clicks dispatched exactly as locally. What di
   the engine sets them in the remote browser over its connection (``Storage.setCookies``)
   before the first PO. Cookie values are never logged.
 - **Session life.** A node drops a session ``session-timeout`` after its last command; DevTools
-  traffic counts. :func:`keepalive_interval` says how often an idle engine must ping.
+  traffic counts. :func:`coupad.browser.hub.keepalive_interval` says how often an idle engine must ping.
 
 A user name and password in ``grid_url`` (Grid's basic authentication) are sent to the Grid
 and never written to a log: :func:`coupad.config.redact_url`.
@@ -30,18 +31,12 @@ and never written to a log: :func:`coupad.config.redact_url`.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import logging
 import os
 import shutil
 import socket
 import tempfile
-import threading
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,22 +49,15 @@ from selenium.webdriver.remote.client_config import ClientConfig
 
 from coupad.browser.cdp import Connection
 from coupad.browser.downloads import DownloadRouter, _Download
+from coupad.browser.hub import INSTANCE_CAP, WORKER_CAP, bare_url, delete_session
 from coupad.browser.launch import Browser, BrowserSpec, chromium_options, copy_profile
 from coupad.config import redact_url
 from coupad.errors import BrowserError
 
-__all__ = [
-    "GridBusy", "GridDownloadRouter", "GridStatus", "RemoteBrowser", "SessionSweeper",
-    "profile_cookies", "grid_status", "instance_id", "keepalive_interval",
-    "sweep_sessions",
-]
+__all__ = ["GridBusy", "GridDownloadRouter", "RemoteBrowser", "instance_id", "profile_cookies"]
 
 log = logging.getLogger("coupad.browser")
 
-INSTANCE_CAP = "coupad:instance"
-WORKER_CAP = "coupad:worker"
-KEEPALIVE_MAX = 60.0  # an idle remote browser is pinged at least this often
-_STATUS_LIMIT = 8 << 20  # bytes of a /status answer read at most
 
 
 class GridBusy(BrowserError):
@@ -114,7 +102,7 @@ class RemoteBrowser:
         if worker:
             options.set_capability(WORKER_CAP, worker)
         executor = ChromiumRemoteConnection(
-            remote_server_addr=_bare(grid_url), vendor_prefix="goog", browser_name="chrome",
+            remote_server_addr=bare_url(grid_url), vendor_prefix="goog", browser_name="chrome",
             ignore_proxy=True, client_config=_client_config(grid_url, timeout))
         shown = redact_url(grid_url)
         try:
@@ -230,179 +218,12 @@ def profile_cookies(base_profile: Path, spec: BrowserSpec) -> list[dict[str, Any
     return carried
 
 
-@dataclass(frozen=True)
-class GridStatus:
-    """What the Grid's ``/status`` says, reduced to what coupad needs."""
-
-    ready: bool
-    message: str
-    nodes: int  # nodes UP
-    slots: int  # slots on nodes UP
-    free: int  # free slots on nodes UP
-    session_timeout: float | None  # the shortest node session-timeout, seconds
-    sessions: tuple[tuple[str, str, str], ...]  # (session id, coupad:instance, coupad:worker)
-
-
-def grid_status(grid_url: str, *, timeout: float = 5.0) -> GridStatus:
-    """Read the Grid's ``/status``; BrowserError when it cannot be read."""
-    shown = redact_url(grid_url)
-    data = _request(grid_url, "GET", "/status", timeout=timeout)
-    try:
-        return _parse_status(data["value"])
-    except (KeyError, TypeError, AttributeError, ValueError) as exc:
-        raise BrowserError(f"the Grid at {shown} answered /status with something else "
-                           f"({type(exc).__name__}: {exc})") from None
-
-
-def _parse_status(value: dict[str, Any]) -> GridStatus:
-    nodes = [n for n in value.get("nodes", []) if n.get("availability") == "UP"]
-    slots = free = 0
-    sessions: list[tuple[str, str, str]] = []
-    timeouts: list[float] = []
-    for node in nodes:
-        limit = node.get("sessionTimeout")
-        if isinstance(limit, int | float) and not isinstance(limit, bool) and limit > 0:
-            timeouts.append(limit / 1000)
-        for slot in node.get("slots") or []:
-            slots += 1
-            session = slot.get("session") if isinstance(slot, dict) else None
-            if not isinstance(session, dict):
-                free += 1
-                continue
-            caps = session.get("capabilities")
-            caps = caps if isinstance(caps, dict) else {}
-            sessions.append((str(session.get("sessionId", "")), str(caps.get(INSTANCE_CAP, "")),
-                             str(caps.get(WORKER_CAP, ""))))
-    return GridStatus(ready=value.get("ready") is True, message=str(value.get("message", "")),
-                      nodes=len(nodes), slots=slots, free=free,
-                      session_timeout=min(timeouts) if timeouts else None,
-                      sessions=tuple(sessions))
-
-
-def keepalive_interval(session_timeout: float | None) -> float:
-    """How often an idle remote browser is pinged so that a node's ``session-timeout`` never
-    ends it: a third of the shortest time-out, at most :data:`KEEPALIVE_MAX`."""
-    if session_timeout is None or session_timeout <= 0:
-        return KEEPALIVE_MAX
-    return max(0.5, min(KEEPALIVE_MAX, session_timeout / 3))
-
-
-def sweep_sessions(grid_url: str, instance: str, *, keep: frozenset[str] = frozenset(),
-                   timeout: float = 5.0) -> int:
-    """End this daemon's sessions on the Grid (``coupad:instance`` = ``instance``) except those
-    whose session id or ``coupad:worker`` is in ``keep`` (live workers'); return how many were
-    ended. Sessions of anybody else are never touched."""
-    if not instance:
-        return 0
-    ended = 0
-    for session_id, owner, worker in grid_status(grid_url, timeout=timeout).sessions:
-        if owner != instance or not session_id or session_id in keep or (worker and worker in keep):
-            continue
-        log.warning("ending leftover Grid session %s (worker %s)", session_id, worker or "?")
-        if delete_session(grid_url, session_id, timeout=timeout):
-            ended += 1
-    return ended
-
-
-class SessionSweeper:
-    """Ends a daemon's leftover sessions on the Grid without ever blocking the daemon's loop:
-    at start-up (all of ours: no worker lives yet), every ``every`` seconds (all but the live
-    workers', so a killed worker's session does not wait for the node's session-timeout), each
-    on a thread of its own, one at a time; and at exit (:meth:`final`, all of ours, bounded)."""
-
-    def __init__(self, grid_url: str, instance: str, *, every: float = 30.0) -> None:
-        self.grid_url = grid_url
-        self.instance = instance
-        self.every = every
-        self._next = 0.0
-        self._thread: threading.Thread | None = None
-
-    def due(self, now: float, live: frozenset[str]) -> None:
-        """Sweep now on a thread if it is time and none is running; ``live``: workers' names."""
-        if now < self._next or (self._thread is not None and self._thread.is_alive()):
-            return
-        self._next = now + self.every
-        self._thread = threading.Thread(target=self._sweep, args=(live,), name="grid-sweep",
-                                        daemon=True)
-        self._thread.start()
-
-    def final(self, timeout: float = 10.0) -> int:
-        """End every session of ours (the workers are gone); how many were ended."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        try:
-            return sweep_sessions(self.grid_url, self.instance, timeout=min(5.0, timeout))
-        except BrowserError as exc:
-            log.warning("could not end this daemon's Grid sessions at exit: %s", exc)
-            return 0
-
-    def _sweep(self, live: frozenset[str]) -> None:
-        started = time.monotonic()
-        try:
-            ended = sweep_sessions(self.grid_url, self.instance, keep=live)
-        except BrowserError as exc:
-            log.info("Grid sessions not swept: %s", exc)
-            return
-        if ended:
-            log.info("ended %d leftover Grid session(s) in %.1f s", ended,
-                     time.monotonic() - started)
-
-
-def delete_session(grid_url: str, session_id: str, *, timeout: float) -> bool:
-    """DELETE one session on the Grid; True when the Grid took it."""
-    if not session_id.replace("-", "").isalnum():
-        return False
-    try:
-        _request(grid_url, "DELETE", f"/session/{session_id}", timeout=timeout)
-        return True
-    except BrowserError as exc:
-        log.info("could not end Grid session %s: %s", session_id, exc)
-        return False
-
-
-def _request(grid_url: str, method: str, path: str, *, timeout: float) -> Any:
-    parts = urlsplit(grid_url)
-    headers = {"Accept": "application/json"}
-    if parts.username is not None:
-        headers["Authorization"] = _basic(parts.username, parts.password)
-    request = urllib.request.Request(_bare(grid_url).rstrip("/") + path, method=method,
-                                     headers=headers)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    shown = redact_url(grid_url)
-    try:
-        with opener.open(request, timeout=timeout) as answer:
-            body = answer.read(_STATUS_LIMIT + 1)
-    except urllib.error.HTTPError as exc:
-        raise BrowserError(f"the Grid at {shown} answered {method} {path} with HTTP {exc.code}") from None
-    except (OSError, ValueError) as exc:
-        raise BrowserError(f"the Grid at {shown} did not answer {method} {path}: {exc}") from None
-    if len(body) > _STATUS_LIMIT:
-        raise BrowserError(f"the Grid at {shown} answered {method} {path} with too much")
-    try:
-        return json.loads(body) if body else None
-    except (ValueError, RecursionError):
-        raise BrowserError(f"the Grid at {shown} answered {method} {path} with something other "
-                           "than JSON") from None
-
-
-def _basic(user: str, password: str | None) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password or ''}".encode()).decode()
-
-
-def _bare(grid_url: str) -> str:
-    """``grid_url`` without its user name and password."""
-    parts = urlsplit(grid_url)
-    if parts.username is None:
-        return grid_url
-    return grid_url.replace(parts.netloc, parts.netloc.rsplit("@", 1)[1], 1)
-
-
 def _client_config(grid_url: str, timeout: float) -> ClientConfig:
     parts = urlsplit(grid_url)
     seconds = max(1, round(timeout))
     if parts.username is None:
         return ClientConfig(remote_server_addr=grid_url, timeout=seconds)
-    return ClientConfig(remote_server_addr=_bare(grid_url), timeout=seconds,
+    return ClientConfig(remote_server_addr=bare_url(grid_url), timeout=seconds,
                         username=parts.username, password=parts.password or "")
 
 
