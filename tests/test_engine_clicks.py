@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from aiohttp import web
 
@@ -163,6 +164,36 @@ def test_three_tabs_click_three_slow_files_each_at_once_and_each_file_lands_in_i
     assert overlapping == set(pos), spans
     # For the record (not asserted: speed is the benchmark's business).
     print(f"3 POs x 3 click-only files of {SIZE} bytes at {RATE} B/s: {elapsed:.2f} s")
+
+
+def _devtools_sockets(engine: Engine) -> int:
+    """This process's TCP connections to the engine's browser's DevTools port."""
+    address = engine._driver.capabilities["goog:chromeOptions"]["debuggerAddress"]
+    port = int(address.rsplit(":", 1)[1])
+    return sum(1 for c in psutil.Process().net_connections(kind="tcp")
+               if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
+@pytest.mark.timeout(90)
+def test_the_engine_holds_one_devtools_connection_to_its_browser_whatever_its_tabs(
+        engine: Engine) -> None:
+    # Three tabs at work, one of them opening a new window: every tab and frame is a session
+    # on the browser's one connection, never a socket of its own (/devtools/page/...).
+    pos = ["34000001", "34000002", "34000004"]
+    for digits in pos:
+        engine.submit(job(digits))
+    seen: list[int] = []
+    results: list[PoResult] = []
+    deadline = time.monotonic() + 60
+    while len(results) < len(pos):
+        assert time.monotonic() < deadline, f"not done: {[r.job.po.digits for r in results]}"
+        results.extend(engine.poll(0.05))
+        if len(engine._runs) == len(pos) - len(results) and engine._runs:
+            seen.append(_devtools_sockets(engine))
+    for result in results:
+        assert result.outcome is Outcome.COMPLETED, result.reason
+    assert seen and set(seen) == {1}, seen
+    assert _devtools_sockets(engine) == 1
 
 
 @pytest.mark.timeout(60)
