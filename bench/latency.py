@@ -22,6 +22,11 @@ daemon, a CSV dropped, wall and CPU of the whole process tree until the report i
   (its whole run, start-up and sign-in included, is recorded too);
 - ``pool 2x3`` and the competitor again at zero latency.
 
+coupad's pool and the competitor each run the POs ``ROUNDS`` times, in the order coupad,
+script, script, coupad; each side's figures are its rounds added up (``rounds`` keeps each
+round's). Two runs of the same code differ here by up to a tenth in CPU per PO as the
+machine drifts; the mirrored order lays that drift on both sides alike.
+
 Every PO's folder, coupad's and the script's, is checked against the simulator's truth
 (``GET /_sim/truth/<digits>``: the expected files by sha256); coupad's folder name must also
 carry the expected status.
@@ -47,6 +52,7 @@ from kit import (HERE, PYTHON, Context, Sim, bench_env, load_average, log, measu
                  simulator, tree_cpu)
 
 CONCURRENCY = (2, 3)  # coupad's pool: workers × tabs; the competitor opens as many pages
+ROUNDS = 2  # coupad and the competitor, each this many times, in the order A B B A
 ONE_SHOT_POS = (8, 3)  # full run, quick run
 LATENCY_POS = (60, 18)
 ZERO_POS = (120, 18)
@@ -82,13 +88,8 @@ def run(ctx: Context) -> dict[str, Any]:
         one_shot = _coupad(ctx.folder("latency-one-shot"), slow, "one-shot",
                            "coupad one-shot (1×1, a new browser per PO)", numbers[:one_shot_count],
                            ONE_SHOT_POOL)
-        log(f"latency: pool {workers}x{tabs} with {count} POs")
-        pool = _coupad(ctx.folder("latency-pool"), slow, "pool-2x3", "coupad pool 2×3", numbers,
-                       {"workers": workers, "tabs_per_worker": tabs})
-        log(f"latency: the Playwright script with {concurrency} pages, {count} POs")
-        script = _guarded(competitor, ctx.folder("latency-competitor"), slow, numbers,
-                          concurrency)
-    best = count * BEST_S_PER_PAGE / concurrency
+        pool, script = _side_by_side(ctx, "latency", slow, numbers, (workers, tabs))
+    best = pool["pos"] * BEST_S_PER_PAGE / concurrency  # every round's POs
     pool.update(best_possible_s=round(best, 2), efficiency=round(best / pool["wall_s"], 3),
                 speedup_vs_one_shot=round(pool["pos_per_minute"] / one_shot["pos_per_minute"], 2))
     if "error" not in script:
@@ -99,19 +100,87 @@ def run(ctx: Context) -> dict[str, Any]:
         f"{script.get('efficiency')}")
 
     zero_numbers = scenarios.numbers(scenarios.LATENCY, zero_count)
-    log(f"latency: zero latency, pool {workers}x{tabs} with {zero_count} POs")
-    zero_pool = _coupad(ctx.folder("latency-zero-pool"), ctx.instant, "zero-pool-2x3",
-                        "coupad pool 2×3", zero_numbers,
-                        {"workers": workers, "tabs_per_worker": tabs})
-    log(f"latency: zero latency, the Playwright script with {concurrency} pages")
-    zero_script = _guarded(competitor, ctx.folder("latency-zero-competitor"), ctx.instant,
-                           zero_numbers, concurrency)
+    zero_pool, zero_script = _side_by_side(ctx, "latency-zero", ctx.instant, zero_numbers,
+                                           (workers, tabs))
     result.update(
         one_shot=one_shot, pool=pool, competitor=script,
         zero={"pool": zero_pool, "competitor": zero_script},
         versus={"latency": _versus(pool, script), "zero": _versus(zero_pool, zero_script)},
     )
     return result
+
+
+def _side_by_side(ctx: Context, name: str, sim: Sim, numbers: list[str],
+                  pool: tuple[int, int]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """coupad's pool and the competitor on the same POs, ROUNDS times in the order A B B A
+    (coupad, script, script, coupad), each side's rounds added up: a machine that drifts
+    faster or slower during the part weighs on both sides alike."""
+    workers, tabs = pool
+    coupad_runs: list[dict[str, Any]] = []
+    script_runs: list[dict[str, Any]] = []
+    for n in range(ROUNDS):
+        for side in (("coupad", "script") if n % 2 == 0 else ("script", "coupad")):
+            log(f"{name}: round {n + 1} of {ROUNDS}, {side}, {len(numbers)} POs")
+            if side == "coupad":
+                coupad_runs.append(_coupad(
+                    ctx.folder(f"{name}-pool-{n + 1}"), sim, f"pool-2x3-{n + 1}",
+                    "coupad pool 2×3", numbers, {"workers": workers, "tabs_per_worker": tabs}))
+            else:
+                script_runs.append(_guarded(competitor, ctx.folder(f"{name}-competitor-{n + 1}"),
+                                            sim, numbers, workers * tabs))
+    failed = [r for r in script_runs if "error" in r]
+    return _rounds(coupad_runs), (failed[0] if failed else _rounds(script_runs))
+
+
+_ADDED = ("pos", "wall_s", "cpu_s", "right", "worker_restarts", "error_count")
+
+
+def _rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds of one side as one measurement: counts, wall and CPU added up and the
+    per-PO figures taken from the sums; per-PO breakdowns (by stage, by process, by outcome)
+    averaged, since every round runs the same POs; each round's own figures under ``rounds``."""
+    first = runs[0]
+    out = dict(first)
+    for key in _ADDED:
+        if key in first:
+            out[key] = round(sum(r[key] for r in runs), 2)
+    pos, wall, cpu = out["pos"], out["wall_s"], out["cpu_s"]
+    out.update(pos_per_minute=round(pos / wall * 60, 1), wall_s_per_po=round(wall / pos, 3),
+               cpu_s_per_po=round(cpu / pos, 3))
+    for key in ("sim_cpu_s_per_po", "s_per_po_in_page", "cpu_s_per_po_by_process", "stages_s",
+                "seconds_by_outcome"):
+        if key in first:
+            out[key] = _mean([r.get(key) for r in runs])
+    for key in ("outcomes", "expected"):
+        if isinstance(first.get(key), dict):
+            total: dict[str, int] = {}
+            for r in runs:
+                for state, n in r[key].items():
+                    total[state] = total.get(state, 0) + n
+            out[key] = total
+    if "ok" in first:
+        out["ok"] = all(r["ok"] for r in runs)
+    for key in ("wrong", "leftovers"):
+        if key in first:
+            out[key] = [x for r in runs for x in r[key]][:10]
+    out["load_average"] = runs[-1].get("load_average")
+    out["rounds"] = [{k: r.get(k) for k in ("pos", "wall_s", "pos_per_minute", "cpu_s_per_po",
+                                            "right")} for r in runs]
+    return out
+
+
+def _mean(values: list[Any]) -> Any:
+    """The mean of numbers, or of dicts of them key by key (a ``pos`` key is added up)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return None
+    if all(isinstance(v, dict) for v in present):
+        keys = {k for v in present for k in v}
+        return {k: (sum(v.get(k, 0) for v in present) if k == "pos"
+                    else _mean([v.get(k) for v in present])) for k in sorted(keys)}
+    if all(isinstance(v, int | float) for v in present):
+        return round(sum(present) / len(present), 3)
+    return present[0]
 
 
 def _guarded(measure: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:

@@ -548,7 +548,10 @@ def _latency(part: dict[str, Any]) -> list[str]:
         "(script, node driver, Chromium). Efficiency: POs × "
         f"{preset['page_delay_s'] + preset['render_delay_s']:g} s / {part['concurrency']} "
         "divided by the wall time. Files right: the PO's folder holds exactly the files the "
-        "simulator's truth lists (sha256), and for coupad the expected status.",
+        "simulator's truth lists (sha256), and for coupad the expected status. coupad's pool "
+        "and the script each ran the POs "
+        f"{len(_get(part, 'pool', 'rounds') or [None])} time(s), in the order coupad, script, "
+        "script, coupad; each side's rounds are added up (POs counts every round's).",
         "",
         *_LATENCY_HEAD,
         *_latency_table(_latency_rows(part)),
