@@ -18,9 +18,10 @@ flattened session on it. Pages are read by evaluations sent over a tab's session
 direct fetcher come from ``Storage.getCookies``. Click downloads land in one staging folder
 owned by :class:`coupad.browser.downloads.DownloadRouter`, which attributes each to the tab
 (and so the PO) whose frame started it, from the browser's download events: no download
-folder is switched per click, and no tab waits for another's download. WebDriver still
-navigates and opens and closes tabs. A connection that is lost is opened again and re-armed
-once; if that fails the engine is broken and its worker replaces the browser.
+folder is switched per click, and no tab waits for another's download. Tabs are opened,
+navigated and closed over the connection too; WebDriver signs in, and stands in for a tab
+that has no session yet (just after a reconnect). A connection that is lost is opened again
+and re-armed once; if that fails the engine is broken and its worker replaces the browser.
 
 **Evidence before verdict.** An attachment list seen early proves nothing: a loaded page is
 read only once it is idle or its list has stopped changing (:mod:`coupad.browser.evidence`).
