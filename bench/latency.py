@@ -24,8 +24,8 @@ daemon, a CSV dropped, wall and CPU of the whole process tree until the report i
 
 coupad's pool and the competitor each run the POs ``ROUNDS`` times, in the order coupad,
 script, script, coupad; each side's figures are its rounds added up (``rounds`` keeps each
-round's). Two runs of the same code differ here by up to a tenth in CPU per PO as the
-machine drifts; the mirrored order lays that drift on both sides alike.
+round's). Single runs of the same code differ in CPU per PO as the machine drifts; the
+mirrored order lays that drift on both sides alike.
 
 Every PO's folder, coupad's and the script's, is checked against the simulator's truth
 (``GET /_sim/truth/<digits>``: the expected files by sha256); coupad's folder name must also
@@ -163,6 +163,8 @@ def _rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("wrong", "leftovers"):
         if key in first:
             out[key] = [x for r in runs for x in r[key]][:10]
+    if "errors" in first:
+        out["errors"] = dict(list({k: v for r in runs for k, v in r["errors"].items()}.items())[:10])
     out["load_average"] = runs[-1].get("load_average")
     out["rounds"] = [{k: r.get(k) for k in ("pos", "wall_s", "pos_per_minute", "cpu_s_per_po",
                                             "right")} for r in runs]
